@@ -1,0 +1,26 @@
+"""diffsim: differentiable physics simulation on Taichi.
+
+    import diffsim
+    diffsim.init(arch="cpu", precision="f64")
+    system = diffsim.SpringSystem(model, dt=1e-3)
+    sim = diffsim.Simulation(system, steps=500, loss=diffsim.FinalPositionLoss(target))
+    loss, grads = sim.value_and_grad()
+"""
+
+from .control import MLP, OpenLoop, Periodic
+from .engine.gradcheck import gradcheck
+from .engine.params import Parameter, ParameterSet
+from .engine.simulation import Simulation
+from .errors import DiffsimError, SimulationError
+from .optim.fit import Adam, LBFGSB, SGD, fit
+from .optim.losses import CenterOfMassLoss, FinalPositionLoss, Loss, PointLoss
+from .runtime import available_archs, init
+from .systems.springs import SpringModel, SpringSystem
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "init", "available_archs", "Simulation", "Parameter", "ParameterSet", "gradcheck",
+    "DiffsimError", "SimulationError", "Loss", "PointLoss", "FinalPositionLoss", "CenterOfMassLoss",
+    "SGD", "Adam", "LBFGSB", "fit", "OpenLoop", "Periodic", "MLP", "SpringModel", "SpringSystem",
+]

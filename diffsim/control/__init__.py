@@ -1,0 +1,3 @@
+from .controllers import MLP, Controller, OpenLoop, Periodic
+
+__all__ = ["Controller", "OpenLoop", "Periodic", "MLP"]

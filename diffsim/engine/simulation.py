@@ -1,0 +1,264 @@
+"""Forward rollouts and reverse-mode gradients through them, with two storage policies.
+
+full
+    The window holds all T + 1 frames. Forward runs `step(0..T-1)`, backward runs the adjoint kernels in reverse.
+    Memory O(T).
+checkpointed (checkpoint_every=K)
+    The window holds K + 1 frames; forward keeps a snapshot of the state every K steps. Backward walks the segments
+    in reverse: restore the snapshot into frame 0, re-run the segment, seed its last frame with the adjoint carried
+    from the later segment, run the adjoints back to frame 0, carry frame 0's adjoint on. Memory O(T/K + K) frames,
+    one extra forward in compute. Gradients equal the full policy's to rounding.
+
+Losses are sums of per-frame terms (see `diffsim.optim.losses`), evaluated right after the frame is written, so both
+policies treat them the same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import taichi as ti
+
+from .. import runtime
+from ..errors import DiffsimError, SimulationError
+from .launch import FastKernel
+from .state import FieldSpec, State, copy_frame, first_nonfinite_frame
+from .system import System
+
+STORAGE = ("full", "checkpointed")
+
+
+class Simulation:
+    """Runs `system` for `steps` steps and differentiates `loss` through the rollout.
+
+    Allocation happens here, once per (system, horizon); forward and backward reuse the same fields, so nothing is
+    recompiled between optimizer iterations.
+    """
+
+    def __init__(
+        self,
+        system: System,
+        steps: int,
+        loss=None,
+        storage: str = "full",
+        checkpoint_every: int | None = None,
+        check_finite: bool = True,
+    ):
+        system.check_alive()
+        if int(steps) < 1:
+            raise DiffsimError(f"must be >= 1, got {steps}", where="steps")
+        if checkpoint_every is not None and storage == "full":
+            storage = "checkpointed"
+        if storage not in STORAGE:
+            raise DiffsimError(f"unknown storage policy {storage!r}; choose full or checkpointed", where="storage")
+        self.system = system
+        self.steps = int(steps)
+        self.batch = system.batch
+        self.storage = storage
+        if storage == "checkpointed":
+            k = int(checkpoint_every or max(1, int(round(np.sqrt(self.steps)))))
+            if k < 1:
+                raise DiffsimError(f"must be >= 1, got {checkpoint_every}", where="checkpoint_every")
+            self.K = min(k, self.steps)
+        else:
+            self.K = self.steps
+        self.segments = [(a, min(a + self.K, self.steps)) for a in range(0, self.steps, self.K)]
+        self.check_finite = check_finite
+        specs = system.field_specs()
+        self.state = State(specs, frames=self.K + 1, batch=self.batch)
+        self._state_specs = [s for s in specs if s.kind == "state"]
+        if storage == "checkpointed":
+            self.snapshots = State(self._state_specs, frames=len(self.segments) + 1, batch=self.batch, needs_grad=False)
+            self.carry = State(self._state_specs, frames=1, batch=self.batch, needs_grad=False)
+        self._step, self._step_grad = system.step_launchers(self.state)
+        self._bad = ti.field(ti.i32, shape=())
+        self.loss = None
+        self.set_loss(loss)
+        self.loss_value = None
+        self._forward_done = False
+
+    # -- loss ---------------------------------------------------------------------------------------------------
+    def set_loss(self, loss) -> None:
+        """Attach a loss (or None). Binding checks its targets against this system and horizon."""
+        self.loss = loss
+        self._schedule: dict[int, list] = {}
+        if loss is None:
+            return
+        for leaf, _weight in loss.terms():
+            leaf.bind(self.system, self.steps)
+            x = self.state.field(leaf.quantity)
+            launch = FastKernel(leaf.eval, x, types="iif")
+            grad = FastKernel(leaf.eval, x, types="iif", grad=True)
+            for fg, row, coef in leaf.schedule(self.steps):
+                if not 0 <= fg <= self.steps:
+                    raise DiffsimError(f"loss frame {fg} outside the rollout [0, {self.steps}]", where="loss")
+                self._schedule.setdefault(fg, []).append((launch, grad, row, float(coef)))
+
+    def _eval_loss(self, f: int, fg: int) -> None:
+        for launch, _grad, row, coef in self._schedule.get(fg, ()):
+            launch(f, row, coef)
+
+    def _eval_loss_grad(self, f: int, fg: int) -> None:
+        for _launch, grad, row, coef in reversed(self._schedule.get(fg, ())):
+            grad(f, row, coef)
+
+    # -- forward ------------------------------------------------------------------------------------------------
+    def forward(self) -> float:
+        """Run the rollout (and the loss, if any). Returns the total loss (summed over copies), or 0.0."""
+        self.system.check_alive()
+        sys, s = self.system, self.state
+        if self.loss is not None:
+            for leaf, _w in self.loss.terms():
+                leaf.value.fill(0)
+        if self.storage == "full":
+            sys.initialize(s)
+            self._eval_loss(0, 0)
+            for f in range(self.steps):
+                self._step(f, f)
+                self._eval_loss(f + 1, f + 1)
+            self._check(0, self.steps + 1, 0)
+        else:
+            for j, (a, b) in enumerate(self.segments):
+                self._load_segment_start(j)
+                if j == 0:
+                    self._eval_loss(0, 0)
+                for k in range(b - a):
+                    self._step(k, a + k)
+                    self._eval_loss(k + 1, a + k + 1)
+                self._check(0, b - a + 1, a)
+                for spec in self._state_specs:
+                    copy_frame(s.field(spec.name), b - a, self.snapshots.field(spec.name), j + 1)
+        self._forward_done = True
+        if self.loss is None:
+            self.loss_value = np.zeros(self.batch)
+            return 0.0
+        per_copy = np.zeros(self.batch)
+        for leaf, w in self.loss.terms():
+            per_copy += w * leaf.value.to_numpy().astype(np.float64)
+        self.loss_value = per_copy
+        total = float(per_copy.sum())
+        if self.check_finite and not np.isfinite(total):
+            raise SimulationError("loss", self.steps, "the state stayed finite; the loss itself overflowed")
+        return total
+
+    def run(self) -> None:
+        """Forward without caring about the loss."""
+        self.forward()
+
+    def _load_segment_start(self, j: int) -> None:
+        s = self.state
+        if j == 0:
+            self.system.initialize(s)
+            if self.storage == "checkpointed":
+                for spec in self._state_specs:
+                    copy_frame(s.field(spec.name), 0, self.snapshots.field(spec.name), 0)
+        else:
+            for spec in self._state_specs:
+                copy_frame(self.snapshots.field(spec.name), j, s.field(spec.name), 0)
+
+    def _check(self, start: int, stop: int, frame_offset: int) -> None:
+        if not self.check_finite:
+            return
+        for spec in self.state.specs:
+            if spec.dtype == "i32":
+                continue
+            self._bad[None] = 2**30
+            first_nonfinite_frame(self.state.field(spec.name), start, stop, self._bad)
+            bad = int(self._bad[None])
+            if bad < 2**30:
+                frame = bad + frame_offset
+                detail = self._locate(spec, bad)
+                raise SimulationError(spec.name, frame, detail)
+
+    def _locate(self, spec: FieldSpec, frame: int) -> str:
+        arr = self.state.field(spec.name).to_numpy()[frame]
+        flat = arr.reshape(arr.shape[0], -1) if arr.ndim > 1 else arr.reshape(-1, 1)
+        copies, elems = np.nonzero(~np.isfinite(flat))
+        hint = getattr(self.system, "instability_hint", lambda: "")()
+        where = f"copy {copies[0]}, element {elems[0] // (spec.dim or 1)}" if len(copies) else ""
+        return "; ".join(x for x in (where, hint) if x)
+
+    # -- backward -----------------------------------------------------------------------------------------------
+    def backward(self) -> None:
+        """Accumulate d(total loss)/d(parameter) into every parameter's gradient (zeroed first)."""
+        if self.loss is None:
+            raise DiffsimError("backward() needs a loss; pass loss= to Simulation or call set_loss()")
+        if not self._forward_done:
+            self.forward()
+        sys, s = self.system, self.state
+        sys.params.zero_grad()
+        for leaf, w in self.loss.terms():
+            leaf.zero_grad()
+            leaf.value.grad.fill(w)
+        if self.storage == "full":
+            s.zero_grad()
+            for f in reversed(range(self.steps)):
+                self._eval_loss_grad(f + 1, f + 1)
+                self._step_grad(f, f)
+            self._eval_loss_grad(0, 0)
+            sys.initialize_grad(s)
+            return
+        for j in reversed(range(len(self.segments))):
+            a, b = self.segments[j]
+            n = b - a
+            # Recompute the segment's frames from its snapshot (the window holds the last segment already).
+            if j != len(self.segments) - 1:
+                self._load_segment_start(j)
+                for k in range(n):
+                    self._step(k, a + k)
+            s.zero_grad()
+            if j != len(self.segments) - 1:
+                for spec in self._state_specs:
+                    copy_frame(self.carry.field(spec.name), 0, s.field(spec.name).grad, n)
+            for k in reversed(range(n)):
+                self._eval_loss_grad(k + 1, a + k + 1)
+                self._step_grad(k, a + k)
+            if j == 0:
+                self._eval_loss_grad(0, 0)
+                sys.initialize_grad(s)
+            else:
+                for spec in self._state_specs:
+                    copy_frame(s.field(spec.name).grad, 0, self.carry.field(spec.name), 0)
+
+    def value_and_grad(self, names=None) -> tuple[float, dict[str, np.ndarray]]:
+        """Forward, backward; the total loss and d loss / d value for the named parameters (all by default)."""
+        value = self.forward()
+        self.backward()
+        return value, {p.name: p.grad() for p in self.system.params.select(names)}
+
+    # -- results ------------------------------------------------------------------------------------------------
+    def trajectory(self, names: list[str] | None = None, every: int = 1) -> dict[str, np.ndarray]:
+        """State quantities over frames, ``[frame, batch, ...]`` (full storage: every frame; checkpointed: the
+        snapshot frames only, with `every` = K)."""
+        if not self._forward_done:
+            raise DiffsimError("no rollout yet: call forward() or run() first")
+        src = self.state if self.storage == "full" else self.snapshots
+        names = names or [s.name for s in self._state_specs]
+        out = {}
+        for name in names:
+            arr = src.field(name).to_numpy()
+            out[name] = arr[::every] if self.storage == "full" else arr
+        return out
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes held by state and gradient buffers, counted from the field sizes."""
+        out = {"window": self.state.nbytes()}
+        if self.storage == "checkpointed":
+            out["snapshots"] = self.snapshots.nbytes(with_grad=False)
+            out["carry"] = self.carry.nbytes(with_grad=False)
+        out["total"] = sum(out.values())
+        return out
+
+    @property
+    def frames_per_window(self) -> int:
+        return self.K + 1
+
+    def __repr__(self) -> str:
+        return (
+            f"Simulation({self.system.kind}, steps={self.steps}, batch={self.batch}, storage={self.storage}"
+            + (f", K={self.K}" if self.storage == "checkpointed" else "")
+            + ")"
+        )
+
+
+def _arch_name() -> str:
+    return runtime.current()["arch"]

@@ -1,0 +1,120 @@
+"""Time-indexed state buffers.
+
+Every quantity a step writes lives in a field indexed ``[frame, batch, ...]``. A step reads frame `f` and writes
+frame `f + 1`, so nothing is overwritten and Taichi's reverse mode sees every value it needs.
+
+Two kinds of quantity:
+- ``state``: what defines the system at a frame (positions, velocities). Checkpoints snapshot these.
+- ``scratch``: per-step intermediates (forces, controller activations). They are recomputed, never snapshotted.
+"""
+
+
+from dataclasses import dataclass
+
+import numpy as np
+import taichi as ti
+
+from .. import runtime
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One time-indexed quantity.
+
+    name: attribute name on the `State` (``x``, ``v``, ``act``).
+    shape: per-copy shape (e.g. ``(n_particles,)``).
+    dim: vector length, or None for a scalar per element.
+    kind: "state" or "scratch".
+    dtype: "real" (the active precision) or "i32".
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dim: int | None = None
+    kind: str = "state"
+    dtype: str = "real"
+
+    def elements_per_frame(self, batch: int) -> int:
+        return batch * int(np.prod(self.shape, dtype=np.int64)) * (self.dim or 1)
+
+
+@ti.data_oriented
+class State:
+    """The window of frames a simulation keeps: one field per `FieldSpec`, each ``(frames, batch, *shape)``.
+
+    Kernels receive the whole object as a ``ti.template()`` argument and read ``s.x[f, b, i]``.
+    """
+
+    def __init__(self, specs: list[FieldSpec], frames: int, batch: int, needs_grad: bool = True):
+        self.specs = list(specs)
+        self.needs_grad = needs_grad
+        self.frames = int(frames)
+        self.batch = int(batch)
+        real = runtime.real()
+        for spec in self.specs:
+            dtype = ti.i32 if spec.dtype == "i32" else real
+            shape = (self.frames, self.batch, *spec.shape)
+            grad = needs_grad and spec.dtype != "i32"
+            if spec.dim is None:
+                field = ti.field(dtype, shape=shape, needs_grad=grad)
+            else:
+                field = ti.Vector.field(spec.dim, dtype, shape=shape, needs_grad=grad)
+            setattr(self, spec.name, field)
+
+    def field(self, name: str):
+        return getattr(self, name)
+
+    def state_specs(self) -> list[FieldSpec]:
+        return [s for s in self.specs if s.kind == "state"]
+
+    def zero_grad(self) -> None:
+        for spec in self.specs:
+            if self.needs_grad and spec.dtype != "i32":
+                getattr(self, spec.name).grad.fill(0)
+
+    def nbytes(self, with_grad: bool = True) -> int:
+        """Bytes held by the fields (and their gradients), counted from the shapes."""
+        item = 8 if runtime.current()["precision"] == "f64" else 4
+        total = 0
+        for spec in self.specs:
+            n = self.frames * spec.elements_per_frame(self.batch)
+            total += n * (4 if spec.dtype == "i32" else item) * (2 if with_grad and self.needs_grad and spec.dtype != "i32" else 1)
+        return total
+
+
+@ti.kernel
+def copy_frame(src: ti.template(), src_frame: ti.i32, dst: ti.template(), dst_frame: ti.i32):
+    """dst[dst_frame, ...] = src[src_frame, ...] for fields of equal trailing shape."""
+    for I in ti.grouped(ti.ndrange(*src.shape[1:])):
+        dst[ti.Vector([dst_frame] + [I[k] for k in ti.static(range(len(src.shape) - 1))])] = src[
+            ti.Vector([src_frame] + [I[k] for k in ti.static(range(len(src.shape) - 1))])
+        ]
+
+
+@ti.kernel
+def _first_bad_scalar(field: ti.template(), start: ti.i32, stop: ti.i32, out: ti.template()):
+    for I in ti.grouped(field):
+        if start <= I[0] < stop:
+            if not (ti.abs(field[I]) <= 1e38):  # false for NaN and for Inf
+                ti.atomic_min(out[None], I[0])
+
+
+@ti.kernel
+def _first_bad_vector(field: ti.template(), start: ti.i32, stop: ti.i32, out: ti.template()):
+    for I in ti.grouped(field):
+        if start <= I[0] < stop:
+            v = field[I]
+            bad = False
+            for k in ti.static(range(field.n)):
+                if not (ti.abs(v[k]) <= 1e38):
+                    bad = True
+            if bad:
+                ti.atomic_min(out[None], I[0])
+
+
+def first_nonfinite_frame(field, start: int, stop: int, out) -> None:
+    """out[None] = min(out[None], the first frame in [start, stop) where `field` holds NaN or Inf)."""
+    if isinstance(field, ti.MatrixField):
+        _first_bad_vector(field, start, stop, out)
+    else:
+        _first_bad_scalar(field, start, stop, out)

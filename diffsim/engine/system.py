@@ -1,0 +1,72 @@
+"""The interface every simulator implements; the engine knows nothing else about physics.
+
+A system owns its model (topology, constants), its parameters and its kernels. It declares the time-indexed
+quantities it needs (`field_specs`); the `Simulation` allocates them for a window of frames and drives the system:
+
+    system.initialize(s)          write frame 0 from the initial-state parameters
+    system.step(s, f, fg)         read frame f, write frame f + 1; fg is the global step index (controls, phase)
+
+and, in reverse, `initialize_grad` and `step_grad`, which are the Taichi-generated adjoints of the same kernels.
+Every kernel follows DESIGN.md: values are never overwritten after being read, stages that depend on each other are
+separate top-level loops of one kernel (Taichi reverses top-level loops correctly, but not loops nested in a loop).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import runtime
+from ..errors import DiffsimError
+from .launch import FastKernel
+from .params import Parameter, ParameterSet
+from .state import FieldSpec, State
+
+
+class System:
+    """Base class. Subclasses set `self.params`, `self.dt`, `self.batch`, and define the kernels."""
+
+    #: name of the system kind, for scenes and messages
+    kind = "system"
+
+    def __init__(self, batch: int = 1):
+        runtime.ensure_init()
+        if int(batch) < 1:
+            raise DiffsimError(f"must be >= 1, got {batch}", where="batch")
+        self.batch = int(batch)
+        self.params = ParameterSet()
+        self._generation = runtime.generation()
+
+    # -- to implement -------------------------------------------------------------------------------------------
+    def field_specs(self) -> list[FieldSpec]:
+        raise NotImplementedError
+
+    def initialize(self, s: State) -> None:
+        raise NotImplementedError
+
+    def initialize_grad(self, s: State) -> None:
+        raise NotImplementedError
+
+    def step(self, s: State, f: int, fg: int) -> None:
+        """One step: read frame f of `s`, write frame f + 1. The default launches the kernel `self._step`."""
+        self._step(s, f, fg)
+
+    def step_grad(self, s: State, f: int, fg: int) -> None:
+        self._step.grad(s, f, fg)
+
+    def step_launchers(self, s: State):
+        """(forward, adjoint) callables taking (f, fg) for the step loop; fast launches of `self._step`."""
+        return FastKernel(self._step, s), FastKernel(self._step, s, grad=True)
+
+    # -- shared helpers -----------------------------------------------------------------------------------------
+    def add_param(self, name: str, shape, value, **kw) -> Parameter:
+        return self.params.add(Parameter(name, shape, value, batch=self.batch, **kw))
+
+    def check_alive(self) -> None:
+        if self._generation != runtime.generation():
+            raise DiffsimError(
+                "this system was built before diffsim.init() was called again; build it again after init()"
+            )
+
+    def energy(self, traj: dict[str, np.ndarray]) -> np.ndarray | None:
+        """Total energy per frame from a trajectory, if the system defines one."""
+        return None

@@ -1,0 +1,159 @@
+"""Backend selection: the only place that calls `ti.init`.
+
+`init()` may be called again to switch backend or precision. Re-initialising resets Taichi: every field and every
+compiled kernel is dropped, so systems and simulations built before must be built again (they check this and raise a
+clear error instead of crashing).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import taichi as ti
+
+from .errors import DiffsimError
+
+ARCHS = ("cpu", "gpu", "cuda", "vulkan", "metal")
+PRECISIONS = ("f32", "f64")
+
+# Reverse mode through loops with loop-carried locals needs Taichi's autodiff stack; the adaptive size crashed the
+# CPU backend in a probe (DESIGN.md rule 9), so it is fixed here. 512 covers the deepest serial loop we compile.
+AD_STACK_SIZE = 512
+
+_state = {"initialized": False, "arch": None, "precision": None, "debug": False, "generation": 0}
+
+
+def _ti_arch(name: str):
+    return {"cpu": ti.cpu, "cuda": ti.cuda, "vulkan": ti.vulkan, "metal": ti.metal}[name]
+
+
+def available_archs() -> list[str]:
+    """Names of the backends that work on this machine (probed once per process, in a subprocess-free way)."""
+    if "_available" in _state:
+        return list(_state["_available"])
+    found = ["cpu"]
+    try:
+        from taichi._lib import core as _core  # noqa: PLC0415
+
+        checks = {
+            "cuda": getattr(_core, "with_cuda", lambda: False),
+            "vulkan": getattr(_core, "with_vulkan", lambda: False),
+            "metal": getattr(_core, "with_metal", lambda: False),
+        }
+        for name, compiled_in in checks.items():
+            if not compiled_in():
+                continue
+            if name == "vulkan" and not _vulkan_device_present():
+                continue
+            if name == "cuda" and not _cuda_present():
+                continue
+            if name == "metal" and not _is_macos():
+                continue
+            found.append(name)
+    except Exception:  # pragma: no cover - depends on the Taichi build
+        pass
+    _state["_available"] = found
+    return list(found)
+
+
+def _is_macos() -> bool:
+    import sys
+
+    return sys.platform == "darwin"
+
+
+def _cuda_present() -> bool:
+    import ctypes.util
+
+    return ctypes.util.find_library("cuda") is not None or os.path.exists("/dev/nvidiactl")
+
+
+def _vulkan_device_present() -> bool:
+    dirs = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d", "/usr/local/share/vulkan/icd.d"]
+    env = os.environ.get("VK_ICD_FILENAMES") or os.environ.get("VK_DRIVER_FILES")
+    if env:
+        return True
+    return any(os.path.isdir(d) and any(f.endswith(".json") for f in os.listdir(d)) for d in dirs)
+
+
+def init(
+    arch: str | None = None,
+    precision: str | None = None,
+    debug: bool = False,
+    seed: int | None = None,
+    quiet: bool = True,
+) -> None:
+    """Start (or restart) Taichi on a backend.
+
+    arch: "cpu" (x64), "gpu" (cuda, then vulkan, then metal), "cuda", "vulkan" or "metal"; default from
+        ``DIFFSIM_ARCH``, else "cpu".
+    precision: "f32" (default, fast) or "f64" (for gradient checks); default from ``DIFFSIM_PRECISION``.
+    debug: Taichi's debug mode (bounds checks); slow.
+    seed: seeds Python's, numpy's and Taichi's random generators.
+    """
+    arch = (arch or os.environ.get("DIFFSIM_ARCH") or "cpu").lower()
+    precision = (precision or os.environ.get("DIFFSIM_PRECISION") or "f32").lower()
+    if arch not in ARCHS:
+        raise DiffsimError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}", where="arch")
+    if precision not in PRECISIONS:
+        raise DiffsimError(f"unknown precision {precision!r}; choose f32 or f64", where="precision")
+    available = available_archs()
+    if arch == "gpu":
+        gpus = [a for a in ("cuda", "vulkan", "metal") if a in available]
+        if not gpus:
+            raise DiffsimError(f"no GPU backend available; available: {', '.join(available)}", where="arch")
+        arch = gpus[0]
+    elif arch not in available:
+        raise DiffsimError(f"backend {arch!r} is not available here; available: {', '.join(available)}", where="arch")
+    if seed is not None:
+        random.seed(seed)
+        np.random.seed(seed)
+    dtype = ti.f64 if precision == "f64" else ti.f32
+    kwargs = dict(
+        arch=_ti_arch(arch),
+        default_fp=dtype,
+        debug=debug,
+        ad_stack_size=AD_STACK_SIZE,
+        log_level=ti.WARN if quiet else ti.INFO,
+        offline_cache=True,
+    )
+    if seed is not None:
+        kwargs["random_seed"] = int(seed)
+    if _state["initialized"]:
+        ti.reset()
+    ti.init(**kwargs)
+    actual = str(ti.lang.impl.current_cfg().arch).split(".")[-1]
+    if actual != {"cpu": "x64"}.get(arch, arch) and not (arch == "cpu" and actual in ("x64", "arm64")):
+        raise DiffsimError(f"backend {arch!r} failed to start (Taichi fell back to {actual})", where="arch")
+    _state.update(initialized=True, arch=arch, precision=precision, debug=debug)
+    _state["generation"] += 1
+
+
+def ensure_init() -> None:
+    """Initialise with the defaults if nobody has yet."""
+    if not _state["initialized"]:
+        init()
+
+
+def current() -> dict:
+    """The active backend, precision and debug flag."""
+    ensure_init()
+    return {k: _state[k] for k in ("arch", "precision", "debug")}
+
+
+def generation() -> int:
+    """Counts `init()` calls; objects built under an older generation hold dead fields."""
+    return _state["generation"]
+
+
+def real():
+    """The Taichi float type of the active precision."""
+    ensure_init()
+    return ti.f64 if _state["precision"] == "f64" else ti.f32
+
+
+def np_real():
+    ensure_init()
+    return np.float64 if _state["precision"] == "f64" else np.float32

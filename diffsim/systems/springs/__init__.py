@@ -1,0 +1,4 @@
+from .model import SpringModel
+from .system import SpringSystem
+
+__all__ = ["SpringModel", "SpringSystem"]

@@ -1,0 +1,284 @@
+"""Mass-spring soft bodies in 2D and 3D.
+
+One step (semi-implicit Euler, dt), all stages fused in one kernel (DESIGN.md rule 5), each a top-level loop:
+
+1. observation for the controller (positions and velocities relative to the centre of mass), then the controller;
+2. per-particle force: gravity m g plus the ground's normal penalty force
+   f_n = max(0, k_c * pen - c_c * v_n), pen = ground height - x_n (the up axis is the last one);
+3. springs: F = k (L - L0') + c (v_b - v_a) . d, along d = (x_b - x_a) / L, with the actuated rest length
+   L0' = L0 (1 + actuation * act);
+4. integrate: v* = v + dt F / m; friction acts on the tangential part of v* as
+   v_t <- v_t / (1 + mu f_n dt / (m sqrt(|v_t|^2 + eps^2))), a smooth, unconditionally stable form of Coulomb's law
+   (for fast sliding it removes mu f_n dt / m of speed, near zero slip it sticks); x' = x + dt v'.
+
+Every constant is a parameter with a gradient: stiffness, damping, rest length, actuation, mass, gravity, ground
+height, friction, contact stiffness and damping, initial positions and velocities.
+"""
+
+
+import math
+import warnings
+
+import numpy as np
+import taichi as ti
+
+from ...engine.state import FieldSpec
+from ...engine.system import System
+from ...errors import DiffsimError
+from .model import SpringModel
+
+#: below this many elements (batch x particles) a loop runs serially: parallel dispatch costs more than it saves
+SERIAL_BELOW = 20000
+
+
+@ti.data_oriented
+class SpringSystem(System):
+    kind = "springs"
+
+    def __init__(
+        self,
+        model: SpringModel,
+        dt: float,
+        gravity=None,
+        ground: float | None = 0.0,
+        friction: float = 1.0,
+        contact_stiffness: float = 3e4,
+        contact_damping: float = 50.0,
+        friction_smoothing: float = 1e-2,
+        controller=None,
+        substeps: int = 1,
+        batch: int = 1,
+        per_batch: tuple[str, ...] = (),
+    ):
+        super().__init__(batch)
+        if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
+            raise DiffsimError(f"must be > 0, got {dt}", where=f"{model.source}: dt")
+        if int(substeps) < 1:
+            raise DiffsimError(f"must be >= 1, got {substeps}", where=f"{model.source}: substeps")
+        arrays = model.finalize()
+        self.model = model
+        self.dim = model.dim
+        self.n = model.n_particles
+        self.m = model.n_springs
+        self.dt = float(dt)
+        self.substeps = int(substeps)
+        self.has_ground = ground is not None
+        self.friction_smoothing = float(friction_smoothing)
+        self.serial = self.batch * max(self.n, self.m) < SERIAL_BELOW
+        up = np.zeros(self.dim)
+        up[-1] = 1.0
+        gravity = -9.81 * up if gravity is None else np.asarray(gravity, dtype=np.float64)
+        if gravity.shape != (self.dim,):
+            raise DiffsimError(f"must have {self.dim} components, got {gravity.tolist()}",
+                               where=f"{model.source}: gravity")
+        pb = set(per_batch)
+        unknown = pb - {"springs.stiffness", "springs.damping", "springs.rest_length", "springs.actuation",
+                        "particles.mass", "initial.position", "initial.velocity", "gravity", "ground.friction",
+                        "ground.height", "ground.stiffness", "ground.damping"}
+        if unknown:
+            raise DiffsimError(f"unknown parameter names {sorted(unknown)}", where="per_batch")
+
+        def param(name, shape, value, **kw):
+            return self.add_param(name, shape, value, per_batch=name in pb, **kw)
+
+        m_ = max(self.m, 1)
+        pad = (lambda a: a if self.m else np.zeros(1))
+        self.stiffness = param("springs.stiffness", (m_,), pad(arrays["stiffness"]), transform="log", unit="N/m")
+        self.damping = param("springs.damping", (m_,), pad(arrays["damping"]), bounds=(0, None), unit="N s/m")
+        self.rest_length = param("springs.rest_length", (m_,), pad(arrays["rest_length"]) if self.m else 1.0,
+                                 transform="log", unit="m")
+        self.actuation = param("springs.actuation", (m_,), pad(arrays["actuation"]), unit="1",
+                               doc="relative rest-length change at action 1")
+        self.point_mass = param("particles.mass", (self.n,), arrays["mass"], transform="log", unit="kg")
+        self.x0 = param("initial.position", (self.n, self.dim), arrays["x"], vector_dim=self.dim, unit="m")
+        self.v0 = param("initial.velocity", (self.n, self.dim), arrays["v"], vector_dim=self.dim, unit="m/s")
+        self.gravity = param("gravity", (self.dim,), gravity, vector_dim=self.dim, unit="m/s^2")
+        self.ground_height = param("ground.height", (), 0.0 if ground is None else ground, unit="m")
+        self.friction = param("ground.friction", (), friction, bounds=(0, None), unit="1")
+        self.contact_stiffness = param("ground.stiffness", (), contact_stiffness, transform="log", unit="N/m")
+        self.contact_damping = param("ground.damping", (), contact_damping, bounds=(0, None), unit="N s/m")
+
+        self.springs = ti.Vector.field(2, ti.i32, shape=(m_,))
+        self.actuator = ti.field(ti.i32, shape=(m_,))
+        self.pinned = ti.field(ti.i32, shape=(self.n,))
+        self.springs.from_numpy(arrays["springs"] if self.m else np.zeros((1, 2), np.int32))
+        self.actuator.from_numpy(arrays["actuator"] if self.m else -np.ones(1, np.int32))
+        self.pinned.from_numpy(arrays["pinned"])
+
+        self.controller = controller
+        self.has_controller = controller is not None
+        self.has_observation = bool(controller is not None and controller.needs_observation)
+        n_act = model.n_actuators
+        if n_act and controller is None:
+            raise DiffsimError(f"{n_act} springs are actuated but no controller is given", where=model.source)
+        if controller is not None:
+            if controller.n_actions != n_act:
+                raise DiffsimError(
+                    f"controller has {controller.n_actions} outputs, the body has {n_act} actuators",
+                    where=f"{model.source}: controller")
+            n_obs = 2 * self.dim * self.n if controller.needs_observation else 0
+            controller.attach(self, self.params, n_obs=n_obs, dt=self.dt, substeps=self.substeps,
+                              serial=self.serial)
+        self._ctrl_sizes = list(controller.stage_sizes) if controller is not None else []
+        self.n_obs = 2 * self.dim * self.n
+        self._check_time_step(arrays)
+
+    # -- description --------------------------------------------------------------------------------------------
+    def stiffest_frequency(self) -> float:
+        """Largest natural angular frequency sqrt(k / m_reduced) among springs and ground contact (rad/s)."""
+        k = self.stiffness.numpy().reshape(-1, self.stiffness.shape[0])[:, : self.m] if self.m else np.zeros((1, 0))
+        m = self.point_mass.numpy().reshape(-1, self.n)
+        omega = 0.0
+        if self.m:
+            s = self.model.springs
+            a, b = np.asarray(s)[:, 0], np.asarray(s)[:, 1]
+            mr = m[:, a] * m[:, b] / (m[:, a] + m[:, b])
+            omega = float(np.sqrt(k / mr).max())
+        if self.has_ground:
+            omega = max(omega, float(np.sqrt(np.max(self.contact_stiffness.numpy()) / m.min())))
+        return omega
+
+    def _check_time_step(self, arrays) -> None:
+        w = self.stiffest_frequency()
+        if w * self.dt > 2.0:
+            warnings.warn(
+                f"{self.model.source}: dt={self.dt:g} s is above the stability limit of semi-implicit Euler "
+                f"(2 / omega_max = {2 / w:.3g} s for the stiffest spring or contact); expect a blow-up",
+                stacklevel=3,
+            )
+
+    def instability_hint(self) -> str:
+        w = self.stiffest_frequency()
+        return f"dt={self.dt:g} s; the stiffest spring or contact needs dt < {2 / w:.3g} s (2 / omega_max)" if w else ""
+
+    def field_specs(self) -> list[FieldSpec]:
+        specs = [
+            FieldSpec("x", (self.n,), self.dim),
+            FieldSpec("v", (self.n,), self.dim),
+            FieldSpec("force", (self.n,), self.dim, kind="scratch"),
+        ]
+        if self.controller is not None:
+            if self.controller.needs_observation:
+                specs += [
+                    FieldSpec("com", (), self.dim, kind="scratch"),
+                    FieldSpec("vcom", (), self.dim, kind="scratch"),
+                    FieldSpec("mtot", (), None, kind="scratch"),
+                    FieldSpec("obs", (self.n_obs,), None, kind="scratch"),
+                ]
+            specs += self.controller.field_specs()
+        return specs
+
+    # -- kernels ------------------------------------------------------------------------------------------------
+    @ti.kernel
+    def _initialize(self, s: ti.template()):
+        for b, i in ti.ndrange(self.batch, self.n):
+            s.x[0, b, i] = self.x0.field[self.x0.bi(b), i]
+            s.v[0, b, i] = self.v0.field[self.v0.bi(b), i]
+
+    def initialize(self, s):
+        self._initialize(s)
+
+    def initialize_grad(self, s):
+        self._initialize.grad(s)
+
+    @ti.func
+    def _normal_force(self, s: ti.template(), f, b, i):
+        """Ground penalty force magnitude on particle i (N), >= 0."""
+        fn = 0.0
+        if ti.static(self.has_ground):
+            pen = self.ground_height.field[self.ground_height.bi(b)] - s.x[f, b, i][self.dim - 1]
+            if pen > 0:
+                kc = self.contact_stiffness.field[self.contact_stiffness.bi(b)]
+                cc = self.contact_damping.field[self.contact_damping.bi(b)]
+                fn = ti.max(kc * pen - cc * s.v[f, b, i][self.dim - 1], 0.0)
+        return fn
+
+    @ti.kernel
+    def _step(self, s: ti.template(), f: ti.i32, fg: ti.i32):
+        if ti.static(self.has_controller):
+            if ti.static(self.has_observation):
+                ti.loop_config(serialize=ti.static(self.serial))
+                for b in range(self.batch):
+                    s.com[f, b] = ti.Vector.zero(float, self.dim)
+                    s.vcom[f, b] = ti.Vector.zero(float, self.dim)
+                    s.mtot[f, b] = 0.0
+                ti.loop_config(serialize=ti.static(self.serial))
+                for b, i in ti.ndrange(self.batch, self.n):
+                    mi = self.point_mass.field[self.point_mass.bi(b), i]
+                    s.com[f, b] += mi * s.x[f, b, i]
+                    s.vcom[f, b] += mi * s.v[f, b, i]
+                    s.mtot[f, b] += mi
+                ti.loop_config(serialize=ti.static(self.serial))
+                for b, i in ti.ndrange(self.batch, self.n):
+                    rel_x = s.x[f, b, i] - s.com[f, b] / s.mtot[f, b]
+                    rel_v = s.v[f, b, i] - s.vcom[f, b] / s.mtot[f, b]
+                    for d in ti.static(range(self.dim)):
+                        s.obs[f, b, 2 * self.dim * i + d] = rel_x[d]
+                        s.obs[f, b, 2 * self.dim * i + self.dim + d] = rel_v[d]
+            for k in ti.static(range(len(self._ctrl_sizes))):
+                ti.loop_config(serialize=ti.static(self.serial))
+                for b, j in ti.ndrange(self.batch, self._ctrl_sizes[k]):
+                    self.controller.run_stage(k, s, f, fg, b, j)
+
+        ti.loop_config(serialize=ti.static(self.serial))
+        for b, i in ti.ndrange(self.batch, self.n):
+            up = ti.Vector.unit(self.dim, self.dim - 1)
+            mi = self.point_mass.field[self.point_mass.bi(b), i]
+            s.force[f, b, i] = mi * self.gravity.field[self.gravity.bi(b)] + self._normal_force(s, f, b, i) * up
+
+        if ti.static(self.m > 0):
+            ti.loop_config(serialize=ti.static(self.serial))
+            for b, k in ti.ndrange(self.batch, self.m):
+                a = self.springs[k][0]
+                c = self.springs[k][1]
+                d = s.x[f, b, c] - s.x[f, b, a]
+                length = ti.sqrt(d.dot(d) + 1e-20)
+                direction = d / length
+                rest = self.rest_length.field[self.rest_length.bi(b), k]
+                if ti.static(self.has_controller):
+                    act_id = self.actuator[k]
+                    if act_id >= 0:
+                        rest *= 1.0 + self.actuation.field[self.actuation.bi(b), k] * s.act[f, b, act_id]
+                closing = (s.v[f, b, c] - s.v[f, b, a]).dot(direction)
+                magnitude = (self.stiffness.field[self.stiffness.bi(b), k] * (length - rest)
+                             + self.damping.field[self.damping.bi(b), k] * closing)
+                s.force[f, b, a] += magnitude * direction
+                s.force[f, b, c] -= magnitude * direction
+
+        ti.loop_config(serialize=ti.static(self.serial))
+        for b, i in ti.ndrange(self.batch, self.n):
+            if self.pinned[i]:
+                s.v[f + 1, b, i] = s.v[f, b, i] * 0.0
+                s.x[f + 1, b, i] = s.x[f, b, i]
+            else:
+                mi = self.point_mass.field[self.point_mass.bi(b), i]
+                v_star = s.v[f, b, i] + ti.static(self.dt) * s.force[f, b, i] / mi
+                v_new = v_star
+                if ti.static(self.has_ground):
+                    fn = self._normal_force(s, f, b, i)
+                    up = ti.Vector.unit(self.dim, self.dim - 1)
+                    v_n = v_star.dot(up)
+                    v_t = v_star - v_n * up
+                    mu = self.friction.field[self.friction.bi(b)]
+                    slip = ti.sqrt(v_t.dot(v_t) + ti.static(self.friction_smoothing**2))
+                    v_new = v_n * up + v_t / (1.0 + mu * fn * ti.static(self.dt) / (mi * slip))
+                s.v[f + 1, b, i] = v_new
+                s.x[f + 1, b, i] = s.x[f, b, i] + ti.static(self.dt) * v_new
+
+    # -- analysis -----------------------------------------------------------------------------------------------
+    def energy(self, traj: dict[str, np.ndarray]) -> np.ndarray:
+        """Kinetic + spring + gravitational energy per frame and copy (J), from a trajectory ``[frame, batch, ...]``;
+        actuation and ground contact are not included."""
+        x, v = traj["x"], traj["v"]
+        m = np.broadcast_to(self.point_mass.numpy(), (x.shape[1], self.n))
+        ke = 0.5 * np.einsum("bi,fbid->fb", m, v * v)
+        g = np.broadcast_to(self.gravity.numpy(), (x.shape[1], self.dim))
+        pe_g = -np.einsum("bi,fbid,bd->fb", m, x, g)
+        pe_s = np.zeros_like(ke)
+        if self.m:
+            s = np.asarray(self.model.springs)
+            k = np.broadcast_to(self.stiffness.numpy(), (x.shape[1], self.m))
+            r = np.broadcast_to(self.rest_length.numpy(), (x.shape[1], self.m))
+            length = np.linalg.norm(x[:, :, s[:, 1]] - x[:, :, s[:, 0]], axis=-1)
+            pe_s = 0.5 * np.sum(k * (length - r) ** 2, axis=-1)
+        return ke + pe_g + pe_s
