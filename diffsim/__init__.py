@@ -7,6 +7,12 @@
     loss, grads = sim.value_and_grad()
 """
 
+import os as _os
+
+# Taichi prints a banner on stdout when imported, which would corrupt `diffsim ... --json` output; set
+# ENABLE_TAICHI_HEADER_PRINT=1 to see it (`diffsim info` reports the versions).
+_os.environ.setdefault("ENABLE_TAICHI_HEADER_PRINT", "0")
+
 from .control import MLP, OpenLoop, Periodic
 from .engine.gradcheck import gradcheck
 from .engine.params import Parameter, ParameterSet

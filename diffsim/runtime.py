@@ -118,6 +118,9 @@ def init(
         ad_stack_size=AD_STACK_SIZE,
         log_level=ti.WARN if quiet else ti.INFO,
         offline_cache=True,
+        # f64 is for gradient checks: exact IEEE arithmetic matters more than speed there (with fast math,
+        # Vulkan's f64 division was off by ~1e-7 relative).
+        fast_math=precision != "f64",
     )
     if seed is not None:
         kwargs["random_seed"] = int(seed)
@@ -157,3 +160,15 @@ def real():
 def np_real():
     ensure_init()
     return np.float64 if _state["precision"] == "f64" else np.float32
+
+
+def index_type():
+    """Integer type for index fields. i32, except i64 on Vulkan in f64: there Taichi 1.7 packs i32 and f64 fields
+    into one buffer such that writing an i32 corrupts the low half of a neighbouring f64 (reproduced with a 0-D i32
+    field next to an f64 field)."""
+    ensure_init()
+    return ti.i64 if (_state["arch"] == "vulkan" and _state["precision"] == "f64") else ti.i32
+
+
+def np_index():
+    return np.int64 if index_type() == ti.i64 else np.int32

@@ -27,6 +27,7 @@ import math
 import numpy as np
 import taichi as ti
 
+from ..engine import tmath
 from ..engine.params import ParameterSet
 from ..engine.state import FieldSpec
 from ..errors import DiffsimError
@@ -130,9 +131,9 @@ class Periodic(Controller):
         phase = 2.0 * math.pi * self.frequency.field[self.frequency.bi(b)] * t
         z = self.weights.field[wb, k, 0]
         for h in ti.static(range(self.harmonics)):
-            z += self.weights.field[wb, k, 1 + 2 * h] * ti.sin((h + 1) * phase)
-            z += self.weights.field[wb, k, 2 + 2 * h] * ti.cos((h + 1) * phase)
-        s.act[f, b, k] = ti.tanh(z)
+            z += self.weights.field[wb, k, 1 + 2 * h] * tmath.sin((h + 1) * phase)
+            z += self.weights.field[wb, k, 2 + 2 * h] * tmath.cos((h + 1) * phase)
+        s.act[f, b, k] = tmath.tanh(z)
 
 
 @ti.data_oriented
@@ -193,7 +194,7 @@ class MLP(Controller):
             j = k - ti.static(self.n_obs)
             nu = ti.static(self.frequency0) * (j // 2 + 1)
             arg = 2.0 * math.pi * nu * t
-            v = ti.sin(arg) if j % 2 == 0 else ti.cos(arg)
+            v = tmath.sin(arg) if j % 2 == 0 else tmath.cos(arg)
         return v
 
     @property
@@ -225,4 +226,4 @@ class MLP(Controller):
                     pre[f, b, j] += W[wb, j, k] * x[f, b, k]
             else:
                 out = ti.static(getattr(s, self._out_names[layer]))
-                out[f, b, j] = ti.tanh(pre[f, b, j])
+                out[f, b, j] = tmath.tanh(pre[f, b, j])

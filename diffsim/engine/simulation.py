@@ -70,7 +70,7 @@ class Simulation:
             self.snapshots = State(self._state_specs, frames=len(self.segments) + 1, batch=self.batch, needs_grad=False)
             self.carry = State(self._state_specs, frames=1, batch=self.batch, needs_grad=False)
         self._step, self._step_grad = system.step_launchers(self.state)
-        self._bad = ti.field(ti.i32, shape=())
+        self._bad = ti.field(runtime.index_type(), shape=())
         self.loss = None
         self.set_loss(loss)
         self.loss_value = None

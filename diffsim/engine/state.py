@@ -52,7 +52,7 @@ class State:
         self.batch = int(batch)
         real = runtime.real()
         for spec in self.specs:
-            dtype = ti.i32 if spec.dtype == "i32" else real
+            dtype = runtime.index_type() if spec.dtype == "i32" else real
             shape = (self.frames, self.batch, *spec.shape)
             grad = needs_grad and spec.dtype != "i32"
             if spec.dim is None:
@@ -95,7 +95,7 @@ def copy_frame(src: ti.template(), src_frame: ti.i32, dst: ti.template(), dst_fr
 def _first_bad_scalar(field: ti.template(), start: ti.i32, stop: ti.i32, out: ti.template()):
     for I in ti.grouped(field):
         if start <= I[0] < stop:
-            if not (ti.abs(field[I]) <= 1e38):  # false for NaN and for Inf
+            if _is_bad(field[I], ti.static(field.dtype == ti.f64)):
                 ti.atomic_min(out[None], I[0])
 
 
@@ -106,10 +106,21 @@ def _first_bad_vector(field: ti.template(), start: ti.i32, stop: ti.i32, out: ti
             v = field[I]
             bad = False
             for k in ti.static(range(field.n)):
-                if not (ti.abs(v[k]) <= 1e38):
+                if _is_bad(v[k], ti.static(field.dtype == ti.f64)):
                     bad = True
             if bad:
                 ti.atomic_min(out[None], I[0])
+
+
+@ti.func
+def _is_bad(x, is_f64: ti.template()) -> bool:
+    """NaN or Inf, by the exponent bits (all ones): comparisons with NaN are unreliable under fast math."""
+    bad = False
+    if ti.static(is_f64):
+        bad = ((ti.bit_cast(x, ti.u64) >> 52) & 0x7FF) == 0x7FF
+    else:
+        bad = ((ti.bit_cast(x, ti.u32) >> 23) & 0xFF) == 0xFF
+    return bad
 
 
 def first_nonfinite_frame(field, start: int, stop: int, out) -> None:

@@ -196,18 +196,24 @@ def fit(sim, names=None, optimizer: Optimizer | str = "adam", iters: int = 100, 
             class _Stop(Exception):
                 pass
 
+            # scipy's stopping tests are absolute for losses below 1, so it sees the loss divided by the first
+            # one: `tol` (default 1e-12) is then relative to the starting loss, whatever the loss's units.
+            scale = {}
+
             def fun(x):
                 loss, g = evaluate(x)
                 if callback is not None and callback(len(history) - 1, history[-1], sim):
                     raise _Stop
                 if len(history) >= iters:
                     raise _Stop
-                return loss, g
+                if "s" not in scale:
+                    scale["s"] = 1.0 / max(abs(loss), 1e-300)
+                return loss * scale["s"], g * scale["s"]
 
             try:
                 res = minimize(fun, u, jac=True, method="L-BFGS-B", bounds=pset.flat_bounds(selected),
                                options={"maxiter": iters, "maxfun": iters, "maxcor": optimizer.memory,
-                                        "ftol": tol if tol is not None else 2.2e-9, "gtol": 1e-12})
+                                        "ftol": tol if tol is not None else 1e-12, "gtol": 1e-14})
                 stopped = "converged" if res.success else "iterations"
             except _Stop:
                 stopped = "iterations" if len(history) >= iters else "callback"

@@ -140,12 +140,12 @@ class PointLoss(LeafLoss):
         if key != self._bound_key:
             real = runtime.real()
             self.target = ti.Vector.field(dim, real, shape=(len(frames), system.batch if per_copy else 1, n_points))
-            self.index = ti.field(ti.i32, shape=(len(points),))
+            self.index = ti.field(runtime.index_type(), shape=(len(points),))
             self._per_copy = 1 if per_copy else 0
             self._bound_key = key
         tt = t if per_copy else t[:, None]
         self.target.from_numpy(tt.astype(runtime.np_real()))
-        self.index.from_numpy(points.astype(np.int32))
+        self.index.from_numpy(points.astype(runtime.np_index()))
         self._frames_bound = frames
         self._n_points = len(points)
 
@@ -175,9 +175,10 @@ class FinalPositionLoss(PointLoss):
 class CenterOfMassLoss(LeafLoss):
     """Displacement of the (mass-weighted) centre of mass along `direction` between frame 0 and the last frame.
 
-    value = direction . (com(T) - com(0)); use ``-1 * CenterOfMassLoss(...)`` or `maximize=True` to reward moving
-    forward. Masses come from the system's `point_mass` parameter when it has one (so their gradients are included),
-    else all points weigh the same.
+    value = direction . (com(T) - com(0)); `maximize=True` flips the sign, to reward moving forward. Masses come
+    from the system's `point_mass` parameter when it has one (so their gradients are included), else all points
+    weigh the same. com = sum(m_i x_i) / sum(m_i) is computed with global accumulators (`moment`, `total`), not a
+    loop-carried local: Taichi's reverse mode of loops nested in a parallel loop is wrong on Vulkan.
     """
 
     def __init__(self, direction=(1.0, 0.0), maximize: bool = False, quantity: str = "x", target_frame=None):
@@ -199,11 +200,16 @@ class CenterOfMassLoss(LeafLoss):
         if key != self._key:
             real = runtime.real()
             self.direction = ti.Vector.field(dim, real, shape=())
-            self.mass = mass
             self.uniform = mass is None
+            self.mass = mass
             if mass is None:
-                self._unit = ti.field(real, shape=(1, spec.shape[0]))
+                self._unit = ti.field(real, shape=(spec.shape[0],))
                 self._unit.fill(1.0)
+                self._mass_field, self._mass_stride = self._unit, 0
+            else:
+                self._mass_field, self._mass_stride = mass.field, mass.bstride
+            self.moment = ti.field(real, shape=(2, system.batch), needs_grad=True)
+            self.total = ti.field(real, shape=(2, system.batch), needs_grad=True)
             self._key = key
         self.direction.from_numpy(self.direction_np.astype(runtime.np_real()))
         self._last = steps if self.target_frame is None else int(self.target_frame)
@@ -211,22 +217,27 @@ class CenterOfMassLoss(LeafLoss):
     def schedule(self, steps: int):
         return [(0, 0, -self.sign), (self._last, 1, self.sign)]
 
-    @ti.kernel
-    def eval(self, x: ti.template(), f: ti.i32, row: ti.i32, coef: float):
-        for b, i in ti.ndrange(x.shape[1], x.shape[2]):
-            m = 0.0
-            total = 0.0
-            if ti.static(self.uniform):
-                m = self._unit[0, i]
-                total = ti.static(float(x.shape[2]))
-            else:
-                m = self.mass.field[self.mass.bi(b), i]
-                total = self._total_mass(b)
-            self.value[b] += coef * m / total * x[f, b, i].dot(self.direction[None])
+    def zero_grad(self) -> None:
+        self.moment.grad.fill(0)
+        self.total.grad.fill(0)
 
     @ti.func
-    def _total_mass(self, b):
-        total = 0.0
-        for j in range(self.mass.shape[0]):
-            total += self.mass.field[self.mass.bi(b), j]
-        return total
+    def _mass(self, b, i):
+        m = 0.0
+        if ti.static(self.uniform):
+            m = self._unit[i]
+        else:
+            m = self._mass_field[b * ti.static(self._mass_stride), i]
+        return m
+
+    @ti.kernel
+    def eval(self, x: ti.template(), f: ti.i32, row: ti.i32, coef: float):
+        for b in range(x.shape[1]):
+            self.moment[row, b] = 0.0
+            self.total[row, b] = 0.0
+        for b, i in ti.ndrange(x.shape[1], x.shape[2]):
+            m = self._mass(b, i)
+            self.moment[row, b] += m * x[f, b, i].dot(self.direction[None])
+            self.total[row, b] += m
+        for b in range(x.shape[1]):
+            self.value[b] += coef * self.moment[row, b] / self.total[row, b]

@@ -18,6 +18,10 @@ A system declares the keys it reads as a tree of `Table`, `TableArray` (TOML ``[
 `validate` returns a new dict with defaults filled in, ints widened to float where a float is expected and
 paths resolved against the scene file's folder. Errors are `DiffsimError`s whose text reads like
 ``scenes/walker2d.toml: springs[3].stiffness: must be > 0, got -5``. The module does not import Taichi.
+
+A table whose keys depend on one of its own values (a controller's ``kind``, an optimizer's ``name``) is a
+`Variants` node: the tag key picks one of several `Table`s, and a key that belongs to another choice is
+reported as such (``controller.hidden: unknown key 'hidden' for kind = 'periodic' (it belongs to kind = 'mlp')``).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ __all__ = [
     "Field",
     "Table",
     "TableArray",
+    "Variants",
     "validate",
     "load_toml",
     "describe",
@@ -204,9 +209,9 @@ class Table:
         for name, node in self.fields.items():
             if not isinstance(name, str) or not name:
                 raise ValueError(f"Table keys must be non-empty strings, got {name!r}")
-            if not isinstance(node, (Field, Table, TableArray)):
+            if not isinstance(node, (Field, Table, TableArray, Variants)):
                 raise TypeError(
-                    f"Table key {name!r}: expected Field, Table or TableArray, got {type(node).__name__}"
+                    f"Table key {name!r}: expected Field, Table, TableArray or Variants, got {type(node).__name__}"
                 )
 
 
@@ -223,7 +228,44 @@ class TableArray:
             raise TypeError(f"TableArray needs a Table, got {type(self.table).__name__}")
 
 
-Node = Field | Table | TableArray
+@dataclass(frozen=True)
+class Variants:
+    """A table whose keys depend on its tag key: ``[controller] kind = "mlp"`` takes the keys of ``variants["mlp"]``.
+
+    variants: tag value -> the Table of the other keys for that choice.
+    tag: the name of the key that chooses ("kind").
+    default: the tag value used when the tag key is absent; None makes the tag key mandatory.
+    required: when the table is absent, a required one is an error; an optional one is filled from its
+        default variant when that has no required keys, and left out of the result otherwise.
+    tag_doc: the description of the tag key, for the reference docs.
+    The validated table holds the tag first, then the chosen variant's keys.
+    """
+
+    variants: dict[str, Table]
+    tag: str = "kind"
+    default: str | None = None
+    doc: str = ""
+    required: bool = False
+    tag_doc: str = ""
+
+    def __post_init__(self):
+        if not self.variants:
+            raise ValueError("Variants needs at least one variant")
+        for name, table in self.variants.items():
+            if not isinstance(table, Table):
+                raise TypeError(f"Variants {name!r}: expected a Table, got {type(table).__name__}")
+            if self.tag in table.fields:
+                raise ValueError(f"Variants {name!r}: the tag key {self.tag!r} must not be one of its fields")
+        if self.default is not None and self.default not in self.variants:
+            raise ValueError(f"Variants default {self.default!r} is not one of {list(self.variants)}")
+
+    def tag_field(self) -> Field:
+        """The tag key as a Field (for messages and docs)."""
+        return Field("str", REQUIRED if self.default is None else self.default, choices=tuple(self.variants),
+                     doc=self.tag_doc)
+
+
+Node = Field | Table | TableArray | Variants
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -259,6 +301,8 @@ def _check_node(node: Node, value: Any, path: str, ctx: _Context) -> Any:
         return _check_field(node, value, path, ctx)
     if isinstance(node, Table):
         return _check_table(node, value, path, ctx)
+    if isinstance(node, Variants):
+        return _check_variants(node, value, path, ctx)
     return _check_array(node, value, path, ctx)
 
 
@@ -284,6 +328,11 @@ def _check_table(table: Table, data: Any, path: str, ctx: _Context) -> dict:
                 raise ctx.error(sub, f"missing required key (table [{sub}])")
             if _defaultable(node):
                 out[name] = _check_table(node, {}, sub, ctx)
+        elif isinstance(node, Variants):
+            if node.required:
+                raise ctx.error(sub, f"missing required key (table [{sub}])")
+            if node.default is not None and _defaultable(node.variants[node.default]):
+                out[name] = _check_variants(node, {}, sub, ctx)
         else:
             if node.min_len > 0:
                 entry = "entry" if node.min_len == 1 else "entries"
@@ -293,6 +342,30 @@ def _check_table(table: Table, data: Any, path: str, ctx: _Context) -> dict:
         if key not in table.fields:  # only reached with extra=True
             out[key] = copy.deepcopy(value)
     return out
+
+
+def _check_variants(node: Variants, data: Any, path: str, ctx: _Context) -> dict:
+    if not isinstance(data, dict):
+        raise ctx.error(path, f"must be a table, got {format_value(data)}")
+    tag_path = _join(path, node.tag)
+    if node.tag in data:
+        choice = _check_field(node.tag_field(), data[node.tag], tag_path, ctx)
+    elif node.default is not None:
+        choice = node.default
+    else:
+        raise ctx.error(tag_path, f"missing required key (one of {_choices_text(node.tag_field())})")
+    table = node.variants[choice]
+    if not table.extra:
+        for key in data:
+            if key == node.tag or key in table.fields:
+                continue
+            owners = [v for v, t in node.variants.items() if key in t.fields]
+            if owners:
+                shown = " or ".join(f"{node.tag} = {v!r}" for v in owners)
+                raise ctx.error(path, f"unknown key {key!r} for {node.tag} = {choice!r} (it belongs to {shown})")
+            raise ctx.error(path, _unknown_key_message(str(key), [node.tag, *table.fields]))
+    rest = {k: v for k, v in data.items() if k != node.tag}
+    return {node.tag: choice, **_check_table(table, rest, path, ctx)}
 
 
 def _unknown_key_message(key: str, valid: list[str]) -> str:
@@ -317,6 +390,8 @@ def _defaultable(table: Table) -> bool:
         if isinstance(node, Table) and node.required:
             return False
         if isinstance(node, TableArray) and node.min_len > 0:
+            return False
+        if isinstance(node, Variants) and node.required:
             return False
     return True
 
@@ -525,6 +600,22 @@ def _entry(key: str, node: Node) -> dict:
             "range": "",
             "required": node.required,
         }
+    if isinstance(node, Variants):
+        if node.required:
+            default = "required"
+        elif node.default is not None and _defaultable(node.variants[node.default]):
+            default = "defaults"
+        else:
+            default = "absent"
+        return {
+            "key": key,
+            "type": "table",
+            "default": default,
+            "unit": "",
+            "doc": node.doc,
+            "range": f"keys depend on {node.tag}",
+            "required": node.required,
+        }
     rng = f"at least {_entries(node.min_len)}" if node.min_len else ""
     return {
         "key": key,
@@ -542,7 +633,8 @@ def describe(schema: Table, prefix: str = "") -> list[dict]:
 
     Keys are full paths (``sim.dt``); keys of an array of tables appear as ``springs[].stiffness``. Sub-tables
     and arrays have their own entry (type "table" / "array of tables") before their keys. `default` is
-    display text: "required", "unset" (None) or the value in TOML spelling.
+    display text: "required", "unset" (None) or the value in TOML spelling. The keys of a `Variants` table
+    follow its tag key, once per choice, with a "variant" entry (``kind = 'mlp'``) in their dicts.
     """
     rows: list[dict] = []
     for name, node in schema.fields.items():
@@ -552,6 +644,11 @@ def describe(schema: Table, prefix: str = "") -> list[dict]:
             rows.extend(describe(node, key))
         elif isinstance(node, TableArray):
             rows.extend(describe(node.table, key + "[]"))
+        elif isinstance(node, Variants):
+            rows.append(_entry(_join(key, node.tag), node.tag_field()))
+            for choice, table in node.variants.items():
+                for row in describe(table, key):
+                    rows.append({**row, "variant": f"{node.tag} = {choice!r}"})
     return rows
 
 
@@ -569,10 +666,13 @@ def markdown_reference(schema: Table, title: str) -> str:
     if schema.doc:
         lines += [schema.doc.strip(), ""]
 
-    def section(table: Table, header: str | None, path: str, doc: str) -> None:
+    def section(table: Table, header: str | None, path: str, doc: str, level: int = 2,
+                tag: tuple[str, Field] | None = None) -> None:
         leaves = [(n, f) for n, f in table.fields.items() if isinstance(f, Field)]
+        if tag is not None:
+            leaves.insert(0, tag)
         if header is not None and (leaves or doc or table.extra):
-            lines.extend([f"## `{header}`", ""])
+            lines.extend([f"{'#' * level} {header}", ""])
             if doc:
                 lines.extend([doc, ""])
         if leaves:
@@ -591,10 +691,20 @@ def markdown_reference(schema: Table, title: str) -> str:
             sub = _join(path, name)
             if isinstance(node, Table):
                 note = "Required." if node.required else ("" if _defaultable(node) else "Optional.")
-                section(node, f"[{sub}]", sub, _sentences(node.doc, note))
+                section(node, f"`[{sub}]`", sub, _sentences(node.doc, note), level)
             elif isinstance(node, TableArray):
                 note = f"At least {_entries(node.min_len)}." if node.min_len else "Any number of entries."
-                section(node.table, f"[[{sub}]]", sub, _sentences(node.doc or node.table.doc, note))
+                section(node.table, f"`[[{sub}]]`", sub, _sentences(node.doc or node.table.doc, note), level)
+            elif isinstance(node, Variants):
+                entry = _entry(sub, node)
+                note = {"required": "Required.", "absent": "Optional."}.get(entry["default"], "")
+                choices = ", ".join(f"`{node.tag} = {format_value(c)}`" for c in node.variants)
+                intro = _sentences(node.doc, note, f"The other keys depend on `{node.tag}`: {choices}.")
+                section(Table({}), f"`[{sub}]`", sub, intro, level, tag=(node.tag, node.tag_field()))
+                for choice, variant in node.variants.items():
+                    head = f"`[{sub}]` with `{node.tag} = {format_value(choice)}`"
+                    vdoc = _sentences(variant.doc) or ("No other keys." if not variant.fields else "")
+                    section(variant, head, sub, vdoc, level + 1)
 
     section(schema, None, "", "")
     return "\n".join(lines).rstrip() + "\n"

@@ -22,6 +22,7 @@ import warnings
 import numpy as np
 import taichi as ti
 
+from ... import runtime
 from ...engine.state import FieldSpec
 from ...engine.system import System
 from ...errors import DiffsimError
@@ -82,12 +83,15 @@ class SpringSystem(System):
             return self.add_param(name, shape, value, per_batch=name in pb, **kw)
 
         m_ = max(self.m, 1)
-        pad = (lambda a: a if self.m else np.zeros(1))
-        self.stiffness = param("springs.stiffness", (m_,), pad(arrays["stiffness"]), transform="log", unit="N/m")
-        self.damping = param("springs.damping", (m_,), pad(arrays["damping"]), bounds=(0, None), unit="N s/m")
-        self.rest_length = param("springs.rest_length", (m_,), pad(arrays["rest_length"]) if self.m else 1.0,
-                                 transform="log", unit="m")
-        self.actuation = param("springs.actuation", (m_,), pad(arrays["actuation"]), unit="1",
+        def pad(a, fill):  # a body without springs keeps one inert placeholder so every field has a shape
+            return a if self.m else np.full(1, fill)
+
+        self.stiffness = param("springs.stiffness", (m_,), pad(arrays["stiffness"], 1.0), transform="log",
+                               unit="N/m")
+        self.damping = param("springs.damping", (m_,), pad(arrays["damping"], 0.0), bounds=(0, None), unit="N s/m")
+        self.rest_length = param("springs.rest_length", (m_,), pad(arrays["rest_length"], 1.0), transform="log",
+                                 unit="m")
+        self.actuation = param("springs.actuation", (m_,), pad(arrays["actuation"], 0.0), unit="1",
                                doc="relative rest-length change at action 1")
         self.point_mass = param("particles.mass", (self.n,), arrays["mass"], transform="log", unit="kg")
         self.x0 = param("initial.position", (self.n, self.dim), arrays["x"], vector_dim=self.dim, unit="m")
@@ -98,12 +102,13 @@ class SpringSystem(System):
         self.contact_stiffness = param("ground.stiffness", (), contact_stiffness, transform="log", unit="N/m")
         self.contact_damping = param("ground.damping", (), contact_damping, bounds=(0, None), unit="N s/m")
 
-        self.springs = ti.Vector.field(2, ti.i32, shape=(m_,))
-        self.actuator = ti.field(ti.i32, shape=(m_,))
-        self.pinned = ti.field(ti.i32, shape=(self.n,))
-        self.springs.from_numpy(arrays["springs"] if self.m else np.zeros((1, 2), np.int32))
-        self.actuator.from_numpy(arrays["actuator"] if self.m else -np.ones(1, np.int32))
-        self.pinned.from_numpy(arrays["pinned"])
+        itype, npi = runtime.index_type(), runtime.np_index()
+        self.springs = ti.Vector.field(2, itype, shape=(m_,))
+        self.actuator = ti.field(itype, shape=(m_,))
+        self.pinned = ti.field(itype, shape=(self.n,))
+        self.springs.from_numpy((arrays["springs"] if self.m else np.zeros((1, 2))).astype(npi))
+        self.actuator.from_numpy((arrays["actuator"] if self.m else -np.ones(1)).astype(npi))
+        self.pinned.from_numpy(arrays["pinned"].astype(npi))
 
         self.controller = controller
         self.has_controller = controller is not None

@@ -1,0 +1,680 @@
+"""The ``diffsim`` command: simulate, inspect, optimize, check gradients and draw scene files.
+
+    diffsim run SCENE --out DIR [--steps N] [--render]
+    diffsim params SCENE [--json]
+    diffsim optimize SCENE --out DIR [--iters N] [--fit NAME ...] [--target FILE.npz] [--optimizer adam|sgd|lbfgs]
+                                     [--lr X] [--checkpoint K] [--no-render]
+    diffsim gradcheck SCENE [--fit NAME ...] [--json]
+    diffsim render SCENE_OR_TRAJECTORY --out FILE.gif|.mp4|.png
+    diffsim info
+    diffsim demo
+    diffsim bench [SCENE ...] [--json FILE] [--arch ...] [--repeat N]
+
+Common flags: --arch, --precision, --seed, --set NAME=VALUE (repeatable), --quiet, --debug. Exit codes: 0 success,
+1 a check failed (gradcheck), 2 bad input: one line ``diffsim: error: <file>: <key>: <reason>`` on stderr (the
+traceback only with --debug). Every file is written atomically. See docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+from diffsim.errors import DiffsimError
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+COMMANDS = ("run", "params", "optimize", "gradcheck", "render", "info", "demo", "bench")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Output helpers
+
+
+class _Out:
+    """Messages for people: stdout, silenced by --quiet; never mixed into --json output."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def say(self, text: str = "") -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
+    print(f"diffsim: warning: {str(message).strip()}", file=sys.stderr, flush=True)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _rel(path: str | os.PathLike) -> str:
+    """A path as the user would type it: relative to the current folder when inside it."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
+def _write_json(path: Path, data) -> None:
+    from diffsim.viz.io import atomic_path  # noqa: PLC0415
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(_jsonable(data), indent=1) + "\n")
+
+
+def _jsonable(value):
+    """Plain JSON: numpy values converted, non-finite floats as null (JSON has no NaN)."""
+    import numpy as np  # noqa: PLC0415
+
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _quiet_taichi_probe() -> None:
+    """Probe the backends with Taichi's C++ log muted (it warns about a missing libcuda on every CPU machine)."""
+    from taichi._logging import set_logging_level  # noqa: PLC0415
+
+    from diffsim import runtime  # noqa: PLC0415
+
+    set_logging_level("error")
+    try:
+        runtime.available_archs()
+    finally:
+        set_logging_level("warn")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading a scene with the common flags
+
+
+def _overrides(args) -> list[str]:
+    sets = list(getattr(args, "set", None) or [])
+    return sets
+
+
+def _load(args, **flags):
+    from diffsim.scene import load_scene  # noqa: PLC0415
+    from diffsim.scene.overrides import parse_set  # noqa: PLC0415
+
+    sets = _overrides(args)
+    parse_set(sets)  # a malformed --set fails before the file is read
+    scene = load_scene(args.scene, sets, **flags)
+    if args.seed is not None and scene.data.get("controller", {}).get("seed") is not None:
+        scene = load_scene(args.scene, [*sets, f"controller.seed={args.seed}"], **flags)
+    return scene
+
+
+def _init(args, scene, precision: str | None = None) -> dict:
+    _quiet_taichi_probe()
+    return scene.init_backend(arch=args.arch, precision=precision or args.precision, debug=args.debug,
+                              seed=args.seed)
+
+
+def _load_params_file(args, system) -> None:
+    if getattr(args, "params", None):
+        if not os.path.exists(args.params):
+            raise DiffsimError(f"file not found: {args.params}", where="--params")
+        system.params.load(args.params)
+
+
+def _check_file(path: str | None, flag: str) -> None:
+    if path is not None and not os.path.isfile(path):
+        raise DiffsimError(f"file not found: {path}", where=flag)
+
+
+def _positions(traj: dict, drawing, copy: int = 0):
+    x = traj[drawing.quantity]
+    return x[:, copy] if x.ndim == 4 else x
+
+
+def _actions(traj: dict, copy: int = 0):
+    act = traj.get("act")
+    if act is None:
+        return None
+    return act[:, copy] if act.ndim == 3 else act
+
+
+def _full_rollout(scene, system, sim):
+    """Forward with every frame kept; a checkpointed simulation gets a full-storage twin for drawing."""
+    import diffsim  # noqa: PLC0415
+    from diffsim.scene.trajectory import rollout  # noqa: PLC0415
+
+    runner = sim
+    if sim.storage != "full":
+        runner = diffsim.Simulation(system, sim.steps, storage="full")
+    runner.forward()
+    return rollout(runner)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_run(args) -> int:
+    from diffsim.scene.trajectory import render_trajectory, rollout, save_trajectory  # noqa: PLC0415
+
+    out = _Out(args.quiet)
+    _check_file(args.params, "--params")
+    scene = _load(args, steps=args.steps)
+    backend = _init(args, scene)
+    system, sim, _ = scene.build(task=False, storage="full")
+    _load_params_file(args, system)
+    t0 = time.perf_counter()
+    sim.forward()
+    elapsed = time.perf_counter() - t0
+    traj = rollout(sim)
+    drawing = scene.drawing(system)
+    folder = Path(args.out)
+    written = [save_trajectory(folder / "trajectory.npz", traj, drawing, dt=system.dt, batch=system.batch,
+                               system=scene.kind.kind, scene=scene.name)]
+    written.append(scene.write(folder / "scene.toml"))
+    if args.render:
+        path = folder / f"animation{args.format}"
+        render_trajectory(_positions(traj, drawing), drawing, path, dt=system.dt, actions=_actions(traj),
+                          fps=args.fps, title=scene.name, progress=not args.quiet)
+        written.append(path)
+    out.say(f"{scene.name}: {sim.steps} steps ({sim.steps * system.dt:.3g} s simulated) on "
+            f"{backend['arch']} {backend['precision']} in {elapsed:.2f} s")
+    out.say("wrote " + ", ".join(_rel(p) for p in written))
+    return EXIT_OK
+
+
+def _value_text(value) -> str:
+    import numpy as np  # noqa: PLC0415
+
+    arr = np.asarray(value, dtype=np.float64) + 0.0  # + 0.0 turns -0 into 0
+    if arr.size == 1:
+        return f"{arr.item():.6g}"
+    if np.all(arr == arr.flat[0]):
+        return f"{arr.flat[0]:.6g} (all {arr.size})"
+    if arr.size <= 8:
+        return "[" + ", ".join(f"{v:.6g}" for v in arr.ravel()) + "]"
+    return f"{arr.min():.4g} .. {arr.max():.4g} (mean {arr.mean():.4g})"
+
+
+def _bounds_text(bounds) -> str:
+    lo, hi = bounds
+    return f"[{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
+
+
+def cmd_params(args) -> int:
+    _check_file(args.params, "--params")
+    scene = _load(args, steps=args.steps)
+    _init(args, scene)
+    system, _, task = scene.build(task=scene.has_task)
+    _load_params_file(args, system)
+    fitted = set(task.fit) if task is not None else set()
+    if args.json:
+        entries = {}
+        for p in system.params:
+            d = p.describe()
+            entries[p.name] = {"shape": d["shape"], "value": d["value"], "bounds": d["bounds"],
+                               "transform": d["transform"], "unit": d["unit"], "per_batch": d["per_batch"],
+                               "fit": p.name in fitted, "doc": d["doc"]}
+        print(json.dumps(_jsonable({"scene": scene.name, "source": scene.source, "params": entries})))
+        return EXIT_OK
+    rows = [("name", "shape", "value", "bounds", "transform", "unit", "fit")]
+    for p in system.params:
+        shape = "(" + ", ".join(str(s) for s in (((system.batch,) if p.per_batch else ()) + p.shape)) + \
+            ("," if len(p.shape) + p.per_batch == 1 else "") + ")"
+        rows.append((p.name, shape, _value_text(p.numpy()), _bounds_text(p.bounds), p.transform or "-",
+                     p.unit or "-", "yes" if p.name in fitted else ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print(f"{scene.name} ({scene.source}): {len(system.params)} parameters")
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return EXIT_OK
+
+
+def cmd_optimize(args) -> int:
+    _check_file(args.target, "--target")
+    _check_file(args.params, "--params")
+    scene = _load(args, steps=args.steps, target=args.target, fit=args.fit, optimizer=args.optimizer, lr=args.lr,
+                  iters=args.iters, tol=args.tol, checkpoint_every=args.checkpoint)
+    return _optimize(args, scene, Path(args.out), render=not args.no_render)
+
+
+def _optimize(args, scene, folder: Path, render: bool, label: str = "") -> int:
+    import numpy as np  # noqa: PLC0415
+
+    import diffsim  # noqa: PLC0415
+    from diffsim.scene.trajectory import render_trajectory  # noqa: PLC0415
+    from diffsim.viz import plot_loss, plot_param_paths, plot_trajectories  # noqa: PLC0415
+
+    out = _Out(args.quiet)
+    if not scene.has_task:
+        raise DiffsimError("the scene has no [task]: add one, or give --target FILE.npz (and --fit NAME ...)",
+                           where=scene.source)
+    backend = _init(args, scene)
+    system, sim, task = scene.build()
+    _load_params_file(args, system)
+    drawing = scene.drawing(system)
+    pset = system.params
+    start = pset.to_dict(task.fit)
+    out.say(f"{scene.name}: fitting {', '.join(task.fit)} ({sum(pset[n].size for n in task.fit)} values) with "
+            f"{task.optimizer.name}, {task.iters} iterations, on {backend['arch']} {backend['precision']}")
+    before = _full_rollout(scene, system, sim) if render else None
+
+    small = sum(pset[n].size for n in task.fit) <= 64
+    paths: dict[str, list] = {n: [] for n in task.fit} if small else {}
+
+    def record(_it, _rec, _sim):
+        for n in paths:
+            paths[n].append(pset[n].numpy().copy())
+        return False
+
+    result = diffsim.fit(sim, callback=record if small else None, progress=not args.quiet, **task.fit_kwargs())
+    after = _full_rollout(scene, system, sim) if render else None
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    summary = {
+        "scene": scene.name,
+        "source": os.path.abspath(scene.source),
+        "system": scene.kind.kind,
+        "backend": backend,
+        "loss": task.loss_kind,
+        "fit": task.fit,
+        "optimizer": {"name": task.optimizer.name, **{k: v for k, v in scene.data["task"]["optimizer"].items()
+                                                      if k != "name"}},
+        "iterations": result.iterations,
+        "final_loss": result.final_loss,
+        "best_loss": result.best_loss,
+        "loss_history": result.loss_history,
+        "wall_time_s": result.wall_time_s,
+        "stopped": result.stopped,
+        "initial_params": start,
+        "params": result.params,
+    }
+    if task.generated:
+        summary["generated_from"] = task.generated
+    _write_json(folder / "result.json", summary)
+    written.append(folder / "result.json")
+    _write_history(folder / "history.csv", result.history)
+    written.append(folder / "history.csv")
+    if result.history:
+        plot_loss(result.history, folder / "loss.png", title=f"{scene.name}: loss")
+        written.append(folder / "loss.png")
+    if paths and result.history:
+        plot_param_paths(paths, folder / "params.png", title=f"{scene.name}: parameters")
+        written.append(folder / "params.png")
+    written.append(scene.write(folder / "scene.toml"))
+    if render and after is not None:
+        if task.target is not None and task.target.ndim == 3 and task.loss_kind == "trajectory":
+            x = np.asarray(_positions(after, drawing))
+            tracked = np.arange(x.shape[1]) if task.points is None else task.points
+            goal = np.full((x.shape[0], len(tracked), x.shape[2]), np.nan)
+            goal[task.target_frames] = task.target
+            shown = np.arange(min(len(tracked), 4))
+            plot_trajectories(x[:, tracked[shown]], target=goal[:, shown], path=folder / "trajectory.png",
+                              dt=system.dt, title=f"{scene.name}: fitted (solid) and target (dashed)")
+            written.append(folder / "trajectory.png")
+        for name, traj in (("before", before), ("after", after)):
+            path = folder / f"{name}{args.format}"
+            render_trajectory(_positions(traj, drawing), drawing, path, dt=system.dt, actions=_actions(traj),
+                              fps=args.fps, title=f"{scene.name} ({name})", progress=not args.quiet)
+            written.append(path)
+    first = result.loss_history[0] if result.loss_history else math.nan
+    out.say(f"{label}loss {first:.6g} -> best {result.best_loss:.6g} in {result.iterations} iterations "
+            f"({result.wall_time_s:.1f} s, stopped: {result.stopped})")
+    if small:
+        for n in task.fit:
+            out.say(f"  {n}: {_value_text(result.params[n])}")
+    out.say("wrote " + ", ".join(_rel(p) for p in written))
+    if not math.isfinite(result.best_loss):
+        return EXIT_CHECK_FAILED
+    return EXIT_OK
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    from diffsim.viz.io import atomic_path  # noqa: PLC0415
+
+    columns = ["iteration", "loss", "grad_norm", "forward_s", "backward_s", "wall_time_s"]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        for rec in history:
+            writer.writerow([rec.get(c, "") for c in columns])
+
+
+def cmd_gradcheck(args) -> int:
+    import diffsim  # noqa: PLC0415
+
+    if args.precision is not None and args.precision != "f64":
+        raise DiffsimError(f"gradcheck runs in f64 (finite differences need it), got {args.precision}",
+                           where="--precision")
+    _check_file(args.target, "--target")
+    _check_file(args.params, "--params")
+    scene = _load(args, steps=args.steps, target=args.target, fit=args.fit)
+    if not scene.has_task:
+        raise DiffsimError("the scene has no [task] (no loss to check): add one, or give --target FILE.npz",
+                           where=scene.source)
+    _init(args, scene, precision="f64")
+    system, sim, task = scene.build()
+    _load_params_file(args, system)
+    report = diffsim.gradcheck(sim, task.fit, directions=args.directions, coordinates=args.coordinates,
+                               tolerance=args.tolerance)
+    if args.json:
+        print(json.dumps(_jsonable(report.to_dict())))
+    else:
+        print(f"{scene.name}: reverse mode against central differences (f64, {sim.steps} steps, tolerance "
+              f"{args.tolerance:g})")
+        print(report.summary())
+        print("passed" if report.passed else "FAILED")
+    return EXIT_OK if report.passed else EXIT_CHECK_FAILED
+
+
+def cmd_render(args) -> int:
+    from diffsim.scene.trajectory import load_trajectory, render_trajectory, rollout  # noqa: PLC0415
+    from diffsim.viz.io import animation_kind  # noqa: PLC0415
+
+    out = _Out(args.quiet)
+    animation_kind(args.out)  # a bad suffix fails before anything runs
+    source = args.scene
+    if source.lower().endswith(".npz"):
+        if args.set or args.steps is not None or args.params:
+            raise DiffsimError("--set, --steps and --params apply to scenes, not to a saved trajectory",
+                               where=source)
+        data = load_trajectory(source)
+        drawing, meta = data["drawing"], data["meta"]
+        x = data[drawing.quantity]
+        batch = meta.get("batch", 1)
+        if args.copy >= (batch if x.ndim == 4 else 1):
+            raise DiffsimError(f"--copy {args.copy}: the trajectory has {batch} copies", where=source)
+        traj = {drawing.quantity: x, "act": data.get("act")}
+        title = meta.get("scene") or Path(source).stem
+        dt = meta.get("dt")
+    else:
+        _check_file(args.params, "--params")
+        scene = _load(args, steps=args.steps)
+        _init(args, scene)
+        system, sim, _ = scene.build(task=False, storage="full")
+        _load_params_file(args, system)
+        if args.copy >= system.batch:
+            raise DiffsimError(f"--copy {args.copy}: the scene has batch = {system.batch}", where=scene.source)
+        sim.forward()
+        traj = rollout(sim)
+        drawing, title, dt = scene.drawing(system), scene.name, system.dt
+    renderer = render_trajectory(_positions(traj, drawing, args.copy), drawing, args.out, dt=dt,
+                                 actions=_actions(traj, args.copy), fps=args.fps, stride=args.stride, title=title,
+                                 progress=not args.quiet)
+    out.say(f"wrote {_rel(args.out)} ({renderer})")
+    return EXIT_OK
+
+
+def cmd_info(args) -> int:
+    import platform  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+    import taichi as ti  # noqa: PLC0415
+
+    import diffsim  # noqa: PLC0415
+    from diffsim import runtime  # noqa: PLC0415
+    from diffsim.scene import scenes_dir, system_kinds  # noqa: PLC0415
+
+    _quiet_taichi_probe()
+    archs = runtime.available_archs()
+    default_arch = (os.environ.get("DIFFSIM_ARCH") or "cpu").lower()
+    default_precision = (os.environ.get("DIFFSIM_PRECISION") or "f32").lower()
+    vulkan = "vulkan" in archs
+    ggui, ggui_reason = None, "not probed"
+    if not args.no_probe:
+        from diffsim.viz.render3d import _ggui_status  # noqa: PLC0415
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            runtime.init(arch="cpu" if default_arch not in archs else default_arch)
+            ggui, ggui_reason = _ggui_status()
+    folder = scenes_dir()
+    scenes = sorted(p.stem for p in folder.glob("*.toml")) if folder is not None else []
+    info = {
+        "diffsim": diffsim.__version__,
+        "python": platform.python_version(),
+        "taichi": ".".join(str(v) for v in ti.__version__),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "backends": archs,
+        "default_arch": default_arch,
+        "default_precision": default_precision,
+        "precisions": ["f32", "f64"],
+        "vulkan": vulkan,
+        "ggui": ggui,
+        "ggui_reason": "" if ggui else ggui_reason,
+        "renderer_3d": None if ggui is None else ("ggui" if ggui else "matplotlib"),
+        "ffmpeg": shutil.which("ffmpeg") is not None,
+        "systems": system_kinds(),
+        "scenes_dir": None if folder is None else str(folder),
+        "scenes": scenes,
+    }
+    if args.json:
+        print(json.dumps(info))
+        return EXIT_OK
+    print(f"diffsim {info['diffsim']} (Python {info['python']}, Taichi {info['taichi']}, numpy {info['numpy']})")
+    print(f"backends:   {', '.join(archs)} (default {default_arch}; DIFFSIM_ARCH or --arch to change)")
+    print(f"precision:  {default_precision} by default; f32 and f64 (DIFFSIM_PRECISION or --precision)")
+    print(f"Vulkan:     {'available' if vulkan else 'not found (no Vulkan driver / ICD)'}")
+    if args.no_probe:
+        print("rendering:  2D matplotlib; 3D not probed")
+    else:
+        print(f"rendering:  2D matplotlib (GIF, PNG); 3D {'Taichi GGUI offscreen' if ggui else 'matplotlib'}"
+              + ("" if ggui else f" (GGUI unavailable: {_one_line(ggui_reason)})"))
+    print(f"MP4:        {'ffmpeg found' if info['ffmpeg'] else 'ffmpeg not found (GIF and PNG only)'}")
+    print(f"systems:    {', '.join(info['systems'])}")
+    print(f"scenes:     {info['scenes_dir'] or 'not found'}" + (f" ({', '.join(scenes)})" if scenes else ""))
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from diffsim.scene import find_scene  # noqa: PLC0415
+
+    path = find_scene("walker2d")
+    if not path.exists():
+        raise DiffsimError("cannot find scenes/walker2d.toml: run from a source checkout of diffsim, or set "
+                           "DIFFSIM_SCENES to the folder holding it", where="demo")
+    args.scene = str(path)
+    scene = _load(args, iters=args.iters)
+    folder = Path(args.out)
+    t0 = time.perf_counter()
+    code = _optimize(args, scene, folder, render=not args.no_render, label="demo: ")
+    elapsed = time.perf_counter() - t0
+    result = json.loads((folder / "result.json").read_text())
+    history = result["loss_history"]
+    if history and result["best_loss"] is not None:
+        print(f"demo: the walker's centre of mass moved {-history[0]:.2f} m before training and "
+              f"{-result['best_loss']:.2f} m after {result['iterations']} iterations ({elapsed:.0f} s in all)")
+    print(f"demo: results in {_rel(folder)}/ (result.json, loss.png"
+          + ("" if args.no_render else f", before{args.format}, after{args.format}") + ")")
+    return code
+
+
+def cmd_bench(argv: list[str]) -> int:
+    try:
+        from diffsim import bench  # noqa: PLC0415
+    except ImportError as e:
+        raise DiffsimError(f"the benchmark module is not available ({e})", where="bench") from None
+    return int(bench.main(list(argv)) or 0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parser
+
+
+def _common(parser: argparse.ArgumentParser, top: bool) -> None:
+    """The flags every command takes; on subcommands their defaults are suppressed so that a flag given before
+    the command (``diffsim --quiet run ...``) is not reset by the subcommand's default."""
+    d = (lambda value: value) if top else (lambda value: argparse.SUPPRESS)
+    g = parser.add_argument_group("common options")
+    g.add_argument("--arch", choices=("cpu", "gpu", "cuda", "vulkan", "metal"), default=d(None),
+                   help="backend (default: the scene's [backend] hint, DIFFSIM_ARCH, else cpu)")
+    g.add_argument("--precision", choices=("f32", "f64"), default=d(None),
+                   help="float precision (default: the scene's hint, DIFFSIM_PRECISION, else f32)")
+    g.add_argument("--seed", type=int, default=d(None),
+                   help="seed Python's, numpy's and Taichi's generators and the controller's initial weights")
+    g.add_argument("--set", action="append", metavar="NAME=VALUE", default=d(None),
+                   help="override a scene key (sim.steps=200, springs[3].stiffness=2e4) or a parameter's initial "
+                   "value (springs.stiffness=800, gravity=0,-5); repeatable")
+    g.add_argument("--quiet", "-q", action="store_true", default=d(False), help="print nothing but errors")
+    g.add_argument("--debug", action="store_true", default=d(False),
+                   help="show tracebacks; Taichi's debug mode (bounds checks)")
+
+
+def _scene_arg(p, what="scene file (or the name of a shipped scene, e.g. walker2d)"):
+    p.add_argument("scene", metavar="SCENE", help=what)
+
+
+def _render_opts(p) -> None:
+    p.add_argument("--fps", type=float, default=30.0, help="frames per second of animations (default 30)")
+    p.add_argument("--format", choices=(".gif", ".mp4"), default=".gif", help="animation format (default .gif)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from diffsim import __version__  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(
+        prog="diffsim",
+        description="Differentiable physics on Taichi: simulate scene files, fit their parameters, draw them.",
+        epilog="Exit codes: 0 success, 1 a check failed, 2 bad input. Docs: docs/cli.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"diffsim {__version__}")
+    _common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def command(name, help_text, **kw):
+        p = sub.add_parser(name, help=help_text, description=help_text, **kw)
+        _common(p, top=False)
+        return p
+
+    p = command("run", "simulate a scene; write DIR/trajectory.npz and DIR/scene.toml (the resolved scene)")
+    _scene_arg(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--steps", type=int, help="steps to simulate (default: the scene's sim.steps)")
+    p.add_argument("--render", action="store_true", help="also write DIR/animation.gif")
+    p.add_argument("--params", metavar="FILE", help="parameter values (JSON, e.g. a result.json) to start from")
+    _render_opts(p)
+    p.set_defaults(func=cmd_run)
+
+    p = command("params", "list the scene's differentiable parameters: name, shape, value, bounds")
+    _scene_arg(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--steps", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--params", metavar="FILE", help="parameter values (JSON) to show instead of the scene's")
+    p.set_defaults(func=cmd_params)
+
+    p = command("optimize", "fit parameters: the scene's [task], or the one given by the flags")
+    _scene_arg(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--iters", type=int, help="iterations (default: task.iters)")
+    p.add_argument("--fit", nargs="+", action="extend", metavar="NAME",
+                   help="parameters to fit (names or patterns like 'controller.*')")
+    p.add_argument("--target", metavar="FILE.npz",
+                   help="target trajectory (as `diffsim run` writes it); the loss becomes trajectory MSE")
+    p.add_argument("--optimizer", choices=("adam", "sgd", "lbfgs"), help="optimizer (default: task.optimizer)")
+    p.add_argument("--lr", type=float, help="learning rate (adam, sgd)")
+    p.add_argument("--tol", type=float, help="stop when the loss changes less than this (see task.tol)")
+    p.add_argument("--checkpoint", type=int, metavar="K", help="checkpointed storage, a snapshot every K steps")
+    p.add_argument("--steps", type=int, help="steps per rollout (default: sim.steps)")
+    p.add_argument("--params", metavar="FILE", help="parameter values (JSON) to start from")
+    p.add_argument("--no-render", action="store_true", help="skip the before/after animations")
+    _render_opts(p)
+    p.set_defaults(func=cmd_optimize)
+
+    p = command("gradcheck", "compare reverse-mode gradients with finite differences (f64)")
+    _scene_arg(p)
+    p.add_argument("--fit", nargs="+", action="extend", metavar="NAME", help="parameters to check "
+                   "(default: the task's)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--target", metavar="FILE.npz", help="target trajectory, as for optimize")
+    p.add_argument("--steps", type=int, help="steps per rollout (default: sim.steps)")
+    p.add_argument("--tolerance", type=float, default=1e-6, help="largest relative error that passes (1e-6)")
+    p.add_argument("--directions", type=int, default=2, help="random directions per parameter (2)")
+    p.add_argument("--coordinates", type=int, default=4, help="single coordinates per parameter (4)")
+    p.add_argument("--params", metavar="FILE", help="parameter values (JSON) to check at")
+    p.set_defaults(func=cmd_gradcheck)
+
+    p = command("render", "draw a scene's rollout or a saved trajectory.npz")
+    _scene_arg(p, "scene file, shipped scene name, or trajectory.npz")
+    p.add_argument("--out", required=True, metavar="FILE", help="output: .gif, .mp4 (needs ffmpeg) or .png")
+    p.add_argument("--steps", type=int, help="steps to simulate (scenes)")
+    p.add_argument("--stride", type=int, help="draw every N-th frame (default: near real time)")
+    p.add_argument("--copy", type=int, default=0, help="which batch copy to draw (0)")
+    p.add_argument("--params", metavar="FILE", help="parameter values (JSON) to simulate with")
+    p.add_argument("--fps", type=float, default=30.0, help="frames per second (30)")
+    p.set_defaults(func=cmd_render)
+
+    p = command("info", "version, backends, precision, Vulkan and rendering status")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--no-probe", action="store_true", help="skip the GGUI probe (it starts Taichi)")
+    p.set_defaults(func=cmd_info)
+
+    p = command("demo", "optimize the walker (scenes/walker2d.toml) and write runs/demo/")
+    p.add_argument("--out", default="runs/demo", metavar="DIR", help="output folder (runs/demo)")
+    p.add_argument("--iters", type=int, help="iterations (default: the scene's, 40)")
+    p.add_argument("--no-render", action="store_true", help="skip the animations")
+    _render_opts(p)
+    p.set_defaults(func=cmd_demo, params=None)
+
+    p = sub.add_parser("bench", help="benchmarks (diffsim.bench): bench [SCENE ...] [--json FILE] [--arch ...] "
+                       "[--repeat N]", add_help=False)
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    warnings.showwarning = _show_warning
+    debug = "--debug" in argv
+    try:
+        if argv and argv[0] == "bench":
+            return cmd_bench(argv[1:])
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        debug = args.debug
+        if args.func is None:  # "bench" after common flags
+            return cmd_bench(args.bench_args)
+        return int(args.func(args))
+    except DiffsimError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"diffsim: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("diffsim: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as e:  # noqa: BLE001 - a bug: one line unless --debug
+        if debug:
+            traceback.print_exc()
+        print(f"diffsim: internal error: {type(e).__name__}: {_one_line(e)} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return EXIT_CHECK_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Shared test set-up.
+
+`diffsim.init` resets Taichi, so each test module starts the backend it needs with the `backend` helper below; a
+system built under one initialisation must not be used after another.
+"""
+
+import os
+
+import pytest
+
+import diffsim
+from diffsim import runtime
+
+
+def use(arch: str = "cpu", precision: str = "f64") -> None:
+    """Initialise Taichi unless it already runs with these settings."""
+    cur = runtime._state
+    if not (cur["initialized"] and cur["arch"] == arch and cur["precision"] == precision and not cur["debug"]):
+        diffsim.init(arch=arch, precision=precision)
+
+
+def vulkan_or_skip() -> None:
+    if "vulkan" not in runtime.available_archs():
+        if os.environ.get("DIFFSIM_REQUIRE_VULKAN") == "1":
+            pytest.fail("DIFFSIM_REQUIRE_VULKAN=1 but the Vulkan backend is not available")
+        pytest.skip("Vulkan backend not available (apt-get install mesa-vulkan-drivers)")
