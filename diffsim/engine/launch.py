@@ -41,9 +41,10 @@ class FastKernel:
         if _disabled():
             return
         try:
-            owner = self.bound._kernel_owner
+            owner = getattr(self.bound, "_kernel_owner", None)  # None for a module-level kernel
             kernel = self.bound._adjoint if self.grad else self.bound._primal
-            key = kernel.ensure_compiled(owner, *self.templates, *args)
+            lead = () if owner is None else (owner,)
+            key = kernel.ensure_compiled(*lead, *self.templates, *args)
             self._t_kernel = kernel.compiled_kernels[key]
             self._prog = impl.get_runtime().prog
             self._data = self._prog.compile_kernel(self._prog.config(), self._prog.get_device_caps(), self._t_kernel)

@@ -21,7 +21,7 @@ import taichi as ti
 from .. import runtime
 from ..errors import DiffsimError, SimulationError
 from .launch import FastKernel
-from .state import FieldSpec, State, copy_frame, first_nonfinite_frame
+from .state import FieldSpec, State, copy_frame, nonfinite_kernel
 from .system import System
 
 STORAGE = ("full", "checkpointed")
@@ -70,6 +70,8 @@ class Simulation:
             self.snapshots = State(self._state_specs, frames=len(self.segments) + 1, batch=self.batch, needs_grad=False)
             self.carry = State(self._state_specs, frames=1, batch=self.batch, needs_grad=False)
         self._step, self._step_grad = system.step_launchers(self.state)
+        self._copies = {}
+        self._checks = {}
         self._bad = ti.field(runtime.index_type(), shape=())
         self.loss = None
         self.set_loss(loss)
@@ -126,7 +128,7 @@ class Simulation:
                     self._eval_loss(k + 1, a + k + 1)
                 self._check(0, b - a + 1, a)
                 for spec in self._state_specs:
-                    copy_frame(s.field(spec.name), b - a, self.snapshots.field(spec.name), j + 1)
+                    self._copy(s.field(spec.name), b - a, self.snapshots.field(spec.name), j + 1)
         self._forward_done = True
         if self.loss is None:
             self.loss_value = np.zeros(self.batch)
@@ -144,30 +146,51 @@ class Simulation:
         """Forward without caring about the loss."""
         self.forward()
 
+    def _copy(self, src, src_frame: int, dst, dst_frame: int) -> None:
+        """dst[dst_frame] = src[src_frame], launched through the fast path (one launcher per field pair)."""
+        key = (id(src), id(dst))
+        launch = self._copies.get(key)
+        if launch is None:
+            launch = self._copies[key] = FastKernel(copy_frame, src, dst, types="ii")
+        launch(src_frame, dst_frame)
+
     def _load_segment_start(self, j: int) -> None:
         s = self.state
         if j == 0:
             self.system.initialize(s)
             if self.storage == "checkpointed":
                 for spec in self._state_specs:
-                    copy_frame(s.field(spec.name), 0, self.snapshots.field(spec.name), 0)
+                    self._copy(s.field(spec.name), 0, self.snapshots.field(spec.name), 0)
         else:
             for spec in self._state_specs:
-                copy_frame(self.snapshots.field(spec.name), j, s.field(spec.name), 0)
+                self._copy(self.snapshots.field(spec.name), j, s.field(spec.name), 0)
 
     def _check(self, start: int, stop: int, frame_offset: int) -> None:
+        """Raise SimulationError if frames [start, stop) of the window hold NaN or Inf.
+
+        The state quantities are scanned first (cheap); only if one is bad are all quantities scanned, so the error
+        names the earliest one (a force or an action often goes bad one frame before the positions)."""
         if not self.check_finite:
             return
-        for spec in self.state.specs:
-            if spec.dtype == "i32":
-                continue
+        bad = self._first_bad(self._state_specs, start, stop)
+        if bad is None:
+            return
+        frame, spec = self._first_bad([s for s in self.state.specs if s.dtype != "i32"], start, bad[0] + 1)
+        raise SimulationError(spec.name, frame + frame_offset, self._locate(spec, frame))
+
+    def _first_bad(self, specs, start: int, stop: int):
+        worst = None
+        for spec in specs:
+            field = self.state.field(spec.name)
+            launch = self._checks.get(spec.name)
+            if launch is None:
+                launch = self._checks[spec.name] = FastKernel(nonfinite_kernel(field), field, self._bad, types="ii")
             self._bad[None] = 2**30
-            first_nonfinite_frame(self.state.field(spec.name), start, stop, self._bad)
-            bad = int(self._bad[None])
-            if bad < 2**30:
-                frame = bad + frame_offset
-                detail = self._locate(spec, bad)
-                raise SimulationError(spec.name, frame, detail)
+            launch(start, stop)
+            frame = int(self._bad[None])
+            if frame < 2**30 and (worst is None or frame < worst[0]):
+                worst = (frame, spec)
+        return worst
 
     def _locate(self, spec: FieldSpec, frame: int) -> str:
         arr = self.state.field(spec.name).to_numpy()[frame]
@@ -208,7 +231,7 @@ class Simulation:
             s.zero_grad()
             if j != len(self.segments) - 1:
                 for spec in self._state_specs:
-                    copy_frame(self.carry.field(spec.name), 0, s.field(spec.name).grad, n)
+                    self._copy(self.carry.field(spec.name), 0, s.field(spec.name).grad, n)
             for k in reversed(range(n)):
                 self._eval_loss_grad(k + 1, a + k + 1)
                 self._step_grad(k, a + k)
@@ -217,7 +240,7 @@ class Simulation:
                 sys.initialize_grad(s)
             else:
                 for spec in self._state_specs:
-                    copy_frame(s.field(spec.name).grad, 0, self.carry.field(spec.name), 0)
+                    self._copy(s.field(spec.name).grad, 0, self.carry.field(spec.name), 0)
 
     def value_and_grad(self, names=None) -> tuple[float, dict[str, np.ndarray]]:
         """Forward, backward; the total loss and d loss / d value for the named parameters (all by default)."""

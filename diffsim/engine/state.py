@@ -83,7 +83,7 @@ class State:
 
 
 @ti.kernel
-def copy_frame(src: ti.template(), src_frame: ti.i32, dst: ti.template(), dst_frame: ti.i32):
+def copy_frame(src: ti.template(), dst: ti.template(), src_frame: ti.i32, dst_frame: ti.i32):
     """dst[dst_frame, ...] = src[src_frame, ...] for fields of equal trailing shape."""
     for I in ti.grouped(ti.ndrange(*src.shape[1:])):
         dst[ti.Vector([dst_frame] + [I[k] for k in ti.static(range(len(src.shape) - 1))])] = src[
@@ -92,7 +92,7 @@ def copy_frame(src: ti.template(), src_frame: ti.i32, dst: ti.template(), dst_fr
 
 
 @ti.kernel
-def _first_bad_scalar(field: ti.template(), start: ti.i32, stop: ti.i32, out: ti.template()):
+def _first_bad_scalar(field: ti.template(), out: ti.template(), start: ti.i32, stop: ti.i32):
     for I in ti.grouped(field):
         if start <= I[0] < stop:
             if _is_bad(field[I], ti.static(field.dtype == ti.f64)):
@@ -100,7 +100,7 @@ def _first_bad_scalar(field: ti.template(), start: ti.i32, stop: ti.i32, out: ti
 
 
 @ti.kernel
-def _first_bad_vector(field: ti.template(), start: ti.i32, stop: ti.i32, out: ti.template()):
+def _first_bad_vector(field: ti.template(), out: ti.template(), start: ti.i32, stop: ti.i32):
     for I in ti.grouped(field):
         if start <= I[0] < stop:
             v = field[I]
@@ -123,9 +123,7 @@ def _is_bad(x, is_f64: ti.template()) -> bool:
     return bad
 
 
-def first_nonfinite_frame(field, start: int, stop: int, out) -> None:
-    """out[None] = min(out[None], the first frame in [start, stop) where `field` holds NaN or Inf)."""
-    if isinstance(field, ti.MatrixField):
-        _first_bad_vector(field, start, stop, out)
-    else:
-        _first_bad_scalar(field, start, stop, out)
+def nonfinite_kernel(field):
+    """The kernel that finds the first non-finite frame of `field`: ``kernel(field, out, start, stop)`` lowers
+    out[None] to the first frame in [start, stop) holding NaN or Inf."""
+    return _first_bad_vector if isinstance(field, ti.MatrixField) else _first_bad_scalar

@@ -1,0 +1,228 @@
+"""Benchmarks: seconds per optimization iteration (forward + backward), steps per second, compile time, memory.
+
+    python -m diffsim.bench                 # the whole suite
+    python -m diffsim.bench walker2d --repeat 20 --json out.json
+    diffsim bench walker2d                  # the same through the command line
+
+Each case runs in its own subprocess so that its peak memory (the process's max resident set) and its compile time
+are its own. Per case: the first iteration (compile included; Taichi's offline cache makes it faster on later runs,
+`--cold` points the cache at an empty folder to measure a cold start), then `repeat` timed iterations, reported as
+the median with min and max. Memory: the bytes held by state and gradient buffers (counted from the field sizes)
+and the peak resident memory of the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+CASES: dict[str, Callable] = {}
+
+
+def case(name: str):
+    def register(fn):
+        CASES[name] = fn
+        return fn
+
+    return register
+
+
+def _walker_sim(steps=680, storage="full", k=None):
+    import diffsim
+    from diffsim.systems.springs.robots import walker2d
+
+    model = walker2d()
+    ctrl = diffsim.MLP(model.n_actuators, hidden=(32,), n_phases=5, frequency=1.5, seed=0)
+    system = diffsim.SpringSystem(model, dt=4e-3, ground=0.0, contact_stiffness=2000.0, contact_damping=10.0,
+                                  controller=ctrl)
+    loss = diffsim.CenterOfMassLoss(direction=(1.0, 0.0), maximize=True)
+    return diffsim.Simulation(system, steps, loss=loss, storage=storage, checkpoint_every=k)
+
+
+@case("walker2d")
+def walker2d():
+    """Mass-spring walker: 18 masses, 41 springs, MLP 82-32-8, 680 steps (issue target: <= 0.06 s/iteration)."""
+    return _walker_sim(), "fit"
+
+
+@case("walker2d_checkpointed")
+def walker2d_checkpointed():
+    """The walker with checkpointing every 50 steps (one extra forward per backward)."""
+    return _walker_sim(storage="checkpointed", k=50), "fit"
+
+
+@case("walker2d_20k_full")
+def walker2d_20k_full():
+    """20,000-step walker rollout, full storage: memory baseline for checkpointing."""
+    return _walker_sim(steps=20_000), "fit"
+
+
+@case("walker2d_20k_checkpointed")
+def walker2d_20k_checkpointed():
+    """20,000-step walker rollout, checkpointed every 50 steps (issue target: <= 1/5 of full's buffer memory)."""
+    return _walker_sim(steps=20_000, storage="checkpointed", k=50), "fit"
+
+
+def _spring_grid(n):
+    import diffsim
+
+    model = diffsim.SpringModel(dim=2)
+    h = 1.0 / (n - 1)
+    for j in range(n):
+        for i in range(n):
+            model.add_particle([i * h, 0.5 + j * h], mass=1.0 / n**2)
+    idx = lambda i, j: j * n + i  # noqa: E731
+    for j in range(n):
+        for i in range(n):
+            for di, dj in ((1, 0), (0, 1), (1, 1)):
+                if i + di < n and j + dj < n:
+                    model.add_spring(idx(i, j), idx(i + di, j + dj), stiffness=50.0 * n, damping=0.01)
+    system = diffsim.SpringSystem(model, dt=2e-4, ground=0.0, contact_stiffness=200.0 * n, contact_damping=0.0)
+    loss = diffsim.CenterOfMassLoss(direction=(1.0, 0.0))
+    return diffsim.Simulation(system, 200, loss=loss)
+
+
+for _n in (16, 32, 64, 128):
+    CASES[f"springs_grid{_n}"] = (lambda n: (lambda: (_spring_grid(n), "fit")))(_n)
+    CASES[f"springs_grid{_n}"].__doc__ = f"{_n}x{_n} spring grid ({_n * _n} masses), 200 steps: scaling series"
+
+SUITE = ["walker2d", "walker2d_checkpointed", "walker2d_20k_full", "walker2d_20k_checkpointed", "springs_grid16",
+         "springs_grid32", "springs_grid64", "springs_grid128"]
+
+
+def run_case(name: str, repeat: int, arch: str | None) -> dict:
+    """Run one case in this process and return its measurements."""
+    import diffsim
+    from diffsim import runtime
+
+    t0 = time.perf_counter()
+    diffsim.init(arch=arch, precision="f32")
+    t_init = time.perf_counter() - t0
+    sim, _ = CASES[name]()
+    t_build = time.perf_counter() - t0 - t_init
+    t1 = time.perf_counter()
+    sim.forward()
+    t2 = time.perf_counter()
+    sim.backward()
+    t3 = time.perf_counter()
+    fwd, bwd = [], []
+    for _ in range(repeat):
+        a = time.perf_counter()
+        sim.forward()
+        b = time.perf_counter()
+        sim.backward()
+        c = time.perf_counter()
+        fwd.append(b - a)
+        bwd.append(c - b)
+    tot = [f + b for f, b in zip(fwd, bwd)]
+    mem = sim.memory_bytes()
+    return {
+        "case": name,
+        "doc": (CASES[name].__doc__ or "").strip(),
+        "arch": runtime.current()["arch"],
+        "steps": sim.steps,
+        "storage": sim.storage,
+        "forward_s": statistics.median(fwd),
+        "backward_s": statistics.median(bwd),
+        "total_s": statistics.median(tot),
+        "total_min_s": min(tot),
+        "total_max_s": max(tot),
+        "forward_steps_per_s": sim.steps / statistics.median(fwd),
+        "first_iteration_s": (t2 - t1) + (t3 - t2),
+        "startup_s": t_init + t_build,
+        "buffer_bytes": mem["total"],
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "repeat": repeat,
+    }
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
+
+
+def format_table(results: list[dict]) -> str:
+    head = (f"{'case':28s} {'fwd s':>9s} {'bwd s':>9s} {'total s':>9s} {'(min-max)':>17s} {'steps/s':>10s} "
+            f"{'1st it s':>9s} {'buffers MB':>10s} {'peak MB':>8s}")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        if "error" in r:
+            lines.append(f"{r['case']:28s} error: {r['error']}")
+            continue
+        lines.append(
+            f"{r['case']:28s} {r['forward_s']:9.4f} {r['backward_s']:9.4f} {r['total_s']:9.4f} "
+            f"{r['total_min_s']:8.4f}-{r['total_max_s']:<8.4f} {r['forward_steps_per_s']:10.0f} "
+            f"{r['first_iteration_s']:9.2f} {r['buffer_bytes'] / 1e6:10.2f} {r['peak_rss_bytes'] / 1e6:8.0f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="diffsim bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("cases", nargs="*", help=f"cases to run (default: the suite). Known: {', '.join(CASES)}")
+    parser.add_argument("--repeat", type=int, default=10, help="timed iterations per case (default 10)")
+    parser.add_argument("--arch", default=None, help="backend (cpu, gpu, cuda, vulkan, metal)")
+    parser.add_argument("--json", dest="json_path", default=None, help="write the results as JSON to this file")
+    parser.add_argument("--cold", action="store_true", help="empty Taichi kernel cache: measure cold compiles")
+    parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    names = args.cases or SUITE
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        print(f"diffsim bench: error: unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}",
+              file=sys.stderr)
+        return 2
+    if args.repeat < 1:
+        print("diffsim bench: error: --repeat must be >= 1", file=sys.stderr)
+        return 2
+    if args.in_process:
+        result = run_case(names[0], args.repeat, args.arch)
+        print(json.dumps(result))
+        return 0
+    results = []
+    env = dict(os.environ)
+    cold_dir = None
+    if args.cold:
+        cold_dir = tempfile.mkdtemp(prefix="diffsim-bench-cache-")
+    for name in names:
+        if cold_dir:
+            env["TI_OFFLINE_CACHE_FILE_PATH"] = os.path.join(cold_dir, name)
+        cmd = [sys.executable, "-m", "diffsim.bench", name, "--in-process", "--repeat", str(args.repeat)]
+        if args.arch:
+            cmd += ["--arch", args.arch]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+            results.append({"case": name, "error": tail})
+        else:
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(format_table(results[-1:]).splitlines()[-1] if len(results) > 1 else format_table(results),
+              flush=True)
+    report = {"machine": _machine(), "date": time.strftime("%Y-%m-%d"), "python": platform.python_version(),
+              "cold_cache": args.cold, "results": results}
+    if args.json_path:
+        tmp = f"{args.json_path}.tmp{os.getpid()}"
+        with open(tmp, "w") as fh:
+            json.dump(report, fh, indent=1)
+        os.replace(tmp, args.json_path)
+    return 1 if any("error" in r for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Every example in examples/ runs in its short mode (the examples document what a short mode is)."""
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHORT = {
+    "walker2d.py": ["--iters", "2", "--steps", "60"],
+}
+
+
+def test_every_example_has_a_short_mode():
+    assert sorted(p.name for p in (ROOT / "examples").glob("*.py")) == sorted(SHORT)
+
+
+@pytest.mark.parametrize("name", sorted(SHORT))
+def test_example_runs(name, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "examples" / name), *SHORT[name], "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "iteration   1" in proc.stdout
+    assert (out / "after.gif").stat().st_size > 1000
