@@ -37,21 +37,12 @@ def available_archs() -> list[str]:
     try:
         from taichi._lib import core as _core  # noqa: PLC0415
 
-        checks = {
-            "cuda": getattr(_core, "with_cuda", lambda: False),
-            "vulkan": getattr(_core, "with_vulkan", lambda: False),
-            "metal": getattr(_core, "with_metal", lambda: False),
-        }
-        for name, compiled_in in checks.items():
-            if not compiled_in():
-                continue
-            if name == "vulkan" and not _vulkan_device_present():
-                continue
-            if name == "cuda" and not _cuda_present():
-                continue
-            if name == "metal" and not _is_macos():
-                continue
-            found.append(name)
+        # Probe the machine before asking Taichi: its CUDA probe prints a warning when there is no driver.
+        present = {"cuda": _cuda_present, "vulkan": _vulkan_device_present, "metal": _is_macos}
+        compiled = {"cuda": "with_cuda", "vulkan": "with_vulkan", "metal": "with_metal"}
+        for name in ("cuda", "vulkan", "metal"):
+            if present[name]() and getattr(_core, compiled[name], lambda: False)():
+                found.append(name)
     except Exception:  # pragma: no cover - depends on the Taichi build
         pass
     _state["_available"] = found

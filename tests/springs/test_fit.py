@@ -98,3 +98,23 @@ def test_batch_copies_match_separate_runs():
         assert abs(lb - per_copy_loss[b]) < 1e-12
         np.testing.assert_allclose(grads["springs.stiffness"][b], gb["springs.stiffness"], rtol=1e-10, atol=1e-14)
         np.testing.assert_allclose(grads["controller.weights"][b], gb["controller.weights"], rtol=1e-10, atol=1e-14)
+
+
+def test_no_recompilation_or_reallocation_between_iterations():
+    """Allocation happens once per (system, horizon); optimizer iterations reuse fields and compiled kernels."""
+    import taichi as ti
+
+    system = diffsim.SpringSystem(square(actuated=True), dt=2e-3, ground=0.0, contact_stiffness=3000.0,
+                                  controller=diffsim.MLP(2, hidden=(4,), n_phases=1))
+    sim = diffsim.Simulation(system, 30, loss=diffsim.CenterOfMassLoss(direction=(1.0, 0.0)),
+                             storage="checkpointed", checkpoint_every=7)
+    diffsim.fit(sim, iters=1, progress=False)
+    step = type(system)._step
+    kernels = (step._primal, step._adjoint)
+    compiled = [len(k.compiled_kernels) for k in kernels]
+    fields_before = id(sim.state.x), id(sim.snapshots.x)
+    n_trees = ti.lang.impl.get_runtime().prog.get_snode_tree_size()
+    diffsim.fit(sim, iters=3, progress=False)
+    assert [len(k.compiled_kernels) for k in kernels] == compiled
+    assert (id(sim.state.x), id(sim.snapshots.x)) == fields_before
+    assert ti.lang.impl.get_runtime().prog.get_snode_tree_size() == n_trees
