@@ -1,10 +1,10 @@
 """diffsim: differentiable physics simulation on Taichi.
 
-    import diffsim
-    diffsim.init(arch="cpu", precision="f64")
-    system = diffsim.SpringSystem(model, dt=1e-3)
-    sim = diffsim.Simulation(system, steps=500, loss=diffsim.FinalPositionLoss(target))
-    loss, grads = sim.value_and_grad()
+import diffsim
+diffsim.init(arch="cpu", precision="f64")
+system = diffsim.SpringSystem(model, dt=1e-3)
+sim = diffsim.Simulation(system, steps=500, loss=diffsim.FinalPositionLoss(target))
+loss, grads = sim.value_and_grad()
 """
 
 import os as _os
@@ -18,7 +18,7 @@ from .engine.gradcheck import gradcheck
 from .engine.params import Parameter, ParameterSet
 from .engine.simulation import Simulation
 from .errors import DiffsimError, SimulationError
-from .optim.fit import Adam, LBFGSB, SGD, fit
+from .optim.fit import LBFGSB, SGD, Adam, fit
 from .optim.losses import CenterOfMassLoss, FinalPositionLoss, Loss, PointLoss
 from .runtime import available_archs, init
 from .systems.springs import SpringModel, SpringSystem
@@ -26,7 +26,25 @@ from .systems.springs import SpringModel, SpringSystem
 __version__ = "0.1.0"
 
 __all__ = [
-    "init", "available_archs", "Simulation", "Parameter", "ParameterSet", "gradcheck",
-    "DiffsimError", "SimulationError", "Loss", "PointLoss", "FinalPositionLoss", "CenterOfMassLoss",
-    "SGD", "Adam", "LBFGSB", "fit", "OpenLoop", "Periodic", "MLP", "SpringModel", "SpringSystem",
+    "init",
+    "available_archs",
+    "Simulation",
+    "Parameter",
+    "ParameterSet",
+    "gradcheck",
+    "DiffsimError",
+    "SimulationError",
+    "Loss",
+    "PointLoss",
+    "FinalPositionLoss",
+    "CenterOfMassLoss",
+    "SGD",
+    "Adam",
+    "LBFGSB",
+    "fit",
+    "OpenLoop",
+    "Periodic",
+    "MLP",
+    "SpringModel",
+    "SpringSystem",
 ]

@@ -42,8 +42,9 @@ def _walker_sim(steps=680, storage="full", k=None):
 
     model = walker2d()
     ctrl = diffsim.MLP(model.n_actuators, hidden=(32,), n_phases=5, frequency=1.5, seed=0)
-    system = diffsim.SpringSystem(model, dt=4e-3, ground=0.0, contact_stiffness=2000.0, contact_damping=10.0,
-                                  controller=ctrl)
+    system = diffsim.SpringSystem(
+        model, dt=4e-3, ground=0.0, contact_stiffness=2000.0, contact_damping=10.0, controller=ctrl
+    )
     loss = diffsim.CenterOfMassLoss(direction=(1.0, 0.0), maximize=True)
     return diffsim.Simulation(system, steps, loss=loss, storage=storage, checkpoint_every=k)
 
@@ -86,17 +87,29 @@ def _spring_grid(n):
             for di, dj in ((1, 0), (0, 1), (1, 1)):
                 if i + di < n and j + dj < n:
                     model.add_spring(idx(i, j), idx(i + di, j + dj), stiffness=50.0 * n, damping=0.01)
-    system = diffsim.SpringSystem(model, dt=2e-4, ground=0.0, contact_stiffness=200.0 * n, contact_damping=0.0)
+    system = diffsim.SpringSystem(
+        model, dt=2e-4, ground=0.0, contact_stiffness=200.0 * n, contact_damping=0.0
+    )
     loss = diffsim.CenterOfMassLoss(direction=(1.0, 0.0))
     return diffsim.Simulation(system, 200, loss=loss)
 
 
 for _n in (16, 32, 64, 128):
-    CASES[f"springs_grid{_n}"] = (lambda n: (lambda: (_spring_grid(n), "fit")))(_n)
-    CASES[f"springs_grid{_n}"].__doc__ = f"{_n}x{_n} spring grid ({_n * _n} masses), 200 steps: scaling series"
+    CASES[f"springs_grid{_n}"] = (lambda n: lambda: (_spring_grid(n), "fit"))(_n)
+    CASES[
+        f"springs_grid{_n}"
+    ].__doc__ = f"{_n}x{_n} spring grid ({_n * _n} masses), 200 steps: scaling series"
 
-SUITE = ["walker2d", "walker2d_checkpointed", "walker2d_20k_full", "walker2d_20k_checkpointed", "springs_grid16",
-         "springs_grid32", "springs_grid64", "springs_grid128"]
+SUITE = [
+    "walker2d",
+    "walker2d_checkpointed",
+    "walker2d_20k_full",
+    "walker2d_20k_checkpointed",
+    "springs_grid16",
+    "springs_grid32",
+    "springs_grid64",
+    "springs_grid128",
+]
 
 
 def run_case(name: str, repeat: int, arch: str | None) -> dict:
@@ -123,7 +136,7 @@ def run_case(name: str, repeat: int, arch: str | None) -> dict:
         c = time.perf_counter()
         fwd.append(b - a)
         bwd.append(c - b)
-    tot = [f + b for f, b in zip(fwd, bwd)]
+    tot = [f + b for f, b in zip(fwd, bwd, strict=True)]
     mem = sim.memory_bytes()
     return {
         "case": name,
@@ -159,8 +172,10 @@ def _machine() -> str:
 
 
 def format_table(results: list[dict]) -> str:
-    head = (f"{'case':28s} {'fwd s':>9s} {'bwd s':>9s} {'total s':>9s} {'(min-max)':>17s} {'steps/s':>10s} "
-            f"{'1st it s':>9s} {'buffers MB':>10s} {'peak MB':>8s}")
+    head = (
+        f"{'case':28s} {'fwd s':>9s} {'bwd s':>9s} {'total s':>9s} {'(min-max)':>17s} {'steps/s':>10s} "
+        f"{'1st it s':>9s} {'buffers MB':>10s} {'peak MB':>8s}"
+    )
     lines = [head, "-" * len(head)]
     for r in results:
         if "error" in r:
@@ -169,24 +184,33 @@ def format_table(results: list[dict]) -> str:
         lines.append(
             f"{r['case']:28s} {r['forward_s']:9.4f} {r['backward_s']:9.4f} {r['total_s']:9.4f} "
             f"{r['total_min_s']:8.4f}-{r['total_max_s']:<8.4f} {r['forward_steps_per_s']:10.0f} "
-            f"{r['first_iteration_s']:9.2f} {r['buffer_bytes'] / 1e6:10.2f} {r['peak_rss_bytes'] / 1e6:8.0f}")
+            f"{r['first_iteration_s']:9.2f} {r['buffer_bytes'] / 1e6:10.2f} {r['peak_rss_bytes'] / 1e6:8.0f}"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="diffsim bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("cases", nargs="*", help=f"cases to run (default: the suite). Known: {', '.join(CASES)}")
+    parser.add_argument(
+        "cases", nargs="*", help=f"cases to run (default: the suite). Known: {', '.join(CASES)}"
+    )
     parser.add_argument("--repeat", type=int, default=10, help="timed iterations per case (default 10)")
     parser.add_argument("--arch", default=None, help="backend (cpu, gpu, cuda, vulkan, metal)")
-    parser.add_argument("--json", dest="json_path", default=None, help="write the results as JSON to this file")
-    parser.add_argument("--cold", action="store_true", help="empty Taichi kernel cache: measure cold compiles")
+    parser.add_argument(
+        "--json", dest="json_path", default=None, help="write the results as JSON to this file"
+    )
+    parser.add_argument(
+        "--cold", action="store_true", help="empty Taichi kernel cache: measure cold compiles"
+    )
     parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     names = args.cases or SUITE
     unknown = [n for n in names if n not in CASES]
     if unknown:
-        print(f"diffsim bench: error: unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}",
-              file=sys.stderr)
+        print(
+            f"diffsim bench: error: unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}",
+            file=sys.stderr,
+        )
         return 2
     if args.repeat < 1:
         print("diffsim bench: error: --repeat must be >= 1", file=sys.stderr)
@@ -212,10 +236,17 @@ def main(argv: list[str] | None = None) -> int:
             results.append({"case": name, "error": tail})
         else:
             results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(format_table(results[-1:]).splitlines()[-1] if len(results) > 1 else format_table(results),
-              flush=True)
-    report = {"machine": _machine(), "date": time.strftime("%Y-%m-%d"), "python": platform.python_version(),
-              "cold_cache": args.cold, "results": results}
+        print(
+            format_table(results[-1:]).splitlines()[-1] if len(results) > 1 else format_table(results),
+            flush=True,
+        )
+    report = {
+        "machine": _machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "python": platform.python_version(),
+        "cold_cache": args.cold,
+        "results": results,
+    }
     if args.json_path:
         tmp = f"{args.json_path}.tmp{os.getpid()}"
         with open(tmp, "w") as fh:

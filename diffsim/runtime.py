@@ -97,7 +97,9 @@ def init(
             raise DiffsimError(f"no GPU backend available; available: {', '.join(available)}", where="arch")
         arch = gpus[0]
     elif arch not in available:
-        raise DiffsimError(f"backend {arch!r} is not available here; available: {', '.join(available)}", where="arch")
+        raise DiffsimError(
+            f"backend {arch!r} is not available here; available: {', '.join(available)}", where="arch"
+        )
     if seed is not None:
         random.seed(seed)
         np.random.seed(seed)

@@ -17,8 +17,15 @@ from diffsim.systems.springs.robots import walker2d
 def build(steps: int = 680, seed: int = 0) -> diffsim.Simulation:
     model = walker2d()
     controller = diffsim.MLP(model.n_actuators, hidden=(32,), n_phases=5, frequency=1.5, seed=seed)
-    system = diffsim.SpringSystem(model, dt=4e-3, ground=0.0, friction=1.0, contact_stiffness=2000.0,
-                                  contact_damping=10.0, controller=controller)
+    system = diffsim.SpringSystem(
+        model,
+        dt=4e-3,
+        ground=0.0,
+        friction=1.0,
+        contact_stiffness=2000.0,
+        contact_damping=10.0,
+        controller=controller,
+    )
     loss = diffsim.CenterOfMassLoss(direction=(1.0, 0.0), maximize=True)
     return diffsim.Simulation(system, steps, loss=loss)
 
@@ -50,13 +57,23 @@ def main(argv=None) -> int:
         animate(sim, os.path.join(args.out, "before.gif"))
 
     def report(it, record, _sim):
-        print(f"iteration {it:3d}  distance {-record['loss']:+.4f} m  "
-              f"({record['forward_s'] + record['backward_s']:.3f} s)", flush=True)
+        print(
+            f"iteration {it:3d}  distance {-record['loss']:+.4f} m  "
+            f"({record['forward_s'] + record['backward_s']:.3f} s)",
+            flush=True,
+        )
 
-    result = diffsim.fit(sim, optimizer=diffsim.Adam(lr=args.lr, clip_norm=1.0), iters=args.iters,
-                         callback=report, progress=False)
-    print(f"best distance {-result.best_loss:.4f} m after {result.iterations} iterations "
-          f"({result.wall_time_s:.1f} s)")
+    result = diffsim.fit(
+        sim,
+        optimizer=diffsim.Adam(lr=args.lr, clip_norm=1.0),
+        iters=args.iters,
+        callback=report,
+        progress=False,
+    )
+    print(
+        f"best distance {-result.best_loss:.4f} m after {result.iterations} iterations "
+        f"({result.wall_time_s:.1f} s)"
+    )
     if not args.no_render:
         from diffsim.viz import plot_loss
 

@@ -15,7 +15,9 @@ from diffsim import runtime
 def use(arch: str = "cpu", precision: str = "f64") -> None:
     """Initialise Taichi unless it already runs with these settings."""
     cur = runtime._state
-    if not (cur["initialized"] and cur["arch"] == arch and cur["precision"] == precision and not cur["debug"]):
+    if not (
+        cur["initialized"] and cur["arch"] == arch and cur["precision"] == precision and not cur["debug"]
+    ):
         diffsim.init(arch=arch, precision=precision)
 
 

@@ -21,7 +21,6 @@ non-differentiable). Intermediate values live in time-indexed scratch fields the
 `substeps`: actions are held for `substeps` integration steps (control step = fg // substeps).
 """
 
-
 import math
 
 import numpy as np
@@ -43,7 +42,9 @@ class Controller:
         self.n_actions = int(n_actions)
         self.system = None
 
-    def attach(self, system, params: ParameterSet, n_obs: int, dt: float, substeps: int, serial: bool) -> None:
+    def attach(
+        self, system, params: ParameterSet, n_obs: int, dt: float, substeps: int, serial: bool
+    ) -> None:
         """Called once by the system: create the parameters (named ``controller.*``) in `params`."""
         self.system = system
         self.batch = system.batch
@@ -66,8 +67,14 @@ class OpenLoop(Controller):
 
     kind = "open_loop"
 
-    def __init__(self, n_actions: int, steps: int, init: float | np.ndarray = 0.0, per_batch: bool = False,
-                 bounds=(-1.0, 1.0)):
+    def __init__(
+        self,
+        n_actions: int,
+        steps: int,
+        init: float | np.ndarray = 0.0,
+        per_batch: bool = False,
+        bounds=(-1.0, 1.0),
+    ):
         super().__init__(n_actions)
         self.steps = int(steps)
         self.init = init
@@ -78,8 +85,15 @@ class OpenLoop(Controller):
         from ..engine.params import Parameter
 
         self.actions = params.add(
-            Parameter("controller.actions", (self.steps, self.n_actions), self.init, batch=self.batch,
-                      per_batch=self.per_batch, bounds=self.bounds, doc="actions per control step")
+            Parameter(
+                "controller.actions",
+                (self.steps, self.n_actions),
+                self.init,
+                batch=self.batch,
+                per_batch=self.per_batch,
+                bounds=self.bounds,
+                doc="actions per control step",
+            )
         )
 
     @property
@@ -98,8 +112,15 @@ class Periodic(Controller):
 
     kind = "periodic"
 
-    def __init__(self, n_actions: int, frequency: float = 1.0, harmonics: int = 2, init_scale: float = 0.1,
-                 seed: int = 0, per_batch: bool = False):
+    def __init__(
+        self,
+        n_actions: int,
+        frequency: float = 1.0,
+        harmonics: int = 2,
+        init_scale: float = 0.1,
+        seed: int = 0,
+        per_batch: bool = False,
+    ):
         super().__init__(n_actions)
         if frequency <= 0:
             raise DiffsimError(f"frequency must be > 0, got {frequency}", where="controller.frequency")
@@ -114,11 +135,27 @@ class Periodic(Controller):
 
         rng = np.random.default_rng(self.seed)
         w = rng.normal(0.0, self.init_scale, size=(self.n_actions, 2 * self.harmonics + 1))
-        self.weights = params.add(Parameter("controller.weights", w.shape, w, batch=self.batch,
-                                            per_batch=self.per_batch,
-                                            doc="[bias, sin_1, cos_1, sin_2, cos_2, ...] per action"))
-        self.frequency = params.add(Parameter("controller.frequency", (), self.frequency0, batch=self.batch,
-                                              per_batch=self.per_batch, transform="log", unit="Hz"))
+        self.weights = params.add(
+            Parameter(
+                "controller.weights",
+                w.shape,
+                w,
+                batch=self.batch,
+                per_batch=self.per_batch,
+                doc="[bias, sin_1, cos_1, sin_2, cos_2, ...] per action",
+            )
+        )
+        self.frequency = params.add(
+            Parameter(
+                "controller.frequency",
+                (),
+                self.frequency0,
+                batch=self.batch,
+                per_batch=self.per_batch,
+                transform="log",
+                unit="Hz",
+            )
+        )
 
     @property
     def stage_sizes(self):
@@ -144,12 +181,22 @@ class MLP(Controller):
     kind = "mlp"
     needs_observation = True
 
-    def __init__(self, n_actions: int, hidden=(32,), n_phases: int = 5, frequency: float = 1.0, seed: int = 0,
-                 init_scale: float = 1.0, per_batch: bool = False):
+    def __init__(
+        self,
+        n_actions: int,
+        hidden=(32,),
+        n_phases: int = 5,
+        frequency: float = 1.0,
+        seed: int = 0,
+        init_scale: float = 1.0,
+        per_batch: bool = False,
+    ):
         super().__init__(n_actions)
         self.hidden = tuple(int(h) for h in hidden)
         if not self.hidden or min(self.hidden) < 1:
-            raise DiffsimError(f"hidden layer sizes must be >= 1, got {list(hidden)}", where="controller.hidden")
+            raise DiffsimError(
+                f"hidden layer sizes must be >= 1, got {list(hidden)}", where="controller.hidden"
+            )
         self.n_phases = int(n_phases)
         self.frequency0 = float(frequency)
         self.seed = seed
@@ -163,11 +210,14 @@ class MLP(Controller):
         self.n_in = self.n_obs + 2 * self.n_phases
         sizes = (self.n_in, *self.hidden, self.n_actions)
         self.layers = []
-        for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             w = rng.normal(0.0, self.init_scale / math.sqrt(n_in), size=(n_out, n_in))
-            W = params.add(Parameter(f"controller.w{layer}", w.shape, w, batch=self.batch, per_batch=self.per_batch))
-            bias = params.add(Parameter(f"controller.b{layer}", (n_out,), 0.0, batch=self.batch,
-                                        per_batch=self.per_batch))
+            W = params.add(
+                Parameter(f"controller.w{layer}", w.shape, w, batch=self.batch, per_batch=self.per_batch)
+            )
+            bias = params.add(
+                Parameter(f"controller.b{layer}", (n_out,), 0.0, batch=self.batch, per_batch=self.per_batch)
+            )
             self.layers.append((W, bias))
         # Taichi's ti.static accepts fields, not Parameter objects: keep the fields and batch strides in lists.
         self._w = [W.field for W, _ in self.layers]
@@ -181,7 +231,10 @@ class MLP(Controller):
     def field_specs(self):
         specs = super().field_specs() + [FieldSpec("mlp_in", (self.n_in,), kind="scratch")]
         specs += [FieldSpec(f"mlp_h{layer}", (n,), kind="scratch") for layer, n in enumerate(self.hidden)]
-        specs += [FieldSpec(f"mlp_pre{layer}", (W.shape[0],), kind="scratch") for layer, (W, _) in enumerate(self.layers)]
+        specs += [
+            FieldSpec(f"mlp_pre{layer}", (W.shape[0],), kind="scratch")
+            for layer, (W, _) in enumerate(self.layers)
+        ]
         return specs
 
     @ti.func

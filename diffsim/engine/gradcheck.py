@@ -26,7 +26,9 @@ DEFAULT_STEPS = (1e-3, 1e-4, 1e-5, 1e-6)
 class ParamReport:
     name: str
     max_rel_error: float
-    checks: list = field(default_factory=list)  # dicts: kind, index, ad, fd (best), rel_error, per-step errors
+    checks: list = field(
+        default_factory=list
+    )  # dicts: kind, index, ad, fd (best), rel_error, per-step errors
     passed: bool = True
 
     def to_dict(self) -> dict:
@@ -43,8 +45,11 @@ class GradcheckReport:
         return all(r.passed for r in self.params.values())
 
     def to_dict(self) -> dict:
-        return {"passed": self.passed, "tolerance": self.tolerance,
-                "params": {k: v.to_dict() for k, v in self.params.items()}}
+        return {
+            "passed": self.passed,
+            "tolerance": self.tolerance,
+            "params": {k: v.to_dict() for k, v in self.params.items()},
+        }
 
     def summary(self) -> str:
         lines = [f"{'parameter':32s} {'max rel error':>14s}  result"]
@@ -53,8 +58,16 @@ class GradcheckReport:
         return "\n".join(lines)
 
 
-def gradcheck(sim, names=None, directions: int = 2, coordinates: int = 4, steps=DEFAULT_STEPS,
-              tolerance: float = 1e-6, seed: int = 0, relative_step: bool = True) -> GradcheckReport:
+def gradcheck(
+    sim,
+    names=None,
+    directions: int = 2,
+    coordinates: int = 4,
+    steps=DEFAULT_STEPS,
+    tolerance: float = 1e-6,
+    seed: int = 0,
+    relative_step: bool = True,
+) -> GradcheckReport:
     """Check d loss / d parameter of `sim` (a `Simulation` with a loss) for the named parameters (all by default).
 
     directions: random unit directions per parameter; coordinates: single coordinates per parameter (all of them if
@@ -80,7 +93,9 @@ def gradcheck(sim, names=None, directions: int = 2, coordinates: int = 4, steps=
             for _ in range(directions):
                 u = rng.normal(size=g.size)
                 probes.append(("direction", None, u / np.linalg.norm(u)))
-            idx = np.arange(g.size) if g.size <= coordinates else rng.choice(g.size, coordinates, replace=False)
+            idx = (
+                np.arange(g.size) if g.size <= coordinates else rng.choice(g.size, coordinates, replace=False)
+            )
             order = np.argsort(-np.abs(g[idx]), kind="stable")  # largest first: the informative ones
             for i in idx[order]:
                 u = np.zeros(g.size)
@@ -101,8 +116,17 @@ def gradcheck(sim, names=None, directions: int = 2, coordinates: int = 4, steps=
                     per_step.append((hh, fd, err))
                 p.set(v0)
                 best = min(per_step, key=lambda t: t[2])
-                checks.append({"kind": kind, "index": index, "ad": ad, "fd": best[1], "step": best[0],
-                               "rel_error": best[2], "errors_by_step": [(h, e) for h, _, e in per_step]})
+                checks.append(
+                    {
+                        "kind": kind,
+                        "index": index,
+                        "ad": ad,
+                        "fd": best[1],
+                        "step": best[0],
+                        "rel_error": best[2],
+                        "errors_by_step": [(h, e) for h, _, e in per_step],
+                    }
+                )
             max_err = max(c["rel_error"] for c in checks)
             reports[p.name] = ParamReport(p.name, max_err, checks, passed=max_err <= tolerance)
     finally:

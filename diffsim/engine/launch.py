@@ -47,7 +47,9 @@ class FastKernel:
             key = kernel.ensure_compiled(*lead, *self.templates, *args)
             self._t_kernel = kernel.compiled_kernels[key]
             self._prog = impl.get_runtime().prog
-            self._data = self._prog.compile_kernel(self._prog.config(), self._prog.get_device_caps(), self._t_kernel)
+            self._data = self._prog.compile_kernel(
+                self._prog.config(), self._prog.get_device_caps(), self._t_kernel
+            )
             self._setters = [("set_arg_int" if t == "i" else "set_arg_float") for t in self.types]
             self._fast = True
         except Exception:  # pragma: no cover - only when Taichi's internals differ
@@ -63,6 +65,6 @@ class FastKernel:
                 self.bound(*self.templates, *args)
             return
         ctx = self._t_kernel.make_launch_context()
-        for i, (setter, v) in enumerate(zip(self._setters, args)):
+        for i, (setter, v) in enumerate(zip(self._setters, args, strict=True)):
             getattr(ctx, setter)((i,), v)
         self._prog.launch_kernel(self._data, ctx)

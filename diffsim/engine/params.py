@@ -11,7 +11,6 @@ Optimizers work on an unconstrained vector `u`. The transform maps it to the val
 - ``"sigmoid"``: value = lo + (hi - lo) * sigmoid(u), for a quantity in an open range (friction in (0, 2)).
 """
 
-
 import json
 import math
 import os
@@ -71,8 +70,12 @@ class Parameter:
         dtype = runtime.real()
         if vector_dim is not None:
             if not self.shape or self.shape[-1] != vector_dim:
-                raise ValueError(f"{name}: vector_dim {vector_dim} must be the last axis of shape {self.shape}")
-            self.field = ti.Vector.field(vector_dim, dtype, shape=(self.copies, *self.shape[:-1]), needs_grad=True)
+                raise ValueError(
+                    f"{name}: vector_dim {vector_dim} must be the last axis of shape {self.shape}"
+                )
+            self.field = ti.Vector.field(
+                vector_dim, dtype, shape=(self.copies, *self.shape[:-1]), needs_grad=True
+            )
         else:
             self.field = ti.field(dtype, shape=(self.copies, *self.shape), needs_grad=True)
         self.set(value)

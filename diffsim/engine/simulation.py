@@ -49,7 +49,9 @@ class Simulation:
         if checkpoint_every is not None and storage == "full":
             storage = "checkpointed"
         if storage not in STORAGE:
-            raise DiffsimError(f"unknown storage policy {storage!r}; choose full or checkpointed", where="storage")
+            raise DiffsimError(
+                f"unknown storage policy {storage!r}; choose full or checkpointed", where="storage"
+            )
         self.system = system
         self.steps = int(steps)
         self.batch = system.batch
@@ -67,7 +69,9 @@ class Simulation:
         self.state = State(specs, frames=self.K + 1, batch=self.batch)
         self._state_specs = [s for s in specs if s.kind == "state"]
         if storage == "checkpointed":
-            self.snapshots = State(self._state_specs, frames=len(self.segments) + 1, batch=self.batch, needs_grad=False)
+            self.snapshots = State(
+                self._state_specs, frames=len(self.segments) + 1, batch=self.batch, needs_grad=False
+            )
             self.carry = State(self._state_specs, frames=1, batch=self.batch, needs_grad=False)
         self._step, self._step_grad = system.step_launchers(self.state)
         self._copies = {}
@@ -107,26 +111,20 @@ class Simulation:
     def forward(self) -> float:
         """Run the rollout (and the loss, if any). Returns the total loss (summed over copies), or 0.0."""
         self.system.check_alive()
-        sys, s = self.system, self.state
+        s = self.state
         if self.loss is not None:
             for leaf, _w in self.loss.terms():
                 leaf.value.fill(0)
-        if self.storage == "full":
-            sys.initialize(s)
-            self._eval_loss(0, 0)
-            for f in range(self.steps):
-                self._step(f, f)
-                self._eval_loss(f + 1, f + 1)
-            self._check(0, self.steps + 1, 0)
-        else:
-            for j, (a, b) in enumerate(self.segments):
-                self._load_segment_start(j)
-                if j == 0:
-                    self._eval_loss(0, 0)
-                for k in range(b - a):
-                    self._step(k, a + k)
-                    self._eval_loss(k + 1, a + k + 1)
-                self._check(0, b - a + 1, a)
+        # The full policy is the checkpointed one with a single segment and no snapshots.
+        for j, (a, b) in enumerate(self.segments):
+            self._load_segment_start(j)
+            if j == 0:
+                self._eval_loss(0, 0)
+            for k in range(b - a):
+                self._step(k, a + k)
+                self._eval_loss(k + 1, a + k + 1)
+            self._check(0, b - a + 1, a)
+            if self.storage == "checkpointed":
                 for spec in self._state_specs:
                     self._copy(s.field(spec.name), b - a, self.snapshots.field(spec.name), j + 1)
         self._forward_done = True
@@ -184,7 +182,9 @@ class Simulation:
             field = self.state.field(spec.name)
             launch = self._checks.get(spec.name)
             if launch is None:
-                launch = self._checks[spec.name] = FastKernel(nonfinite_kernel(field), field, self._bad, types="ii")
+                launch = self._checks[spec.name] = FastKernel(
+                    nonfinite_kernel(field), field, self._bad, types="ii"
+                )
             self._bad[None] = 2**30
             launch(start, stop)
             frame = int(self._bad[None])
@@ -212,24 +212,17 @@ class Simulation:
         for leaf, w in self.loss.terms():
             leaf.zero_grad()
             leaf.value.grad.fill(w)
-        if self.storage == "full":
-            s.zero_grad()
-            for f in reversed(range(self.steps)):
-                self._eval_loss_grad(f + 1, f + 1)
-                self._step_grad(f, f)
-            self._eval_loss_grad(0, 0)
-            sys.initialize_grad(s)
-            return
+        last = len(self.segments) - 1
         for j in reversed(range(len(self.segments))):
             a, b = self.segments[j]
             n = b - a
-            # Recompute the segment's frames from its snapshot (the window holds the last segment already).
-            if j != len(self.segments) - 1:
+            # Recompute the segment's frames from its snapshot (the window still holds the last segment).
+            if j != last:
                 self._load_segment_start(j)
                 for k in range(n):
                     self._step(k, a + k)
             s.zero_grad()
-            if j != len(self.segments) - 1:
+            if j != last:
                 for spec in self._state_specs:
                     self._copy(self.carry.field(spec.name), 0, s.field(spec.name).grad, n)
             for k in reversed(range(n)):

@@ -8,7 +8,6 @@ Two kinds of quantity:
 - ``scratch``: per-step intermediates (forces, controller activations). They are recomputed, never snapshotted.
 """
 
-
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,38 +77,42 @@ class State:
         total = 0
         for spec in self.specs:
             n = self.frames * spec.elements_per_frame(self.batch)
-            total += n * (4 if spec.dtype == "i32" else item) * (2 if with_grad and self.needs_grad and spec.dtype != "i32" else 1)
+            total += (
+                n
+                * (4 if spec.dtype == "i32" else item)
+                * (2 if with_grad and self.needs_grad and spec.dtype != "i32" else 1)
+            )
         return total
 
 
 @ti.kernel
 def copy_frame(src: ti.template(), dst: ti.template(), src_frame: ti.i32, dst_frame: ti.i32):
     """dst[dst_frame, ...] = src[src_frame, ...] for fields of equal trailing shape."""
-    for I in ti.grouped(ti.ndrange(*src.shape[1:])):
-        dst[ti.Vector([dst_frame] + [I[k] for k in ti.static(range(len(src.shape) - 1))])] = src[
-            ti.Vector([src_frame] + [I[k] for k in ti.static(range(len(src.shape) - 1))])
+    for idx in ti.grouped(ti.ndrange(*src.shape[1:])):
+        dst[ti.Vector([dst_frame] + [idx[k] for k in ti.static(range(len(src.shape) - 1))])] = src[
+            ti.Vector([src_frame] + [idx[k] for k in ti.static(range(len(src.shape) - 1))])
         ]
 
 
 @ti.kernel
 def _first_bad_scalar(field: ti.template(), out: ti.template(), start: ti.i32, stop: ti.i32):
-    for I in ti.grouped(field):
-        if start <= I[0] < stop:
-            if _is_bad(field[I], ti.static(field.dtype == ti.f64)):
-                ti.atomic_min(out[None], I[0])
+    for idx in ti.grouped(field):
+        if start <= idx[0] < stop:
+            if _is_bad(field[idx], ti.static(field.dtype == ti.f64)):
+                ti.atomic_min(out[None], idx[0])
 
 
 @ti.kernel
 def _first_bad_vector(field: ti.template(), out: ti.template(), start: ti.i32, stop: ti.i32):
-    for I in ti.grouped(field):
-        if start <= I[0] < stop:
-            v = field[I]
+    for idx in ti.grouped(field):
+        if start <= idx[0] < stop:
+            v = field[idx]
             bad = False
             for k in ti.static(range(field.n)):
                 if _is_bad(v[k], ti.static(field.dtype == ti.f64)):
                     bad = True
             if bad:
-                ti.atomic_min(out[None], I[0])
+                ti.atomic_min(out[None], idx[0])
 
 
 @ti.func

@@ -63,7 +63,9 @@ class Adam(Optimizer):
 
     name = "adam"
 
-    def __init__(self, lr: float = 1e-2, betas=(0.9, 0.999), eps: float = 1e-8, clip_norm: float | None = None):
+    def __init__(
+        self, lr: float = 1e-2, betas=(0.9, 0.999), eps: float = 1e-8, clip_norm: float | None = None
+    ):
         super().__init__(lr, clip_norm)
         self.b1, self.b2 = betas
         self.eps = eps
@@ -119,9 +121,19 @@ class FitResult:
         return [h["loss"] for h in self.history]
 
 
-def fit(sim, names=None, optimizer: Optimizer | str = "adam", iters: int = 100, tol: float | None = None,
-        patience: int = 3, callback=None, progress: bool = True, resume: str | None = None,
-        restore_best: bool = True, lr: float | None = None) -> FitResult:
+def fit(
+    sim,
+    names=None,
+    optimizer: Optimizer | str = "adam",
+    iters: int = 100,
+    tol: float | None = None,
+    patience: int = 3,
+    callback=None,
+    progress: bool = True,
+    resume: str | None = None,
+    restore_best: bool = True,
+    lr: float | None = None,
+) -> FitResult:
     """Minimise the simulation's loss over the named parameters (all by default).
 
     tol: stop when the loss falls below `tol`, or changes by less than tol * max(1, |loss|) for `patience`
@@ -156,8 +168,14 @@ def fit(sim, names=None, optimizer: Optimizer | str = "adam", iters: int = 100, 
         if not np.all(np.isfinite(g)):
             bad = _first_nonfinite_param(pset, selected)
             raise SimulationError("gradient", sim.steps, f"of {bad}")
-        rec = {"iteration": len(history), "loss": loss, "grad_norm": float(np.linalg.norm(g)),
-               "forward_s": t1 - t0, "backward_s": t2 - t1, "wall_time_s": time.perf_counter() - start}
+        rec = {
+            "iteration": len(history),
+            "loss": loss,
+            "grad_norm": float(np.linalg.norm(g)),
+            "forward_s": t1 - t0,
+            "backward_s": t2 - t1,
+            "wall_time_s": time.perf_counter() - start,
+        }
         history.append(rec)
         if loss < best["loss"]:
             best.update(loss=loss, u=np.array(u_, copy=True))
@@ -181,7 +199,9 @@ def fit(sim, names=None, optimizer: Optimizer | str = "adam", iters: int = 100, 
                     if loss < tol:
                         stopped = "tolerance"
                         break
-                    quiet = quiet + 1 if prev is not None and abs(prev - loss) < tol * max(1.0, abs(loss)) else 0
+                    quiet = (
+                        quiet + 1 if prev is not None and abs(prev - loss) < tol * max(1.0, abs(loss)) else 0
+                    )
                     if quiet >= patience:
                         stopped = "converged"
                         break
@@ -211,9 +231,20 @@ def fit(sim, names=None, optimizer: Optimizer | str = "adam", iters: int = 100, 
                 return loss * scale["s"], g * scale["s"]
 
             try:
-                res = minimize(fun, u, jac=True, method="L-BFGS-B", bounds=pset.flat_bounds(selected),
-                               options={"maxiter": iters, "maxfun": iters, "maxcor": optimizer.memory,
-                                        "ftol": tol if tol is not None else 1e-12, "gtol": 1e-14})
+                res = minimize(
+                    fun,
+                    u,
+                    jac=True,
+                    method="L-BFGS-B",
+                    bounds=pset.flat_bounds(selected),
+                    options={
+                        "maxiter": iters,
+                        "maxfun": iters,
+                        "maxcor": optimizer.memory,
+                        "ftol": tol if tol is not None else 1e-12,
+                        "gtol": 1e-14,
+                    },
+                )
                 stopped = "converged" if res.success else "iterations"
             except _Stop:
                 stopped = "iterations" if len(history) >= iters else "callback"

@@ -11,7 +11,6 @@ the signature ``eval(self, x: ti.template(), f: ti.i32, row: ti.i32, coef: real)
 ``self.value[b]``; `schedule` returns (global frame, row, coef) triples. See `FinalPositionLoss` for a short example.
 """
 
-
 import numpy as np
 import taichi as ti
 
@@ -84,7 +83,9 @@ class PointLoss(LeafLoss):
     value = sum over frames and points of |q - target|^2 / (n_frames * n_points).
     """
 
-    def __init__(self, target, frames=None, every: int = 1, points=None, quantity: str = "x", name: str = "target"):
+    def __init__(
+        self, target, frames=None, every: int = 1, points=None, quantity: str = "x", name: str = "target"
+    ):
         super().__init__()
         self.quantity = quantity
         self.name = name
@@ -129,7 +130,9 @@ class PointLoss(LeafLoss):
                 where=self.name,
             )
         if np.any(points < 0) or np.any(points >= n_elem):
-            raise DiffsimError(f"point indices must be in [0, {n_elem}), got {points.tolist()}", where=self.name)
+            raise DiffsimError(
+                f"point indices must be in [0, {n_elem}), got {points.tolist()}", where=self.name
+            )
         if np.any(frames < 0) or np.any(frames > steps):
             raise DiffsimError(
                 f"target frames must be in [0, {steps}] for a {steps}-step rollout; got {frames.min()}..{frames.max()}"
@@ -139,7 +142,9 @@ class PointLoss(LeafLoss):
         key = (system.batch, t.shape, per_copy, dim, len(points))
         if key != self._bound_key:
             real = runtime.real()
-            self.target = ti.Vector.field(dim, real, shape=(len(frames), system.batch if per_copy else 1, n_points))
+            self.target = ti.Vector.field(
+                dim, real, shape=(len(frames), system.batch if per_copy else 1, n_points)
+            )
             self.index = ti.field(runtime.index_type(), shape=(len(points),))
             self._per_copy = 1 if per_copy else 0
             self._bound_key = key
@@ -194,7 +199,9 @@ class CenterOfMassLoss(LeafLoss):
         spec = {s.name: s for s in system.field_specs()}[self.quantity]
         dim = spec.dim
         if self.direction_np.shape != (dim,):
-            raise DiffsimError(f"direction must have {dim} components, got {self.direction_np.tolist()}", where="loss")
+            raise DiffsimError(
+                f"direction must have {dim} components, got {self.direction_np.tolist()}", where="loss"
+            )
         mass = getattr(system, "point_mass", None)
         key = (system.batch, dim, id(mass))
         if key != self._key:

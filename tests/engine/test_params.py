@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 
-import diffsim
 from diffsim import DiffsimError, Parameter, ParameterSet
 from tests.conftest import use
 

@@ -19,8 +19,14 @@ def square(dim=2, height=0.05, vx=0.5, mass=0.2, stiffness=400.0, damping=1.0, a
     pairs = [(0, 1), (0, 2), (1, 3), (2, 3), (0, 3), (1, 2)]
     for s, (a, b) in enumerate(pairs):
         act = s if (actuated and s < 2) else -1
-        m.add_spring(a, b, stiffness * (1 + 0.1 * s), damping * (1 + 0.05 * s), actuator=act,
-                     actuation=0.2 if act >= 0 else 0.0)
+        m.add_spring(
+            a,
+            b,
+            stiffness * (1 + 0.1 * s),
+            damping * (1 + 0.05 * s),
+            actuator=act,
+            actuation=0.2 if act >= 0 else 0.0,
+        )
     return m
 
 

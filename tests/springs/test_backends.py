@@ -16,11 +16,23 @@ STEPS = 100
 
 def rollout(arch, precision="f32", controller="mlp"):
     use(arch, precision)
-    ctrl = (diffsim.MLP(2, hidden=(8,), n_phases=2, init_scale=1.5) if controller == "mlp"
-            else diffsim.OpenLoop(2, STEPS, init=0.4))
-    system = diffsim.SpringSystem(square(actuated=True), dt=2e-3, ground=0.0, friction=0.6,
-                                  contact_stiffness=3000.0, contact_damping=5.0, controller=ctrl)
-    loss = diffsim.CenterOfMassLoss(direction=(1.0, 0.0)) + diffsim.FinalPositionLoss([[0.2, 0.05]], points=[0])
+    ctrl = (
+        diffsim.MLP(2, hidden=(8,), n_phases=2, init_scale=1.5)
+        if controller == "mlp"
+        else diffsim.OpenLoop(2, STEPS, init=0.4)
+    )
+    system = diffsim.SpringSystem(
+        square(actuated=True),
+        dt=2e-3,
+        ground=0.0,
+        friction=0.6,
+        contact_stiffness=3000.0,
+        contact_damping=5.0,
+        controller=ctrl,
+    )
+    loss = diffsim.CenterOfMassLoss(direction=(1.0, 0.0)) + diffsim.FinalPositionLoss(
+        [[0.2, 0.05]], points=[0]
+    )
     sim = diffsim.Simulation(system, STEPS, loss=loss)
     value, grads = sim.value_and_grad()
     return value, sim.trajectory(), grads

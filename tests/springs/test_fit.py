@@ -34,7 +34,9 @@ def test_parameter_recovery_stiffness_and_damping_within_one_percent():
     system.params["springs.stiffness"].set(true_k * 1.3)
     system.params["springs.damping"].set(true_c * 0.7)
     sim.set_loss(diffsim.PointLoss(target, every=5))
-    result = diffsim.fit(sim, ["springs.stiffness", "springs.damping"], optimizer="lbfgs", iters=60, progress=False)
+    result = diffsim.fit(
+        sim, ["springs.stiffness", "springs.damping"], optimizer="lbfgs", iters=60, progress=False
+    )
     k = system.params["springs.stiffness"].numpy()
     c = system.params["springs.damping"].numpy()
     assert np.abs(k / true_k - 1).max() < 0.01, k
@@ -45,8 +47,11 @@ def test_parameter_recovery_stiffness_and_damping_within_one_percent():
 def test_adam_and_sgd_reduce_the_loss():
     for opt in (diffsim.Adam(lr=0.05), diffsim.SGD(lr=0.5, momentum=0.5, clip_norm=10.0)):
         system = diffsim.SpringSystem(hanging_chain(), dt=2e-3, ground=None)
-        sim = diffsim.Simulation(system, 100, loss=diffsim.FinalPositionLoss([[0.1, 0.85], [0.2, 0.75], [0.3, 0.7]],
-                                                                            points=[1, 2, 3]))
+        sim = diffsim.Simulation(
+            system,
+            100,
+            loss=diffsim.FinalPositionLoss([[0.1, 0.85], [0.2, 0.75], [0.3, 0.7]], points=[1, 2, 3]),
+        )
         result = diffsim.fit(sim, ["springs.rest_length"], optimizer=opt, iters=15, progress=False)
         assert result.best_loss < 0.5 * result.history[0]["loss"], opt.name
 
@@ -55,12 +60,21 @@ def test_fit_tracks_best_stops_early_and_resumes(tmp_path):
     system = diffsim.SpringSystem(hanging_chain(), dt=2e-3, ground=None)
     sim = diffsim.Simulation(system, 50, loss=diffsim.FinalPositionLoss([[0.3, 0.7]], points=[3]))
     seen = []
-    result = diffsim.fit(sim, ["springs.rest_length"], optimizer=diffsim.Adam(lr=0.02), iters=200, tol=1e-9,
-                         callback=lambda it, rec, s: seen.append(rec["loss"]) or False, progress=False)
+    result = diffsim.fit(
+        sim,
+        ["springs.rest_length"],
+        optimizer=diffsim.Adam(lr=0.02),
+        iters=200,
+        tol=1e-9,
+        callback=lambda it, rec, s: seen.append(rec["loss"]) or False,
+        progress=False,
+    )
     assert result.stopped in ("tolerance", "converged")
     assert result.iterations < 200 and len(seen) == result.iterations
     assert result.best_loss == min(result.loss_history)
-    np.testing.assert_allclose(system.params["springs.rest_length"].numpy(), result.params["springs.rest_length"])
+    np.testing.assert_allclose(
+        system.params["springs.rest_length"].numpy(), result.params["springs.rest_length"]
+    )
     path = tmp_path / "params.json"
     system.params.save(str(path), ["springs.rest_length"])
     system.params["springs.rest_length"].set(0.1)
@@ -72,9 +86,16 @@ def test_batch_copies_match_separate_runs():
     ks = [300.0, 450.0, 700.0]
     vx = [0.2, 0.5, 0.9]
     ctrl = lambda b: diffsim.Periodic(2, frequency=2.0, seed=3, per_batch=b)  # noqa: E731
-    batched = diffsim.SpringSystem(square(actuated=True), dt=2e-3, ground=0.0, friction=0.5, contact_stiffness=3000.0,
-                                   controller=ctrl(True), batch=3,
-                                   per_batch=("springs.stiffness", "initial.velocity"))
+    batched = diffsim.SpringSystem(
+        square(actuated=True),
+        dt=2e-3,
+        ground=0.0,
+        friction=0.5,
+        contact_stiffness=3000.0,
+        controller=ctrl(True),
+        batch=3,
+        per_batch=("springs.stiffness", "initial.velocity"),
+    )
     k_all = np.repeat(np.asarray(ks)[:, None], 6, axis=1)
     batched.params["springs.stiffness"].set(k_all)
     v0 = batched.params["initial.velocity"].numpy()
@@ -86,8 +107,14 @@ def test_batch_copies_match_separate_runs():
     xb = sim.trajectory()["x"]
     per_copy_loss = sim.loss_value.copy()
     for b in range(3):
-        single = diffsim.SpringSystem(square(actuated=True), dt=2e-3, ground=0.0, friction=0.5,
-                                      contact_stiffness=3000.0, controller=ctrl(False))
+        single = diffsim.SpringSystem(
+            square(actuated=True),
+            dt=2e-3,
+            ground=0.0,
+            friction=0.5,
+            contact_stiffness=3000.0,
+            controller=ctrl(False),
+        )
         single.params["springs.stiffness"].set(k_all[b])
         v = single.params["initial.velocity"].numpy()
         v[:, 0] = vx[b]
@@ -96,18 +123,32 @@ def test_batch_copies_match_separate_runs():
         lb, gb = s.value_and_grad()
         np.testing.assert_allclose(s.trajectory()["x"][:, 0], xb[:, b], rtol=0, atol=1e-12)
         assert abs(lb - per_copy_loss[b]) < 1e-12
-        np.testing.assert_allclose(grads["springs.stiffness"][b], gb["springs.stiffness"], rtol=1e-10, atol=1e-14)
-        np.testing.assert_allclose(grads["controller.weights"][b], gb["controller.weights"], rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(
+            grads["springs.stiffness"][b], gb["springs.stiffness"], rtol=1e-10, atol=1e-14
+        )
+        np.testing.assert_allclose(
+            grads["controller.weights"][b], gb["controller.weights"], rtol=1e-10, atol=1e-14
+        )
 
 
 def test_no_recompilation_or_reallocation_between_iterations():
     """Allocation happens once per (system, horizon); optimizer iterations reuse fields and compiled kernels."""
     import taichi as ti
 
-    system = diffsim.SpringSystem(square(actuated=True), dt=2e-3, ground=0.0, contact_stiffness=3000.0,
-                                  controller=diffsim.MLP(2, hidden=(4,), n_phases=1))
-    sim = diffsim.Simulation(system, 30, loss=diffsim.CenterOfMassLoss(direction=(1.0, 0.0)),
-                             storage="checkpointed", checkpoint_every=7)
+    system = diffsim.SpringSystem(
+        square(actuated=True),
+        dt=2e-3,
+        ground=0.0,
+        contact_stiffness=3000.0,
+        controller=diffsim.MLP(2, hidden=(4,), n_phases=1),
+    )
+    sim = diffsim.Simulation(
+        system,
+        30,
+        loss=diffsim.CenterOfMassLoss(direction=(1.0, 0.0)),
+        storage="checkpointed",
+        checkpoint_every=7,
+    )
     diffsim.fit(sim, iters=1, progress=False)
     step = type(system)._step
     kernels = (step._primal, step._adjoint)

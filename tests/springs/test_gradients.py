@@ -18,18 +18,28 @@ def f64():
 
 def build(controller=None, actuated=False, ground=True, storage="full", k=None, batch=1, dim=2):
     model = square(dim=dim, actuated=actuated)
-    system = diffsim.SpringSystem(model, dt=DT, ground=0.0 if ground else None, friction=0.6,
-                                  contact_stiffness=3000.0, contact_damping=5.0, controller=controller,
-                                  batch=batch)
+    system = diffsim.SpringSystem(
+        model,
+        dt=DT,
+        ground=0.0 if ground else None,
+        friction=0.6,
+        contact_stiffness=3000.0,
+        contact_damping=5.0,
+        controller=controller,
+        batch=batch,
+    )
     target = trajectory_target(system, STEPS, every=5)
-    loss = diffsim.PointLoss(target, every=5) + 0.5 * diffsim.CenterOfMassLoss(direction=[1.0] + [0.0] * (dim - 1))
+    loss = diffsim.PointLoss(target, every=5) + 0.5 * diffsim.CenterOfMassLoss(
+        direction=[1.0] + [0.0] * (dim - 1)
+    )
     return diffsim.Simulation(system, STEPS, loss=loss, storage=storage, checkpoint_every=k)
 
 
 def assert_gradcheck(sim, names, **kw):
     report = diffsim.gradcheck(sim, names, tolerance=1e-6, **kw)
-    assert report.passed, report.summary() + "\n" + str(
-        {n: r.checks for n, r in report.params.items() if not r.passed})
+    assert report.passed, (
+        report.summary() + "\n" + str({n: r.checks for n, r in report.params.items() if not r.passed})
+    )
     return report
 
 
@@ -41,9 +51,21 @@ def test_physical_parameters_with_ground_contact(dim):
     sim.forward()
     traj_x = sim.trajectory()["x"]
     assert traj_x[:, 0, :, -1].min() < 0.0, "test set-up: the body must touch the ground"
-    assert_gradcheck(sim, ["springs.stiffness", "springs.damping", "springs.rest_length", "particles.mass",
-                           "ground.friction", "initial.position", "initial.velocity", "gravity",
-                           "ground.stiffness", "ground.damping"])
+    assert_gradcheck(
+        sim,
+        [
+            "springs.stiffness",
+            "springs.damping",
+            "springs.rest_length",
+            "particles.mass",
+            "ground.friction",
+            "initial.position",
+            "initial.velocity",
+            "gravity",
+            "ground.stiffness",
+            "ground.damping",
+        ],
+    )
 
 
 def test_open_loop_actions():
@@ -57,8 +79,12 @@ def test_periodic_weights_and_frequency():
 
 
 def test_mlp_weights():
-    sim = build(controller=diffsim.MLP(2, hidden=(8, 6), n_phases=2, frequency=2.0, init_scale=1.5), actuated=True)
-    assert_gradcheck(sim, ["controller.w0", "controller.b0", "controller.w1", "controller.w2", "controller.b2"])
+    sim = build(
+        controller=diffsim.MLP(2, hidden=(8, 6), n_phases=2, frequency=2.0, init_scale=1.5), actuated=True
+    )
+    assert_gradcheck(
+        sim, ["controller.w0", "controller.b0", "controller.w1", "controller.w2", "controller.b2"]
+    )
 
 
 def test_checkpointed_equals_full_with_uneven_segments():

@@ -28,7 +28,9 @@ def test_negative_mass():
 
 
 def test_spring_naming_missing_particle():
-    with pytest.raises(DiffsimError, match=r"robot.toml: springs\[0\].b: names particle 7, but there are only 2"):
+    with pytest.raises(
+        DiffsimError, match=r"robot.toml: springs\[0\].b: names particle 7, but there are only 2"
+    ):
         diffsim.SpringSystem(pair(b=7), dt=1e-3)
 
 

@@ -52,7 +52,11 @@ def test_free_fall_exact():
     sim.run()
     traj = sim.trajectory()
     steps = np.arange(n + 1)[:, None]
-    x_exact = np.array([0.1, 0.2, 5.0]) + steps * dt * np.array([0.3, -0.1, 2.0]) + g * dt**2 * steps * (steps + 1) / 2
+    x_exact = (
+        np.array([0.1, 0.2, 5.0])
+        + steps * dt * np.array([0.3, -0.1, 2.0])
+        + g * dt**2 * steps * (steps + 1) / 2
+    )
     v_exact = np.array([0.3, -0.1, 2.0]) + steps * dt * g
     np.testing.assert_allclose(traj["x"][:, 0, 0], x_exact, rtol=0, atol=1e-12)
     np.testing.assert_allclose(traj["v"][:, 0, 0], v_exact, rtol=0, atol=1e-12)
@@ -88,7 +92,9 @@ def test_momentum_conserved_without_gravity_and_ground():
     model = diffsim.SpringModel(dim=3)
     rng = np.random.default_rng(0)
     for _ in range(6):
-        model.add_particle(rng.normal(size=3) * 0.2, velocity=rng.normal(size=3), mass=float(rng.uniform(0.1, 1.0)))
+        model.add_particle(
+            rng.normal(size=3) * 0.2, velocity=rng.normal(size=3), mass=float(rng.uniform(0.1, 1.0))
+        )
     for a in range(6):
         for b in range(a + 1, 6):
             model.add_spring(a, b, stiffness=float(rng.uniform(10, 100)), damping=float(rng.uniform(0, 1)))
@@ -109,8 +115,15 @@ def test_resting_on_ground_with_friction_stops_sliding():
     model.add_particle([0.0, 0.0], velocity=[v0, 0.0], mass=1.0)
     model.add_particle([0.1, 0.0], velocity=[v0, 0.0], mass=1.0)
     model.add_spring(0, 1, stiffness=1000.0, damping=5.0)
-    system = diffsim.SpringSystem(model, dt=1e-3, ground=0.0, friction=mu, contact_stiffness=1e5,
-                                  contact_damping=400.0, friction_smoothing=1e-3)
+    system = diffsim.SpringSystem(
+        model,
+        dt=1e-3,
+        ground=0.0,
+        friction=mu,
+        contact_stiffness=1e5,
+        contact_damping=400.0,
+        friction_smoothing=1e-3,
+    )
     sim = diffsim.Simulation(system, 600)
     sim.run()
     x = sim.trajectory()["x"][:, 0, 0, 0]

@@ -38,8 +38,16 @@ class SpringModel:
         self.pinned.append(bool(pinned))
         return len(self.positions) - 1
 
-    def add_spring(self, a: int, b: int, stiffness: float, damping: float = 0.0, rest_length: float | None = None,
-                   actuator: int = -1, actuation: float = 0.0) -> int:
+    def add_spring(
+        self,
+        a: int,
+        b: int,
+        stiffness: float,
+        damping: float = 0.0,
+        rest_length: float | None = None,
+        actuator: int = -1,
+        actuation: float = 0.0,
+    ) -> int:
         self.springs.append((int(a), int(b)))
         self.stiffness.append(float(stiffness))
         self.damping.append(float(damping))
@@ -73,8 +81,10 @@ class SpringModel:
         for name, arr in (("position", x), ("velocity", v)):
             if arr.shape != (n, self.dim):
                 bad = next(i for i, p in enumerate(getattr(self, name + "s")) if len(p) != self.dim)
-                raise DiffsimError(f"must have {self.dim} components, got {getattr(self, name + 's')[bad]}",
-                                   where=f"{src}: particles[{bad}].{name}")
+                raise DiffsimError(
+                    f"must have {self.dim} components, got {getattr(self, name + 's')[bad]}",
+                    where=f"{src}: particles[{bad}].{name}",
+                )
             if not np.all(np.isfinite(arr)):
                 bad = int(np.nonzero(~np.isfinite(arr).all(axis=1))[0][0])
                 raise DiffsimError("must be finite", where=f"{src}: particles[{bad}].{name}")
@@ -86,25 +96,34 @@ class SpringModel:
         for s, (a, b) in enumerate(springs):
             for end, idx in (("a", a), ("b", b)):
                 if not 0 <= idx < n:
-                    raise DiffsimError(f"names particle {idx}, but there are only {n} particles (0..{n - 1})",
-                                       where=f"{src}: springs[{s}].{end}")
+                    raise DiffsimError(
+                        f"names particle {idx}, but there are only {n} particles (0..{n - 1})",
+                        where=f"{src}: springs[{s}].{end}",
+                    )
             if a == b:
                 raise DiffsimError(f"connects particle {a} to itself", where=f"{src}: springs[{s}]")
         rest = np.asarray(self.rest_length, dtype=np.float64)
         if len(springs):
             dist = np.linalg.norm(x[springs[:, 1]] - x[springs[:, 0]], axis=1)
             rest = np.where(np.isnan(rest), dist, rest)
-        checks = (("stiffness", self.stiffness, lambda k: k > 0, "must be > 0"),
-                  ("damping", self.damping, lambda c: c >= 0, "must be >= 0"),
-                  ("rest_length", rest, lambda r: r > 0, "must be > 0 (two particles at the same place?)"))
+        checks = (
+            ("stiffness", self.stiffness, lambda k: k > 0, "must be > 0"),
+            ("damping", self.damping, lambda c: c >= 0, "must be >= 0"),
+            ("rest_length", rest, lambda r: r > 0, "must be > 0 (two particles at the same place?)"),
+        )
         for key, values, ok, msg in checks:
             for s, val in enumerate(values):
                 if not (np.isfinite(val) and ok(val)):
                     raise DiffsimError(f"{msg}, got {val:g}", where=f"{src}: springs[{s}].{key}")
         return {
-            "x": x, "v": v, "mass": m, "pinned": np.asarray(self.pinned, dtype=np.int32),
-            "springs": springs.astype(np.int32), "stiffness": np.asarray(self.stiffness, dtype=np.float64),
-            "damping": np.asarray(self.damping, dtype=np.float64), "rest_length": rest,
+            "x": x,
+            "v": v,
+            "mass": m,
+            "pinned": np.asarray(self.pinned, dtype=np.int32),
+            "springs": springs.astype(np.int32),
+            "stiffness": np.asarray(self.stiffness, dtype=np.float64),
+            "damping": np.asarray(self.damping, dtype=np.float64),
+            "rest_length": rest,
             "actuator": np.asarray(self.actuator, dtype=np.int32).reshape(-1),
             "actuation": np.asarray(self.actuation, dtype=np.float64),
         }

@@ -5,9 +5,16 @@ from __future__ import annotations
 from .model import SpringModel
 
 
-def grid_body(cells: list[tuple[int, int]], cell: float = 0.1, origin=(0.0, 0.0), mass: float = 0.1,
-              stiffness: float = 1000.0, damping: float = 2.0, actuated: dict | None = None,
-              actuation: float = 0.3) -> SpringModel:
+def grid_body(
+    cells: list[tuple[int, int]],
+    cell: float = 0.1,
+    origin=(0.0, 0.0),
+    mass: float = 0.1,
+    stiffness: float = 1000.0,
+    damping: float = 2.0,
+    actuated: dict | None = None,
+    actuation: float = 0.3,
+) -> SpringModel:
     """A 2D body made of square cells (i, j) on a grid, with edge and diagonal springs, each spring once.
 
     actuated: maps a cell's vertical edge ``(i, j, "left" | "right")`` to an actuator index.
@@ -31,8 +38,14 @@ def grid_body(cells: list[tuple[int, int]], cell: float = 0.1, origin=(0.0, 0.0)
         if key in seen:
             return
         seen.add(key)
-        model.add_spring(p, q, stiffness=stiffness, damping=damping, actuator=actuator,
-                         actuation=actuation if actuator >= 0 else 0.0)
+        model.add_spring(
+            p,
+            q,
+            stiffness=stiffness,
+            damping=damping,
+            actuator=actuator,
+            actuation=actuation if actuator >= 0 else 0.0,
+        )
 
     for i, j in cells:
         a, b, c, d = point(i, j), point(i + 1, j), point(i, j + 1), point(i + 1, j + 1)

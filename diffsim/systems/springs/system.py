@@ -15,7 +15,6 @@ Every constant is a parameter with a gradient: stiffness, damping, rest length, 
 height, friction, contact stiffness and damping, initial positions and velocities.
 """
 
-
 import math
 import warnings
 
@@ -70,12 +69,24 @@ class SpringSystem(System):
         up[-1] = 1.0
         gravity = -9.81 * up if gravity is None else np.asarray(gravity, dtype=np.float64)
         if gravity.shape != (self.dim,):
-            raise DiffsimError(f"must have {self.dim} components, got {gravity.tolist()}",
-                               where=f"{model.source}: gravity")
+            raise DiffsimError(
+                f"must have {self.dim} components, got {gravity.tolist()}", where=f"{model.source}: gravity"
+            )
         pb = set(per_batch)
-        unknown = pb - {"springs.stiffness", "springs.damping", "springs.rest_length", "springs.actuation",
-                        "particles.mass", "initial.position", "initial.velocity", "gravity", "ground.friction",
-                        "ground.height", "ground.stiffness", "ground.damping"}
+        unknown = pb - {
+            "springs.stiffness",
+            "springs.damping",
+            "springs.rest_length",
+            "springs.actuation",
+            "particles.mass",
+            "initial.position",
+            "initial.velocity",
+            "gravity",
+            "ground.friction",
+            "ground.height",
+            "ground.stiffness",
+            "ground.damping",
+        }
         if unknown:
             raise DiffsimError(f"unknown parameter names {sorted(unknown)}", where="per_batch")
 
@@ -83,16 +94,26 @@ class SpringSystem(System):
             return self.add_param(name, shape, value, per_batch=name in pb, **kw)
 
         m_ = max(self.m, 1)
+
         def pad(a, fill):  # a body without springs keeps one inert placeholder so every field has a shape
             return a if self.m else np.full(1, fill)
 
-        self.stiffness = param("springs.stiffness", (m_,), pad(arrays["stiffness"], 1.0), transform="log",
-                               unit="N/m")
-        self.damping = param("springs.damping", (m_,), pad(arrays["damping"], 0.0), bounds=(0, None), unit="N s/m")
-        self.rest_length = param("springs.rest_length", (m_,), pad(arrays["rest_length"], 1.0), transform="log",
-                                 unit="m")
-        self.actuation = param("springs.actuation", (m_,), pad(arrays["actuation"], 0.0), unit="1",
-                               doc="relative rest-length change at action 1")
+        self.stiffness = param(
+            "springs.stiffness", (m_,), pad(arrays["stiffness"], 1.0), transform="log", unit="N/m"
+        )
+        self.damping = param(
+            "springs.damping", (m_,), pad(arrays["damping"], 0.0), bounds=(0, None), unit="N s/m"
+        )
+        self.rest_length = param(
+            "springs.rest_length", (m_,), pad(arrays["rest_length"], 1.0), transform="log", unit="m"
+        )
+        self.actuation = param(
+            "springs.actuation",
+            (m_,),
+            pad(arrays["actuation"], 0.0),
+            unit="1",
+            doc="relative rest-length change at action 1",
+        )
         self.point_mass = param("particles.mass", (self.n,), arrays["mass"], transform="log", unit="kg")
         self.x0 = param("initial.position", (self.n, self.dim), arrays["x"], vector_dim=self.dim, unit="m")
         self.v0 = param("initial.velocity", (self.n, self.dim), arrays["v"], vector_dim=self.dim, unit="m/s")
@@ -120,10 +141,12 @@ class SpringSystem(System):
             if controller.n_actions != n_act:
                 raise DiffsimError(
                     f"controller has {controller.n_actions} outputs, the body has {n_act} actuators",
-                    where=f"{model.source}: controller")
+                    where=f"{model.source}: controller",
+                )
             n_obs = 2 * self.dim * self.n if controller.needs_observation else 0
-            controller.attach(self, self.params, n_obs=n_obs, dt=self.dt, substeps=self.substeps,
-                              serial=self.serial)
+            controller.attach(
+                self, self.params, n_obs=n_obs, dt=self.dt, substeps=self.substeps, serial=self.serial
+            )
         self._ctrl_sizes = list(controller.stage_sizes) if controller is not None else []
         self.n_obs = 2 * self.dim * self.n
         self._check_time_step(arrays)
@@ -131,7 +154,11 @@ class SpringSystem(System):
     # -- description --------------------------------------------------------------------------------------------
     def stiffest_frequency(self) -> float:
         """Largest natural angular frequency sqrt(k / m_reduced) among springs and ground contact (rad/s)."""
-        k = self.stiffness.numpy().reshape(-1, self.stiffness.shape[0])[:, : self.m] if self.m else np.zeros((1, 0))
+        k = (
+            self.stiffness.numpy().reshape(-1, self.stiffness.shape[0])[:, : self.m]
+            if self.m
+            else np.zeros((1, 0))
+        )
         m = self.point_mass.numpy().reshape(-1, self.n)
         omega = 0.0
         if self.m:
@@ -154,7 +181,11 @@ class SpringSystem(System):
 
     def instability_hint(self) -> str:
         w = self.stiffest_frequency()
-        return f"dt={self.dt:g} s; the stiffest spring or contact needs dt < {2 / w:.3g} s (2 / omega_max)" if w else ""
+        return (
+            f"dt={self.dt:g} s; the stiffest spring or contact needs dt < {2 / w:.3g} s (2 / omega_max)"
+            if w
+            else ""
+        )
 
     def field_specs(self) -> list[FieldSpec]:
         specs = [
@@ -229,7 +260,9 @@ class SpringSystem(System):
         for b, i in ti.ndrange(self.batch, self.n):
             up = ti.Vector.unit(self.dim, self.dim - 1)
             mi = self.point_mass.field[self.point_mass.bi(b), i]
-            s.force[f, b, i] = mi * self.gravity.field[self.gravity.bi(b)] + self._normal_force(s, f, b, i) * up
+            s.force[f, b, i] = (
+                mi * self.gravity.field[self.gravity.bi(b)] + self._normal_force(s, f, b, i) * up
+            )
 
         if ti.static(self.m > 0):
             ti.loop_config(serialize=ti.static(self.serial))
@@ -245,8 +278,10 @@ class SpringSystem(System):
                     if act_id >= 0:
                         rest *= 1.0 + self.actuation.field[self.actuation.bi(b), k] * s.act[f, b, act_id]
                 closing = (s.v[f, b, c] - s.v[f, b, a]).dot(direction)
-                magnitude = (self.stiffness.field[self.stiffness.bi(b), k] * (length - rest)
-                             + self.damping.field[self.damping.bi(b), k] * closing)
+                magnitude = (
+                    self.stiffness.field[self.stiffness.bi(b), k] * (length - rest)
+                    + self.damping.field[self.damping.bi(b), k] * closing
+                )
                 s.force[f, b, a] += magnitude * direction
                 s.force[f, b, c] -= magnitude * direction
 
