@@ -189,6 +189,30 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def compare(base_path: str, other_path: str) -> int:
+    """One table: per case, total seconds per iteration on each run and their ratio."""
+    runs = []
+    for path in (base_path, other_path):
+        try:
+            with open(path) as fh:
+                runs.append(json.load(fh))
+        except (OSError, json.JSONDecodeError) as e:
+            print(f"diffsim bench: error: {path}: {e}", file=sys.stderr)
+            return 2
+    by_case = [{r["case"]: r for r in run["results"]} for run in runs]
+    archs = [next((r.get("arch") for r in run["results"] if "arch" in r), "?") for run in runs]
+    head = f"{'case':28s} {archs[0] + ' s/it':>12s} {archs[1] + ' s/it':>12s} {'speed-up':>9s}"
+    print(head)
+    print("-" * len(head))
+    for name in by_case[0]:
+        a, b = by_case[0][name], by_case[1].get(name, {})
+        if "total_s" not in a or "total_s" not in b:
+            print(f"{name:28s} {'-':>12s} {'-':>12s}")
+            continue
+        print(f"{name:28s} {a['total_s']:12.4f} {b['total_s']:12.4f} {a['total_s'] / b['total_s']:9.2f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="diffsim bench", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -202,8 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cold", action="store_true", help="empty Taichi kernel cache: measure cold compiles"
     )
+    parser.add_argument("--compare", nargs=2, metavar=("BASE.json", "OTHER.json"),
+                        help="print one table comparing two --json results (e.g. CPU and CUDA) and exit")
     parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.compare:
+        return compare(*args.compare)
     names = args.cases or SUITE
     unknown = [n for n in names if n not in CASES]
     if unknown:

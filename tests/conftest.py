@@ -26,3 +26,21 @@ def vulkan_or_skip() -> None:
         if os.environ.get("DIFFSIM_REQUIRE_VULKAN") == "1":
             pytest.fail("DIFFSIM_REQUIRE_VULKAN=1 but the Vulkan backend is not available")
         pytest.skip("Vulkan backend not available (apt-get install mesa-vulkan-drivers)")
+
+
+def other_backends() -> list[str]:
+    """The backends compared against the CPU: ``DIFFSIM_BACKENDS`` (comma list), default "vulkan". The GPU check
+    (benchmarks/gpu_check.sh) sets it to "cuda"."""
+    return [a.strip() for a in os.environ.get("DIFFSIM_BACKENDS", "vulkan").split(",") if a.strip()]
+
+
+def backend_or_skip(arch: str) -> None:
+    """Skip when `arch` is missing, unless it is Vulkan and DIFFSIM_REQUIRE_VULKAN=1 (CI), or it was asked for
+    explicitly through DIFFSIM_BACKENDS, in which case fail."""
+    if arch == "vulkan":
+        vulkan_or_skip()
+        return
+    if arch not in runtime.available_archs():
+        if "DIFFSIM_BACKENDS" in os.environ:
+            pytest.fail(f"DIFFSIM_BACKENDS asks for {arch!r}, which is not available here")
+        pytest.skip(f"backend {arch} not available")

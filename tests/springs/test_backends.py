@@ -1,4 +1,4 @@
-"""The CPU (x64) and Vulkan backends agree: the same rollout (f32, relative 1e-5) and gradient (relative 1e-4).
+"""The CPU (x64) backend and the others (Vulkan in CI, CUDA in the GPU check) agree: the same rollout (f32, relative 1e-5) and gradient (relative 1e-4).
 
 The rollout is 100 steps with ground contact and an MLP controller: long enough to exercise every kernel, short
 enough that f32 rounding differences between backends are not amplified by the dynamics' sensitivity.
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import diffsim
-from tests.conftest import use, vulkan_or_skip
+from tests.conftest import backend_or_skip, other_backends, use
 from tests.springs.bodies import square
 
 STEPS = 100
@@ -42,11 +42,12 @@ def rel(a, b):
     return np.abs(a - b).max() / max(np.abs(b).max(), 1e-30)
 
 
-@pytest.mark.vulkan
-def test_cpu_and_vulkan_agree():
-    vulkan_or_skip()
+@pytest.mark.backends
+@pytest.mark.parametrize("arch", other_backends())
+def test_cpu_and_other_backend_agree(arch):
+    backend_or_skip(arch)
     l_cpu, traj_cpu, g_cpu = rollout("cpu")
-    l_vk, traj_vk, g_vk = rollout("vulkan")
+    l_vk, traj_vk, g_vk = rollout(arch)
     use("cpu", "f64")
     assert traj_cpu["x"][:, 0, :, 1].min() < 0.0, "contact must be active"
     assert rel(traj_vk["x"], traj_cpu["x"]) < 1e-5
@@ -56,12 +57,13 @@ def test_cpu_and_vulkan_agree():
         assert rel(g_vk[name], g) < 1e-4, name
 
 
-@pytest.mark.vulkan
-def test_vulkan_f64_gradient_matches_cpu_f64():
+@pytest.mark.backends
+@pytest.mark.parametrize("arch", other_backends())
+def test_f64_gradient_matches_cpu_f64(arch):
     """Open-loop control: Vulkan has no f64 sin/tanh (tmath.py evaluates them in f32), everything else is f64."""
-    vulkan_or_skip()
+    backend_or_skip(arch)
     l_cpu, _, g_cpu = rollout("cpu", "f64", controller="open_loop")
-    l_vk, _, g_vk = rollout("vulkan", "f64", controller="open_loop")
+    l_vk, _, g_vk = rollout(arch, "f64", controller="open_loop")
     use("cpu", "f64")
     assert abs(l_vk - l_cpu) <= 1e-12 * abs(l_cpu)
     for name, g in g_cpu.items():
