@@ -34,6 +34,8 @@ from diffsim.errors import DiffsimError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
+_CONTEXT: dict[str, str] = {}  # the scene file being worked on, to prefix errors that do not name one
+
 COMMANDS = ("run", "params", "optimize", "gradcheck", "render", "info", "demo", "bench")
 
 
@@ -110,27 +112,24 @@ def _quiet_taichi_probe() -> None:
 # Loading a scene with the common flags
 
 
-def _overrides(args) -> list[str]:
-    sets = list(getattr(args, "set", None) or [])
-    return sets
-
-
 def _load(args, **flags):
     from diffsim.scene import load_scene  # noqa: PLC0415
     from diffsim.scene.overrides import parse_set  # noqa: PLC0415
 
-    sets = _overrides(args)
+    sets = list(args.set or [])
     parse_set(sets)  # a malformed --set fails before the file is read
     scene = load_scene(args.scene, sets, **flags)
     if args.seed is not None and scene.data.get("controller", {}).get("seed") is not None:
         scene = load_scene(args.scene, [*sets, f"controller.seed={args.seed}"], **flags)
+    _CONTEXT["source"] = scene.source
     return scene
 
 
 def _init(args, scene, precision: str | None = None) -> dict:
     _quiet_taichi_probe()
-    return scene.init_backend(arch=args.arch, precision=precision or args.precision, debug=args.debug,
-                              seed=args.seed)
+    return scene.init_backend(
+        arch=args.arch, precision=precision or args.precision, debug=args.debug, seed=args.seed
+    )
 
 
 def _load_params_file(args, system) -> None:
@@ -157,14 +156,16 @@ def _actions(traj: dict, copy: int = 0):
     return act[:, copy] if act.ndim == 3 else act
 
 
-def _full_rollout(scene, system, sim):
-    """Forward with every frame kept; a checkpointed simulation gets a full-storage twin for drawing."""
+def _full_rollout(sim, twins: dict):
+    """Forward with every frame kept; a checkpointed simulation gets a full-storage twin (made once) for drawing."""
     import diffsim  # noqa: PLC0415
     from diffsim.scene.trajectory import rollout  # noqa: PLC0415
 
     runner = sim
     if sim.storage != "full":
-        runner = diffsim.Simulation(system, sim.steps, storage="full")
+        if "full" not in twins:
+            twins["full"] = diffsim.Simulation(sim.system, sim.steps, storage="full")
+        runner = twins["full"]
     runner.forward()
     return rollout(runner)
 
@@ -188,16 +189,35 @@ def cmd_run(args) -> int:
     traj = rollout(sim)
     drawing = scene.drawing(system)
     folder = Path(args.out)
-    written = [save_trajectory(folder / "trajectory.npz", traj, drawing, dt=system.dt, batch=system.batch,
-                               system=scene.kind.kind, scene=scene.name)]
+    written = [
+        save_trajectory(
+            folder / "trajectory.npz",
+            traj,
+            drawing,
+            dt=system.dt,
+            batch=system.batch,
+            system=scene.kind.kind,
+            scene=scene.name,
+        )
+    ]
     written.append(scene.write(folder / "scene.toml"))
     if args.render:
         path = folder / f"animation{args.format}"
-        render_trajectory(_positions(traj, drawing), drawing, path, dt=system.dt, actions=_actions(traj),
-                          fps=args.fps, title=scene.name, progress=not args.quiet)
+        render_trajectory(
+            _positions(traj, drawing),
+            drawing,
+            path,
+            dt=system.dt,
+            actions=_actions(traj),
+            fps=args.fps,
+            title=scene.name,
+            progress=not args.quiet,
+        )
         written.append(path)
-    out.say(f"{scene.name}: {sim.steps} steps ({sim.steps * system.dt:.3g} s simulated) on "
-            f"{backend['arch']} {backend['precision']} in {elapsed:.2f} s")
+    out.say(
+        f"{scene.name}: {sim.steps} steps ({sim.steps * system.dt:.3g} s simulated) on "
+        f"{backend['arch']} {backend['precision']} in {elapsed:.2f} s"
+    )
     out.say("wrote " + ", ".join(_rel(p) for p in written))
     return EXIT_OK
 
@@ -231,29 +251,53 @@ def cmd_params(args) -> int:
         entries = {}
         for p in system.params:
             d = p.describe()
-            entries[p.name] = {"shape": d["shape"], "value": d["value"], "bounds": d["bounds"],
-                               "transform": d["transform"], "unit": d["unit"], "per_batch": d["per_batch"],
-                               "fit": p.name in fitted, "doc": d["doc"]}
+            entries[p.name] = {
+                "shape": d["shape"],
+                "value": d["value"],
+                "bounds": d["bounds"],
+                "transform": d["transform"],
+                "unit": d["unit"],
+                "per_batch": d["per_batch"],
+                "fit": p.name in fitted,
+                "doc": d["doc"],
+            }
         print(json.dumps(_jsonable({"scene": scene.name, "source": scene.source, "params": entries})))
         return EXIT_OK
     rows = [("name", "shape", "value", "bounds", "transform", "unit", "fit")]
     for p in system.params:
-        shape = "(" + ", ".join(str(s) for s in (((system.batch,) if p.per_batch else ()) + p.shape)) + \
-            ("," if len(p.shape) + p.per_batch == 1 else "") + ")"
-        rows.append((p.name, shape, _value_text(p.numpy()), _bounds_text(p.bounds), p.transform or "-",
-                     p.unit or "-", "yes" if p.name in fitted else ""))
+        shape = str(((system.batch,) if p.per_batch else ()) + tuple(p.shape))
+        rows.append(
+            (
+                p.name,
+                shape,
+                _value_text(p.numpy()),
+                _bounds_text(p.bounds),
+                p.transform or "-",
+                p.unit or "-",
+                "yes" if p.name in fitted else "",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print(f"{scene.name} ({scene.source}): {len(system.params)} parameters")
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return EXIT_OK
 
 
 def cmd_optimize(args) -> int:
     _check_file(args.target, "--target")
     _check_file(args.params, "--params")
-    scene = _load(args, steps=args.steps, target=args.target, fit=args.fit, optimizer=args.optimizer, lr=args.lr,
-                  iters=args.iters, tol=args.tol, checkpoint_every=args.checkpoint)
+    scene = _load(
+        args,
+        steps=args.steps,
+        target=args.target,
+        fit=args.fit,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        iters=args.iters,
+        tol=args.tol,
+        checkpoint_every=args.checkpoint,
+    )
     return _optimize(args, scene, Path(args.out), render=not args.no_render)
 
 
@@ -266,17 +310,22 @@ def _optimize(args, scene, folder: Path, render: bool, label: str = "") -> int:
 
     out = _Out(args.quiet)
     if not scene.has_task:
-        raise DiffsimError("the scene has no [task]: add one, or give --target FILE.npz (and --fit NAME ...)",
-                           where=scene.source)
+        raise DiffsimError(
+            "the scene has no [task]: add one, or give --target FILE.npz (and --fit NAME ...)",
+            where=scene.source,
+        )
     backend = _init(args, scene)
     system, sim, task = scene.build()
     _load_params_file(args, system)
     drawing = scene.drawing(system)
     pset = system.params
     start = pset.to_dict(task.fit)
-    out.say(f"{scene.name}: fitting {', '.join(task.fit)} ({sum(pset[n].size for n in task.fit)} values) with "
-            f"{task.optimizer.name}, {task.iters} iterations, on {backend['arch']} {backend['precision']}")
-    before = _full_rollout(scene, system, sim) if render else None
+    out.say(
+        f"{scene.name}: fitting {', '.join(task.fit)} ({sum(pset[n].size for n in task.fit)} values) with "
+        f"{task.optimizer.name}, {task.iters} iterations, on {backend['arch']} {backend['precision']}"
+    )
+    twins: dict = {}
+    before = _full_rollout(sim, twins) if render else None
 
     small = sum(pset[n].size for n in task.fit) <= 64
     paths: dict[str, list] = {n: [] for n in task.fit} if small else {}
@@ -286,8 +335,10 @@ def _optimize(args, scene, folder: Path, render: bool, label: str = "") -> int:
             paths[n].append(pset[n].numpy().copy())
         return False
 
-    result = diffsim.fit(sim, callback=record if small else None, progress=not args.quiet, **task.fit_kwargs())
-    after = _full_rollout(scene, system, sim) if render else None
+    result = diffsim.fit(
+        sim, callback=record if small else None, progress=not args.quiet, **task.fit_kwargs()
+    )
+    after = _full_rollout(sim, twins) if render else None
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -298,8 +349,10 @@ def _optimize(args, scene, folder: Path, render: bool, label: str = "") -> int:
         "backend": backend,
         "loss": task.loss_kind,
         "fit": task.fit,
-        "optimizer": {"name": task.optimizer.name, **{k: v for k, v in scene.data["task"]["optimizer"].items()
-                                                      if k != "name"}},
+        "optimizer": {
+            "name": task.optimizer.name,
+            **{k: v for k, v in scene.data["task"]["optimizer"].items() if k != "name"},
+        },
         "iterations": result.iterations,
         "final_loss": result.final_loss,
         "best_loss": result.best_loss,
@@ -316,30 +369,50 @@ def _optimize(args, scene, folder: Path, render: bool, label: str = "") -> int:
     _write_history(folder / "history.csv", result.history)
     written.append(folder / "history.csv")
     if result.history:
-        plot_loss(result.history, folder / "loss.png", title=f"{scene.name}: loss")
+        plot_loss(result.history, folder / "loss.png", title=f"{scene.name}: loss ({task.loss_kind})")
         written.append(folder / "loss.png")
     if paths and result.history:
         plot_param_paths(paths, folder / "params.png", title=f"{scene.name}: parameters")
         written.append(folder / "params.png")
     written.append(scene.write(folder / "scene.toml"))
     if render and after is not None:
-        if task.target is not None and task.target.ndim == 3 and task.loss_kind == "trajectory":
+        if (
+            task.target is not None
+            and task.target.ndim == 3
+            and task.loss_kind == "trajectory"
+            and task.quantity == drawing.quantity
+        ):
             x = np.asarray(_positions(after, drawing))
             tracked = np.arange(x.shape[1]) if task.points is None else task.points
             goal = np.full((x.shape[0], len(tracked), x.shape[2]), np.nan)
             goal[task.target_frames] = task.target
             shown = np.arange(min(len(tracked), 4))
-            plot_trajectories(x[:, tracked[shown]], target=goal[:, shown], path=folder / "trajectory.png",
-                              dt=system.dt, title=f"{scene.name}: fitted (solid) and target (dashed)")
+            plot_trajectories(
+                x[:, tracked[shown]],
+                target=goal[:, shown],
+                path=folder / "trajectory.png",
+                dt=system.dt,
+                title=f"{scene.name}: fitted (solid) and target (dashed)",
+            )
             written.append(folder / "trajectory.png")
         for name, traj in (("before", before), ("after", after)):
             path = folder / f"{name}{args.format}"
-            render_trajectory(_positions(traj, drawing), drawing, path, dt=system.dt, actions=_actions(traj),
-                              fps=args.fps, title=f"{scene.name} ({name})", progress=not args.quiet)
+            render_trajectory(
+                _positions(traj, drawing),
+                drawing,
+                path,
+                dt=system.dt,
+                actions=_actions(traj),
+                fps=args.fps,
+                title=f"{scene.name} ({name})",
+                progress=not args.quiet,
+            )
             written.append(path)
     first = result.loss_history[0] if result.loss_history else math.nan
-    out.say(f"{label}loss {first:.6g} -> best {result.best_loss:.6g} in {result.iterations} iterations "
-            f"({result.wall_time_s:.1f} s, stopped: {result.stopped})")
+    out.say(
+        f"{label}loss {first:.6g} -> best {result.best_loss:.6g} in {result.iterations} iterations "
+        f"({result.wall_time_s:.1f} s, stopped: {result.stopped})"
+    )
     if small:
         for n in task.fit:
             out.say(f"  {n}: {_value_text(result.params[n])}")
@@ -364,24 +437,30 @@ def cmd_gradcheck(args) -> int:
     import diffsim  # noqa: PLC0415
 
     if args.precision is not None and args.precision != "f64":
-        raise DiffsimError(f"gradcheck runs in f64 (finite differences need it), got {args.precision}",
-                           where="--precision")
+        raise DiffsimError(
+            f"gradcheck runs in f64 (finite differences need it), got {args.precision}", where="--precision"
+        )
     _check_file(args.target, "--target")
     _check_file(args.params, "--params")
     scene = _load(args, steps=args.steps, target=args.target, fit=args.fit)
     if not scene.has_task:
-        raise DiffsimError("the scene has no [task] (no loss to check): add one, or give --target FILE.npz",
-                           where=scene.source)
+        raise DiffsimError(
+            "the scene has no [task] (no loss to check): add one, or give --target FILE.npz",
+            where=scene.source,
+        )
     _init(args, scene, precision="f64")
     system, sim, task = scene.build()
     _load_params_file(args, system)
-    report = diffsim.gradcheck(sim, task.fit, directions=args.directions, coordinates=args.coordinates,
-                               tolerance=args.tolerance)
+    report = diffsim.gradcheck(
+        sim, task.fit, directions=args.directions, coordinates=args.coordinates, tolerance=args.tolerance
+    )
     if args.json:
         print(json.dumps(_jsonable(report.to_dict())))
     else:
-        print(f"{scene.name}: reverse mode against central differences (f64, {sim.steps} steps, tolerance "
-              f"{args.tolerance:g})")
+        print(
+            f"{scene.name}: reverse mode against central differences (f64, {sim.steps} steps, tolerance "
+            f"{args.tolerance:g})"
+        )
         print(report.summary())
         print("passed" if report.passed else "FAILED")
     return EXIT_OK if report.passed else EXIT_CHECK_FAILED
@@ -396,8 +475,9 @@ def cmd_render(args) -> int:
     source = args.scene
     if source.lower().endswith(".npz"):
         if args.set or args.steps is not None or args.params:
-            raise DiffsimError("--set, --steps and --params apply to scenes, not to a saved trajectory",
-                               where=source)
+            raise DiffsimError(
+                "--set, --steps and --params apply to scenes, not to a saved trajectory", where=source
+            )
         data = load_trajectory(source)
         drawing, meta = data["drawing"], data["meta"]
         x = data[drawing.quantity]
@@ -414,13 +494,23 @@ def cmd_render(args) -> int:
         system, sim, _ = scene.build(task=False, storage="full")
         _load_params_file(args, system)
         if args.copy >= system.batch:
-            raise DiffsimError(f"--copy {args.copy}: the scene has batch = {system.batch}", where=scene.source)
+            raise DiffsimError(
+                f"--copy {args.copy}: the scene has batch = {system.batch}", where=scene.source
+            )
         sim.forward()
         traj = rollout(sim)
         drawing, title, dt = scene.drawing(system), scene.name, system.dt
-    renderer = render_trajectory(_positions(traj, drawing, args.copy), drawing, args.out, dt=dt,
-                                 actions=_actions(traj, args.copy), fps=args.fps, stride=args.stride, title=title,
-                                 progress=not args.quiet)
+    renderer = render_trajectory(
+        _positions(traj, drawing, args.copy),
+        drawing,
+        args.out,
+        dt=dt,
+        actions=_actions(traj, args.copy),
+        fps=args.fps,
+        stride=args.stride,
+        title=title,
+        progress=not args.quiet,
+    )
     out.say(f"wrote {_rel(args.out)} ({renderer})")
     return EXIT_OK
 
@@ -472,15 +562,19 @@ def cmd_info(args) -> int:
     if args.json:
         print(json.dumps(info))
         return EXIT_OK
-    print(f"diffsim {info['diffsim']} (Python {info['python']}, Taichi {info['taichi']}, numpy {info['numpy']})")
+    print(
+        f"diffsim {info['diffsim']} (Python {info['python']}, Taichi {info['taichi']}, numpy {info['numpy']})"
+    )
     print(f"backends:   {', '.join(archs)} (default {default_arch}; DIFFSIM_ARCH or --arch to change)")
     print(f"precision:  {default_precision} by default; f32 and f64 (DIFFSIM_PRECISION or --precision)")
     print(f"Vulkan:     {'available' if vulkan else 'not found (no Vulkan driver / ICD)'}")
     if args.no_probe:
         print("rendering:  2D matplotlib; 3D not probed")
     else:
-        print(f"rendering:  2D matplotlib (GIF, PNG); 3D {'Taichi GGUI offscreen' if ggui else 'matplotlib'}"
-              + ("" if ggui else f" (GGUI unavailable: {_one_line(ggui_reason)})"))
+        print(
+            f"rendering:  2D matplotlib (GIF, PNG); 3D {'Taichi GGUI offscreen' if ggui else 'matplotlib'}"
+            + ("" if ggui else f" (GGUI unavailable: {_one_line(ggui_reason)})")
+        )
     print(f"MP4:        {'ffmpeg found' if info['ffmpeg'] else 'ffmpeg not found (GIF and PNG only)'}")
     print(f"systems:    {', '.join(info['systems'])}")
     print(f"scenes:     {info['scenes_dir'] or 'not found'}" + (f" ({', '.join(scenes)})" if scenes else ""))
@@ -492,8 +586,11 @@ def cmd_demo(args) -> int:
 
     path = find_scene("walker2d")
     if not path.exists():
-        raise DiffsimError("cannot find scenes/walker2d.toml: run from a source checkout of diffsim, or set "
-                           "DIFFSIM_SCENES to the folder holding it", where="demo")
+        raise DiffsimError(
+            "cannot find scenes/walker2d.toml: run from a source checkout of diffsim, or set "
+            "DIFFSIM_SCENES to the folder holding it",
+            where="demo",
+        )
     args.scene = str(path)
     scene = _load(args, iters=args.iters)
     folder = Path(args.out)
@@ -503,10 +600,15 @@ def cmd_demo(args) -> int:
     result = json.loads((folder / "result.json").read_text())
     history = result["loss_history"]
     if history and result["best_loss"] is not None:
-        print(f"demo: the walker's centre of mass moved {-history[0]:.2f} m before training and "
-              f"{-result['best_loss']:.2f} m after {result['iterations']} iterations ({elapsed:.0f} s in all)")
-    print(f"demo: results in {_rel(folder)}/ (result.json, loss.png"
-          + ("" if args.no_render else f", before{args.format}, after{args.format}") + ")")
+        print(
+            f"demo: the walker's centre of mass moved {-history[0]:.2f} m before training and "
+            f"{-result['best_loss']:.2f} m after {result['iterations']} iterations ({elapsed:.0f} s in all)"
+        )
+    print(
+        f"demo: results in {_rel(folder)}/ (result.json, loss.png"
+        + ("" if args.no_render else f", before{args.format}, after{args.format}")
+        + ")"
+    )
     return code
 
 
@@ -527,18 +629,39 @@ def _common(parser: argparse.ArgumentParser, top: bool) -> None:
     the command (``diffsim --quiet run ...``) is not reset by the subcommand's default."""
     d = (lambda value: value) if top else (lambda value: argparse.SUPPRESS)
     g = parser.add_argument_group("common options")
-    g.add_argument("--arch", choices=("cpu", "gpu", "cuda", "vulkan", "metal"), default=d(None),
-                   help="backend (default: the scene's [backend] hint, DIFFSIM_ARCH, else cpu)")
-    g.add_argument("--precision", choices=("f32", "f64"), default=d(None),
-                   help="float precision (default: the scene's hint, DIFFSIM_PRECISION, else f32)")
-    g.add_argument("--seed", type=int, default=d(None),
-                   help="seed Python's, numpy's and Taichi's generators and the controller's initial weights")
-    g.add_argument("--set", action="append", metavar="NAME=VALUE", default=d(None),
-                   help="override a scene key (sim.steps=200, springs[3].stiffness=2e4) or a parameter's initial "
-                   "value (springs.stiffness=800, gravity=0,-5); repeatable")
+    g.add_argument(
+        "--arch",
+        choices=("cpu", "gpu", "cuda", "vulkan", "metal"),
+        default=d(None),
+        help="backend (default: the scene's [backend] hint, DIFFSIM_ARCH, else cpu)",
+    )
+    g.add_argument(
+        "--precision",
+        choices=("f32", "f64"),
+        default=d(None),
+        help="float precision (default: the scene's hint, DIFFSIM_PRECISION, else f32)",
+    )
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=d(None),
+        help="seed Python's, numpy's and Taichi's generators and the controller's initial weights",
+    )
+    g.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        default=d(None),
+        help="override a scene key (sim.steps=200, springs[3].stiffness=2e4) or a parameter's initial "
+        "value (springs.stiffness=800, gravity=0,-5); repeatable",
+    )
     g.add_argument("--quiet", "-q", action="store_true", default=d(False), help="print nothing but errors")
-    g.add_argument("--debug", action="store_true", default=d(False),
-                   help="show tracebacks; Taichi's debug mode (bounds checks)")
+    g.add_argument(
+        "--debug",
+        action="store_true",
+        default=d(False),
+        help="show tracebacks; Taichi's debug mode (bounds checks)",
+    )
 
 
 def _scene_arg(p, what="scene file (or the name of a shipped scene, e.g. walker2d)"):
@@ -547,7 +670,9 @@ def _scene_arg(p, what="scene file (or the name of a shipped scene, e.g. walker2
 
 def _render_opts(p) -> None:
     p.add_argument("--fps", type=float, default=30.0, help="frames per second of animations (default 30)")
-    p.add_argument("--format", choices=(".gif", ".mp4"), default=".gif", help="animation format (default .gif)")
+    p.add_argument(
+        "--format", choices=(".gif", ".mp4"), default=".gif", help="animation format (default .gif)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -573,7 +698,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--steps", type=int, help="steps to simulate (default: the scene's sim.steps)")
     p.add_argument("--render", action="store_true", help="also write DIR/animation.gif")
-    p.add_argument("--params", metavar="FILE", help="parameter values (JSON, e.g. a result.json) to start from")
+    p.add_argument(
+        "--params", metavar="FILE", help="parameter values (JSON, e.g. a result.json) to start from"
+    )
     _render_opts(p)
     p.set_defaults(func=cmd_run)
 
@@ -588,14 +715,26 @@ def build_parser() -> argparse.ArgumentParser:
     _scene_arg(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--iters", type=int, help="iterations (default: task.iters)")
-    p.add_argument("--fit", nargs="+", action="extend", metavar="NAME",
-                   help="parameters to fit (names or patterns like 'controller.*')")
-    p.add_argument("--target", metavar="FILE.npz",
-                   help="target trajectory (as `diffsim run` writes it); the loss becomes trajectory MSE")
-    p.add_argument("--optimizer", choices=("adam", "sgd", "lbfgs"), help="optimizer (default: task.optimizer)")
+    p.add_argument(
+        "--fit",
+        nargs="+",
+        action="extend",
+        metavar="NAME",
+        help="parameters to fit (names or patterns like 'controller.*')",
+    )
+    p.add_argument(
+        "--target",
+        metavar="FILE.npz",
+        help="target trajectory (as `diffsim run` writes it); the loss becomes trajectory MSE",
+    )
+    p.add_argument(
+        "--optimizer", choices=("adam", "sgd", "lbfgs"), help="optimizer (default: task.optimizer)"
+    )
     p.add_argument("--lr", type=float, help="learning rate (adam, sgd)")
     p.add_argument("--tol", type=float, help="stop when the loss changes less than this (see task.tol)")
-    p.add_argument("--checkpoint", type=int, metavar="K", help="checkpointed storage, a snapshot every K steps")
+    p.add_argument(
+        "--checkpoint", type=int, metavar="K", help="checkpointed storage, a snapshot every K steps"
+    )
     p.add_argument("--steps", type=int, help="steps per rollout (default: sim.steps)")
     p.add_argument("--params", metavar="FILE", help="parameter values (JSON) to start from")
     p.add_argument("--no-render", action="store_true", help="skip the before/after animations")
@@ -604,8 +743,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("gradcheck", "compare reverse-mode gradients with finite differences (f64)")
     _scene_arg(p)
-    p.add_argument("--fit", nargs="+", action="extend", metavar="NAME", help="parameters to check "
-                   "(default: the task's)")
+    p.add_argument(
+        "--fit", nargs="+", action="extend", metavar="NAME", help="parameters to check (default: the task's)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--target", metavar="FILE.npz", help="target trajectory, as for optimize")
     p.add_argument("--steps", type=int, help="steps per rollout (default: sim.steps)")
@@ -637,8 +777,11 @@ def build_parser() -> argparse.ArgumentParser:
     _render_opts(p)
     p.set_defaults(func=cmd_demo, params=None)
 
-    p = sub.add_parser("bench", help="benchmarks (diffsim.bench): bench [SCENE ...] [--json FILE] [--arch ...] "
-                       "[--repeat N]", add_help=False)
+    p = sub.add_parser(
+        "bench",
+        help="benchmarks (diffsim.bench): bench [SCENE ...] [--json FILE] [--arch ...] [--repeat N]",
+        add_help=False,
+    )
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=None)
     return parser
@@ -661,7 +804,10 @@ def main(argv: list[str] | None = None) -> int:
     except DiffsimError as e:
         if debug:
             traceback.print_exc()
-        print(f"diffsim: error: {_one_line(e)}", file=sys.stderr)
+        text = str(e)
+        if e.where is None and "source" in _CONTEXT:
+            text = f"{_CONTEXT['source']}: {text}"  # e.g. a rollout that went non-finite
+        print(f"diffsim: error: {_one_line(text)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("diffsim: interrupted", file=sys.stderr)
@@ -671,8 +817,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - a bug: one line unless --debug
         if debug:
             traceback.print_exc()
-        print(f"diffsim: internal error: {type(e).__name__}: {_one_line(e)} (run with --debug for the traceback)",
-              file=sys.stderr)
+        print(
+            f"diffsim: internal error: {type(e).__name__}: {_one_line(e)} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_CHECK_FAILED
 
 

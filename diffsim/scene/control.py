@@ -16,15 +16,23 @@ CONTROLLER = Variants(
         "none": Table({}, doc="No controller; the body must have no actuated springs."),
         "open_loop": Table(
             {
-                "init": Field("float", 0.0, min=-1, max=1, doc="Initial action of every actuator at every step."),
+                "init": Field(
+                    "float", 0.0, min=-1, max=1, doc="Initial action of every actuator at every step."
+                ),
             },
             doc="One free action per actuator and control step (parameter `controller.actions`, shape "
             "(control steps, actuators), bounded to [-1, 1]).",
         ),
         "periodic": Table(
             {
-                "frequency": Field("float", 1.0, unit="Hz", min=0, min_exclusive=True,
-                                   doc="Base frequency nu (parameter `controller.frequency`)."),
+                "frequency": Field(
+                    "float",
+                    1.0,
+                    unit="Hz",
+                    min=0,
+                    min_exclusive=True,
+                    doc="Base frequency nu (parameter `controller.frequency`).",
+                ),
                 "harmonics": Field("int", 2, min=1, doc="Number of harmonics H."),
                 "init_scale": Field("float", 0.1, min=0, doc="Standard deviation of the initial weights."),
                 "seed": _SEED,
@@ -35,10 +43,20 @@ CONTROLLER = Variants(
         "mlp": Table(
             {
                 "hidden": Field("int_list", [32], min=1, doc="Sizes of the hidden tanh layers."),
-                "n_phases": Field("int", 5, min=0, doc="Phase inputs: sin and cos of 2 pi nu_j t, nu_j = frequency (j+1)."),
-                "frequency": Field("float", 1.0, unit="Hz", min=0, min_exclusive=True,
-                                   doc="Base frequency of the phase inputs (fixed, not a parameter)."),
-                "init_scale": Field("float", 1.0, min=0, doc="Initial weights ~ N(0, init_scale^2 / fan_in)."),
+                "n_phases": Field(
+                    "int", 5, min=0, doc="Phase inputs: sin and cos of 2 pi nu_j t, nu_j = frequency (j+1)."
+                ),
+                "frequency": Field(
+                    "float",
+                    1.0,
+                    unit="Hz",
+                    min=0,
+                    min_exclusive=True,
+                    doc="Base frequency of the phase inputs (fixed, not a parameter).",
+                ),
+                "init_scale": Field(
+                    "float", 1.0, min=0, doc="Initial weights ~ N(0, init_scale^2 / fan_in)."
+                ),
                 "seed": _SEED,
             },
             doc="A tanh multilayer perceptron on the body's state relative to its centre of mass plus phase "
@@ -61,21 +79,39 @@ def build_controller(ctx: BuildContext, n_actions: int, per_batch: bool = False)
     kind = spec["kind"]
     if kind == "none":
         if n_actions:
-            raise ctx.error(("controller", "kind"), f"the body has {n_actions} actuators, so it needs a controller "
-                            "(open_loop, periodic or mlp), got 'none'")
+            raise ctx.error(
+                ("controller", "kind"),
+                f"the body has {n_actions} actuators, so it needs a controller "
+                "(open_loop, periodic or mlp), got 'none'",
+            )
         return None
     if n_actions == 0:
-        raise ctx.error(("controller", "kind"), f"the body has no actuated springs (actuator >= 0), so a {kind!r} "
-                        "controller has nothing to drive; use kind = 'none'")
+        raise ctx.error(
+            ("controller", "kind"),
+            f"the body has no actuated springs (actuator >= 0), so a {kind!r} "
+            "controller has nothing to drive; use kind = 'none'",
+        )
     sim = ctx.data["sim"]
     if kind == "open_loop":
         control_steps = math.ceil(ctx.steps / sim["substeps"])
         return diffsim.OpenLoop(n_actions, control_steps, init=spec["init"], per_batch=per_batch)
     if kind == "periodic":
-        return diffsim.Periodic(n_actions, frequency=spec["frequency"], harmonics=spec["harmonics"],
-                                init_scale=spec["init_scale"], seed=spec["seed"], per_batch=per_batch)
+        return diffsim.Periodic(
+            n_actions,
+            frequency=spec["frequency"],
+            harmonics=spec["harmonics"],
+            init_scale=spec["init_scale"],
+            seed=spec["seed"],
+            per_batch=per_batch,
+        )
     if not spec["hidden"]:
         raise ctx.error(("controller", "hidden"), "needs at least one hidden layer size, got []")
-    return diffsim.MLP(n_actions, hidden=tuple(spec["hidden"]), n_phases=spec["n_phases"],
-                       frequency=spec["frequency"], seed=spec["seed"], init_scale=spec["init_scale"],
-                       per_batch=per_batch)
+    return diffsim.MLP(
+        n_actions,
+        hidden=tuple(spec["hidden"]),
+        n_phases=spec["n_phases"],
+        frequency=spec["frequency"],
+        seed=spec["seed"],
+        init_scale=spec["init_scale"],
+        per_batch=per_batch,
+    )

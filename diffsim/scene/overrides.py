@@ -46,7 +46,8 @@ def parse_value(text: str) -> Any:
 
     A comma list (optionally in brackets: ``[1, 2, 3]``) gives ints when every element is an integer and
     floats otherwise; validation widens ints to floats for vector keys, so ``gravity=0,-10`` (a vector) and
-    ``ends=0,1`` (an int_list) both work.
+    ``ends=0,1`` (an int_list) both work. A bracketed list of other words gives strings:
+    ``[springs.stiffness, 'springs.damping']``; without brackets ``a,b`` stays one string.
     """
     s = text.strip()
     if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":
@@ -65,7 +66,13 @@ def parse_value(text: str) -> Any:
             if all(isinstance(x, int) for x in items):
                 return items
             return [float(x) for x in items]
+        if body is not None:  # [a, b]: a list of strings (parameter names for task.fit, sim.per_batch)
+            return [_unquote(p.strip()) for p in body.split(",")]
     return s
+
+
+def _unquote(s: str) -> str:
+    return s[1:-1] if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"" else s
 
 
 def _number(s: str) -> int | float | None:

@@ -25,7 +25,15 @@ import numpy as np
 from diffsim.errors import DiffsimError
 from diffsim.scene.schema import Table, format_key_path
 
-__all__ = ["BuildContext", "Drawing", "SystemKind", "register_system", "system_kind", "system_kinds"]
+__all__ = [
+    "BuildContext",
+    "Drawing",
+    "SystemKind",
+    "register_system",
+    "system_kind",
+    "system_kinds",
+    "unregister_system",
+]
 
 #: modules that register the built-in system kinds, imported on first use
 BUILTIN_MODULES = ("diffsim.scene.springs",)
@@ -106,6 +114,11 @@ def register_system(
     entry = SystemKind(kind, schema_table, build_fn, drawing, doc)
     _KINDS[kind] = entry
     return entry
+
+
+def unregister_system(kind: str) -> None:
+    """Forget a registered kind (for tests and plugins that replace one)."""
+    _KINDS.pop(kind, None)
 
 
 def _load_builtins() -> None:

@@ -44,8 +44,11 @@ COMMON_TABLES = ("scene", "sim", "backend", "params", "task")
 def _scene_table() -> Table:
     return Table(
         {
-            "name": Field("str", None, doc="Short name, used in titles and default output folders (default: the "
-                          "file name)."),
+            "name": Field(
+                "str",
+                None,
+                doc="Short name, used in titles and default output folders (default: the file name).",
+            ),
             "description": Field("str", "", doc="One or two sentences on what the scene shows."),
             "system": Field("str", choices=tuple(system_kinds()), doc="The simulator: its tables follow."),
         },
@@ -58,17 +61,36 @@ SIM = Table(
     {
         "dt": Field("float", unit="s", min=0, min_exclusive=True, doc="Time step of one integration step."),
         "steps": Field("int", min=1, doc="Integration steps per rollout; a trajectory has steps + 1 frames."),
-        "substeps": Field("int", 1, min=1, doc="Integration steps per control step (actions are held that long)."),
-        "gravity": Field("vector", None, unit="m/s^2",
-                         doc="Gravitational acceleration (parameter `gravity`); default 9.81 down the last axis."),
+        "substeps": Field(
+            "int", 1, min=1, doc="Integration steps per control step (actions are held that long)."
+        ),
+        "gravity": Field(
+            "vector",
+            None,
+            unit="m/s^2",
+            doc="Gravitational acceleration (parameter `gravity`); default 9.81 down the last axis.",
+        ),
         "batch": Field("int", 1, min=1, doc="Copies simulated side by side in each launch."),
-        "per_batch": Field("list", [], item=Field("str"),
-                           doc="Parameters that get one value per copy (the others are shared by all copies)."),
-        "storage": Field("str", "full", choices=("full", "checkpointed"),
-                         doc="full: keep every frame (memory O(steps)); checkpointed: keep a snapshot every "
-                         "checkpoint_every steps and recompute in the backward pass."),
-        "checkpoint_every": Field("int", None, min=1, doc="Steps per checkpoint segment (default about "
-                                  "sqrt(steps)); setting it selects checkpointed storage."),
+        "per_batch": Field(
+            "list",
+            [],
+            item=Field("str"),
+            doc="Parameters that get one value per copy (the others are shared by all copies).",
+        ),
+        "storage": Field(
+            "str",
+            "full",
+            choices=("full", "checkpointed"),
+            doc="full: keep every frame (memory O(steps)); checkpointed: keep a snapshot every "
+            "checkpoint_every steps and recompute in the backward pass.",
+        ),
+        "checkpoint_every": Field(
+            "int",
+            None,
+            min=1,
+            doc="Steps per checkpoint segment (default about "
+            "sqrt(steps)); setting it selects checkpointed storage.",
+        ),
     },
     required=True,
     doc="Time stepping and storage.",
@@ -76,8 +98,13 @@ SIM = Table(
 
 BACKEND = Table(
     {
-        "arch": Field("str", None, choices=ARCHS, doc="Preferred backend; an unavailable one falls back to cpu "
-                      "with a warning. --arch overrides it."),
+        "arch": Field(
+            "str",
+            None,
+            choices=ARCHS,
+            doc="Preferred backend; an unavailable one falls back to cpu "
+            "with a warning. --arch overrides it.",
+        ),
         "precision": Field("str", None, choices=PRECISIONS, doc="Float precision; --precision overrides it."),
     },
     doc="Hints for the backend; the defaults come from DIFFSIM_ARCH and DIFFSIM_PRECISION, else cpu and f32.",
@@ -87,7 +114,7 @@ PARAMS = Table(
     {},
     extra=True,
     doc="Initial values of named parameters, applied after the tables above are built: a number (broadcast to "
-    "the parameter's shape) or a nested list of its shape, e.g. `\"springs.stiffness\" = 350.0`. "
+    'the parameter\'s shape) or a nested list of its shape, e.g. `"springs.stiffness" = 350.0`. '
     "Keys are parameter names (`diffsim params SCENE` lists them), quoted or as dotted keys.",
 )
 
@@ -96,8 +123,14 @@ def scene_schema(kind: str = "springs") -> Table:
     """The full schema of a scene of system `kind`."""
     k = system_kind(kind)
     return Table(
-        {"scene": _scene_table(), "sim": SIM, "backend": BACKEND, **k.schema.fields, "params": PARAMS,
-         "task": TASK},
+        {
+            "scene": _scene_table(),
+            "sim": SIM,
+            "backend": BACKEND,
+            **k.schema.fields,
+            "params": PARAMS,
+            "task": TASK,
+        },
         doc=k.doc,
     )
 
@@ -228,7 +261,7 @@ def load_scene(
     iters: int | None = None,
     tol: float | None = None,
     checkpoint_every: int | None = None,
-) -> "Scene":
+) -> Scene:
     """Read, override and validate a scene file. Nothing is built (and Taichi is not started) here.
 
     overrides: ``"NAME=VALUE"`` strings (as ``--set`` takes them) or (key path, value) pairs.
@@ -240,9 +273,20 @@ def load_scene(
     path = find_scene(path)
     source = os.fspath(path)
     raw = load_toml(path)
-    return Scene.from_dict(raw, source, overrides, steps=steps, target=target, fit=fit, optimizer=optimizer,
-                           lr=lr, iters=iters, tol=tol, checkpoint_every=checkpoint_every,
-                           base_dir=os.path.dirname(source))
+    return Scene.from_dict(
+        raw,
+        source,
+        overrides,
+        steps=steps,
+        target=target,
+        fit=fit,
+        optimizer=optimizer,
+        lr=lr,
+        iters=iters,
+        tol=tol,
+        checkpoint_every=checkpoint_every,
+        base_dir=os.path.dirname(source),
+    )
 
 
 class Scene:
@@ -256,20 +300,40 @@ class Scene:
 
     # -- construction -----------------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, raw: dict, source: str = "<scene>", overrides: Iterable = (), *, steps=None, target=None,
-                  fit=None, optimizer=None, lr=None, iters=None, tol=None, checkpoint_every=None,
-                  base_dir: str | None = None) -> "Scene":
+    def from_dict(
+        cls,
+        raw: dict,
+        source: str = "<scene>",
+        overrides: Iterable = (),
+        *,
+        steps=None,
+        target=None,
+        fit=None,
+        optimizer=None,
+        lr=None,
+        iters=None,
+        tol=None,
+        checkpoint_every=None,
+        base_dir: str | None = None,
+    ) -> Scene:
         """Validate scene data (as read from TOML); see `load_scene`."""
         items = list(overrides)
-        pairs = parse_set([o for o in items if isinstance(o, str)]) + [o for o in items if not isinstance(o, str)]
-        head = validate({"scene": raw.get("scene", {})}, Table({"scene": _scene_table()}), source=source)
+        pairs = parse_set([o for o in items if isinstance(o, str)]) + [
+            o for o in items if not isinstance(o, str)
+        ]
+        head = validate(
+            {k: v for k, v in raw.items() if k == "scene"}, Table({"scene": _scene_table()}), source=source
+        )
         kind = system_kind(head["scene"]["system"])
         schema = scene_schema(kind.kind)
         key_pairs, param_values = _split_overrides(schema, pairs)
         if steps is not None:
             key_pairs.append((["sim", "steps"], int(steps)))
         if checkpoint_every is not None:
-            key_pairs += [(["sim", "storage"], "checkpointed"), (["sim", "checkpoint_every"], int(checkpoint_every))]
+            key_pairs += [
+                (["sim", "storage"], "checkpointed"),
+                (["sim", "checkpoint_every"], int(checkpoint_every)),
+            ]
         key_pairs += _task_flags(raw, target, fit, optimizer, lr, iters, tol)
         data = _drop_none(apply_overrides(raw, key_pairs, source=source))
         # [params], [task.bounds], ... accept dotted keys unquoted: flatten before validation so that the
@@ -277,7 +341,7 @@ class Scene:
         param_sources: dict[str, str] = {}
         if isinstance(data.get("params"), dict):
             data["params"] = flatten_names(data["params"])
-            param_sources = {n: f"{source}: params.\"{n}\"" for n in data["params"]}
+            param_sources = {n: f'{source}: params."{n}"' for n in data["params"]}
         if param_values:
             data.setdefault("params", {})
             if not isinstance(data["params"], dict):
@@ -321,7 +385,9 @@ class Scene:
 
     def to_toml(self) -> str:
         """The resolved scene as TOML text; `load_scene` on it gives the same scene."""
-        data = {k: v for k, v in self.resolved.items() if v != []}  # an empty [[particles]] list reads back as such
+        data = {
+            k: v for k, v in self.resolved.items() if v != []
+        }  # an empty [[particles]] list reads back as such
         return dumps(data, header=f"Resolved from {self.source} by diffsim: every default filled in.")
 
     def write(self, path: str | os.PathLike) -> Path:
@@ -340,8 +406,13 @@ class Scene:
         chosen_precision = precision or hint["precision"] or os.environ.get("DIFFSIM_PRECISION") or "f32"
         return chosen_arch, chosen_precision, arch is None and hint["arch"] is not None
 
-    def init_backend(self, arch: str | None = None, precision: str | None = None, debug: bool = False,
-                     seed: int | None = None) -> dict:
+    def init_backend(
+        self,
+        arch: str | None = None,
+        precision: str | None = None,
+        debug: bool = False,
+        seed: int | None = None,
+    ) -> dict:
         """Start Taichi for this scene (see `backend`); an unavailable hinted arch falls back to cpu. Returns
         `diffsim.runtime.current()`."""
         from diffsim import runtime  # noqa: PLC0415
@@ -353,8 +424,11 @@ class Scene:
             except DiffsimError as e:
                 if not soft:
                     raise
-                warnings.warn(f"{self.source}: backend.arch = {chosen_arch!r} is not usable here ({e.reason}); "
-                              "using cpu", stacklevel=2)
+                warnings.warn(
+                    f"{self.source}: backend.arch = {chosen_arch!r} is not usable here ({e.reason}); "
+                    "using cpu",
+                    stacklevel=2,
+                )
                 runtime.init(arch="cpu", precision=chosen_precision, debug=debug, seed=seed)
         return runtime.current()
 
@@ -367,8 +441,11 @@ class Scene:
             self.init_backend()
         ctx = BuildContext(self.data, self.source, self.steps)
         system = self.kind.build(ctx)
-        apply_named_values(system.params, self.data["params"],
-                           lambda n: self._param_sources.get(n, f"{self.source}: params.\"{n}\""))
+        apply_named_values(
+            system.params,
+            self.data["params"],
+            lambda n: self._param_sources.get(n, f'{self.source}: params."{n}"'),
+        )
         return system
 
     def build(self, task: bool = True, storage: str | None = None):
@@ -379,8 +456,12 @@ class Scene:
         system = self.build_system()
         sim_spec = self.data["sim"]
         storage = storage or sim_spec["storage"]
-        sim = diffsim.Simulation(system, self.steps, storage=storage,
-                                 checkpoint_every=sim_spec["checkpoint_every"] if storage == "checkpointed" else None)
+        sim = diffsim.Simulation(
+            system,
+            self.steps,
+            storage=storage,
+            checkpoint_every=sim_spec["checkpoint_every"] if storage == "checkpointed" else None,
+        )
         built_task = None
         if task and self.has_task:
             built_task = build_task(self.data["task"], self.source, system, sim)
@@ -388,7 +469,9 @@ class Scene:
 
     def drawing(self, system) -> Drawing:
         if self.kind.drawing is None:
-            raise DiffsimError(f"system kind {self.kind.kind!r} does not say how to draw itself", where=self.source)
+            raise DiffsimError(
+                f"system kind {self.kind.kind!r} does not say how to draw itself", where=self.source
+            )
         return self.kind.drawing(system)
 
     def __repr__(self) -> str:
@@ -410,4 +493,3 @@ def _resolve_targets(data: dict, source: str, base_dir: str | None) -> None:
     if not os.path.exists(resolved):
         raise DiffsimError(f"file not found: {resolved}", where=f"{source}: task.loss.target")
     loss["target"] = resolved
-

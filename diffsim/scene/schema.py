@@ -261,8 +261,12 @@ class Variants:
 
     def tag_field(self) -> Field:
         """The tag key as a Field (for messages and docs)."""
-        return Field("str", REQUIRED if self.default is None else self.default, choices=tuple(self.variants),
-                     doc=self.tag_doc)
+        return Field(
+            "str",
+            REQUIRED if self.default is None else self.default,
+            choices=tuple(self.variants),
+            doc=self.tag_doc,
+        )
 
 
 Node = Field | Table | TableArray | Variants
@@ -362,7 +366,9 @@ def _check_variants(node: Variants, data: Any, path: str, ctx: _Context) -> dict
             owners = [v for v, t in node.variants.items() if key in t.fields]
             if owners:
                 shown = " or ".join(f"{node.tag} = {v!r}" for v in owners)
-                raise ctx.error(path, f"unknown key {key!r} for {node.tag} = {choice!r} (it belongs to {shown})")
+                raise ctx.error(
+                    path, f"unknown key {key!r} for {node.tag} = {choice!r} (it belongs to {shown})"
+                )
             raise ctx.error(path, _unknown_key_message(str(key), [node.tag, *table.fields]))
     rest = {k: v for k, v in data.items() if k != node.tag}
     return {node.tag: choice, **_check_table(table, rest, path, ctx)}
@@ -666,8 +672,14 @@ def markdown_reference(schema: Table, title: str) -> str:
     if schema.doc:
         lines += [schema.doc.strip(), ""]
 
-    def section(table: Table, header: str | None, path: str, doc: str, level: int = 2,
-                tag: tuple[str, Field] | None = None) -> None:
+    def section(
+        table: Table,
+        header: str | None,
+        path: str,
+        doc: str,
+        level: int = 2,
+        tag: tuple[str, Field] | None = None,
+    ) -> None:
         leaves = [(n, f) for n, f in table.fields.items() if isinstance(f, Field)]
         if tag is not None:
             leaves.insert(0, tag)

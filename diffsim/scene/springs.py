@@ -19,8 +19,10 @@ __all__ = ["SPRINGS_SCENE", "PRESETS", "build_springs", "springs_drawing"]
 def _walker2d(body: dict):
     from diffsim.systems.springs.robots import walker2d  # noqa: PLC0415
 
-    return walker2d(cell=0.1 if body["cell"] is None else body["cell"],
-                    ground_clearance=0.0 if body["clearance"] is None else body["clearance"])
+    return walker2d(
+        cell=0.1 if body["cell"] is None else body["cell"],
+        ground_clearance=0.0 if body["clearance"] is None else body["clearance"],
+    )
 
 
 def _cube3d(body: dict):
@@ -49,18 +51,47 @@ _PRESET_OPTIONS = ("cell", "clearance", "mass", "stiffness", "damping", "actuati
 
 BODY = Table(
     {
-        "preset": Field("str", None, choices=tuple(PRESETS),
-                        doc="A ready-made body: walker2d (2D, 18 masses, 41 springs, 8 actuated leg springs) or "
-                        "cube3d (3D, 8 masses, 28 springs). Unset: the body is the [[particles]] and [[springs]]."),
-        "cell": Field("float", None, unit="m", min=0, min_exclusive=True,
-                      doc="Preset: cell size (walker2d: 0.1; cube3d: edge length 0.2)."),
-        "clearance": Field("float", None, unit="m", doc="Preset: height of the lowest particles (default 0)."),
-        "mass": Field("float", None, unit="kg", min=0, min_exclusive=True,
-                      doc="Preset: mass of every particle (default 0.1)."),
-        "stiffness": Field("float", None, unit="N/m", min=0, min_exclusive=True,
-                           doc="Preset: stiffness of every spring (walker2d: 1000; cube3d: 500)."),
-        "damping": Field("float", None, unit="N s/m", min=0,
-                         doc="Preset: damping of every spring (walker2d: 2; cube3d: 1)."),
+        "preset": Field(
+            "str",
+            None,
+            choices=tuple(PRESETS),
+            doc="A ready-made body: walker2d (2D, 18 masses, 41 springs, 8 actuated leg springs) or "
+            "cube3d (3D, 8 masses, 28 springs). Unset: the body is the [[particles]] and [[springs]].",
+        ),
+        "cell": Field(
+            "float",
+            None,
+            unit="m",
+            min=0,
+            min_exclusive=True,
+            doc="Preset: cell size (walker2d: 0.1; cube3d: edge length 0.2).",
+        ),
+        "clearance": Field(
+            "float", None, unit="m", doc="Preset: height of the lowest particles (default 0)."
+        ),
+        "mass": Field(
+            "float",
+            None,
+            unit="kg",
+            min=0,
+            min_exclusive=True,
+            doc="Preset: mass of every particle (default 0.1).",
+        ),
+        "stiffness": Field(
+            "float",
+            None,
+            unit="N/m",
+            min=0,
+            min_exclusive=True,
+            doc="Preset: stiffness of every spring (walker2d: 1000; cube3d: 500).",
+        ),
+        "damping": Field(
+            "float",
+            None,
+            unit="N s/m",
+            min=0,
+            doc="Preset: damping of every spring (walker2d: 2; cube3d: 1).",
+        ),
         "actuation": Field("float", None, doc="Preset: actuation of the actuated springs (walker2d: 0.3)."),
     },
     doc="The body: a preset, or the [[particles]] and [[springs]] listed in the file.",
@@ -69,8 +100,9 @@ BODY = Table(
 PARTICLES = TableArray(
     Table(
         {
-            "position": Field("vector", unit="m",
-                              doc="Initial position, 2 or 3 components (the last axis points up)."),
+            "position": Field(
+                "vector", unit="m", doc="Initial position, 2 or 3 components (the last axis points up)."
+            ),
             "velocity": Field("vector", None, unit="m/s", doc="Initial velocity (default zero)."),
             "mass": Field("float", 1.0, unit="kg", min=0, min_exclusive=True, doc="Mass (`particles.mass`)."),
             "pinned": Field("bool", False, doc="Held in place: it never moves."),
@@ -84,13 +116,24 @@ SPRINGS = TableArray(
         {
             "a": Field("int", min=0, doc="Index of one particle (0-based, in [[particles]] order)."),
             "b": Field("int", min=0, doc="Index of the other particle."),
-            "stiffness": Field("float", unit="N/m", min=0, min_exclusive=True, doc="k (`springs.stiffness`)."),
-            "damping": Field("float", 0.0, unit="N s/m", min=0, doc="c, along the spring (`springs.damping`)."),
-            "rest_length": Field("float", None, unit="m", min=0, min_exclusive=True,
-                                 doc="L0 (`springs.rest_length`); default the initial distance."),
+            "stiffness": Field(
+                "float", unit="N/m", min=0, min_exclusive=True, doc="k (`springs.stiffness`)."
+            ),
+            "damping": Field(
+                "float", 0.0, unit="N s/m", min=0, doc="c, along the spring (`springs.damping`)."
+            ),
+            "rest_length": Field(
+                "float",
+                None,
+                unit="m",
+                min=0,
+                min_exclusive=True,
+                doc="L0 (`springs.rest_length`); default the initial distance.",
+            ),
             "actuator": Field("int", -1, min=-1, doc="The controller output driving it; -1: passive."),
-            "actuation": Field("float", 0.0, doc="Rest length under action a: L0 (1 + actuation a) "
-                               "(`springs.actuation`)."),
+            "actuation": Field(
+                "float", 0.0, doc="Rest length under action a: L0 (1 + actuation a) (`springs.actuation`)."
+            ),
         }
     ),
     doc="Springs of an explicit body: F = k (L - L0) + c (relative velocity along the spring).",
@@ -101,11 +144,23 @@ GROUND = Table(
         "enabled": Field("bool", True, doc="false: no ground, the body falls freely."),
         "height": Field("float", 0.0, unit="m", doc="Height of the plane (`ground.height`)."),
         "friction": Field("float", 1.0, min=0, doc="Coulomb friction coefficient mu (`ground.friction`)."),
-        "stiffness": Field("float", 3e4, unit="N/m", min=0, min_exclusive=True,
-                           doc="Penalty stiffness k_c (`ground.stiffness`)."),
+        "stiffness": Field(
+            "float",
+            3e4,
+            unit="N/m",
+            min=0,
+            min_exclusive=True,
+            doc="Penalty stiffness k_c (`ground.stiffness`).",
+        ),
         "damping": Field("float", 50.0, unit="N s/m", min=0, doc="Penalty damping c_c (`ground.damping`)."),
-        "smoothing": Field("float", 1e-2, unit="m/s", min=0, min_exclusive=True,
-                           doc="Slip speed eps below which friction is smoothed (keeps gradients finite)."),
+        "smoothing": Field(
+            "float",
+            1e-2,
+            unit="m/s",
+            min=0,
+            min_exclusive=True,
+            doc="Slip speed eps below which friction is smoothed (keeps gradients finite).",
+        ),
     },
     doc="A horizontal contact plane: normal force max(0, k_c pen - c_c v_n), smoothed Coulomb friction.",
 )
@@ -122,8 +177,10 @@ def _model(ctx: BuildContext):
     preset = body["preset"]
     if preset is not None:
         if particles or springs:
-            raise ctx.error(("body", "preset"), f"give either a preset ({preset!r}) or [[particles]] and "
-                            "[[springs]], not both")
+            raise ctx.error(
+                ("body", "preset"),
+                f"give either a preset ({preset!r}) or [[particles]] and [[springs]], not both",
+            )
         model = PRESETS[preset](body)
         n_springs = model.n_springs
         if body["mass"] is not None:
@@ -137,11 +194,15 @@ def _model(ctx: BuildContext):
     else:
         for key in _PRESET_OPTIONS:
             if body[key] is not None:
-                raise ctx.error(("body", key), "applies to a preset body only; set it on each of the "
-                                "[[particles]] or [[springs]]")
+                raise ctx.error(
+                    ("body", key),
+                    "applies to a preset body only; set it on each of the [[particles]] or [[springs]]",
+                )
         if not particles:
-            raise ctx.error(("particles",), "missing required key: give [body] preset = \"walker2d\" or at "
-                            "least one [[particles]] entry")
+            raise ctx.error(
+                ("particles",),
+                'missing required key: give [body] preset = "walker2d" or at least one [[particles]] entry',
+            )
         dim = len(particles[0]["position"])
         if dim not in (2, 3):
             raise ctx.error(("particles", 0, "position"), f"must have 2 or 3 components, got {dim}")
@@ -149,12 +210,21 @@ def _model(ctx: BuildContext):
         for i, p in enumerate(particles):
             for key in ("position", "velocity"):
                 if p[key] is not None and len(p[key]) != dim:
-                    raise ctx.error(("particles", i, key), f"must have {dim} components like particles[0]."
-                                    f"position, got {len(p[key])}")
+                    raise ctx.error(
+                        ("particles", i, key),
+                        f"must have {dim} components like particles[0].position, got {len(p[key])}",
+                    )
             model.add_particle(p["position"], p["velocity"], mass=p["mass"], pinned=p["pinned"])
         for s in springs:
-            model.add_spring(s["a"], s["b"], s["stiffness"], damping=s["damping"], rest_length=s["rest_length"],
-                             actuator=s["actuator"], actuation=s["actuation"])
+            model.add_spring(
+                s["a"],
+                s["b"],
+                s["stiffness"],
+                damping=s["damping"],
+                rest_length=s["rest_length"],
+                actuator=s["actuator"],
+                actuation=s["actuation"],
+            )
     model.source = ctx.source
     return model
 
@@ -167,8 +237,10 @@ def build_springs(ctx: BuildContext):
     sim, ground = ctx.data["sim"], ctx.data["ground"]
     gravity = sim["gravity"]
     if gravity is not None and len(gravity) != model.dim:
-        raise ctx.error(("sim", "gravity"), f"must have {model.dim} components (the body is {model.dim}D), "
-                        f"got {len(gravity)}")
+        raise ctx.error(
+            ("sim", "gravity"),
+            f"must have {model.dim} components (the body is {model.dim}D), got {len(gravity)}",
+        )
     per_batch = list(sim["per_batch"])
     controller_pb = [n for n in per_batch if n.startswith("controller.")]
     controller = build_controller(ctx, model.n_actuators, per_batch=bool(controller_pb))
@@ -193,8 +265,11 @@ def build_springs(ctx: BuildContext):
         raise
     missing = [n for n in controller_pb if n not in system.params]
     if missing:
-        raise ctx.error(("sim", "per_batch"), f"no controller parameter named {missing[0]!r}; this controller has "
-                        f"{', '.join(n for n in system.params.names() if n.startswith('controller.')) or 'none'}")
+        raise ctx.error(
+            ("sim", "per_batch"),
+            f"no controller parameter named {missing[0]!r}; this controller has "
+            f"{', '.join(n for n in system.params.names() if n.startswith('controller.')) or 'none'}",
+        )
     return system
 
 

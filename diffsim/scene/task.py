@@ -30,8 +30,9 @@ _PARAM_TABLE_DOC = "Keys are parameter names (`diffsim params SCENE` lists them)
 _GENERATE = Table(
     {},
     extra=True,
-    doc="Synthetic data: when it lists parameter values (`\"springs.stiffness\" = 500.0`), the target is this "
-    "scene simulated with those values, and the fit then starts from the scene's own values. " + _PARAM_TABLE_DOC,
+    doc='Synthetic data: when it lists parameter values (`"springs.stiffness" = 500.0`), the target is this '
+    "scene simulated with those values, and the fit then starts from the scene's own values. "
+    + _PARAM_TABLE_DOC,
 )
 _TARGET_DOC = (
     "A trajectory file, relative to the scene file: a `.npz` written by `diffsim run` or a `.npy` array "
@@ -39,7 +40,9 @@ _TARGET_DOC = (
     "[task.loss.generate] lists parameter values."
 )
 _POINTS = Field("int_list", None, min=0, doc="Indices of the tracked particles (default: all).")
-_QUANTITY = Field("str", "x", choices=("x", "v"), doc="The state quantity compared: x (positions) or v (velocities).")
+_QUANTITY = Field(
+    "str", "x", choices=("x", "v"), doc="The state quantity compared: x (positions) or v (velocities)."
+)
 
 LOSS = Variants(
     {
@@ -55,8 +58,12 @@ LOSS = Variants(
         ),
         "final_position": Table(
             {
-                "target": Field("any", None, doc="Positions (points, dim) inline, or a trajectory file (its row for "
-                                "the last frame is used). Leave unset when [task.loss.generate] lists values."),
+                "target": Field(
+                    "any",
+                    None,
+                    doc="Positions (points, dim) inline, or a trajectory file (its row for "
+                    "the last frame is used). Leave unset when [task.loss.generate] lists values.",
+                ),
                 "points": _POINTS,
                 "quantity": _QUANTITY,
                 "generate": _GENERATE,
@@ -65,8 +72,12 @@ LOSS = Variants(
         ),
         "com_displacement": Table(
             {
-                "direction": Field("vector", None, doc="Unit direction; default the first axis (1, 0) or (1, 0, 0)."),
-                "maximize": Field("bool", False, doc="Reward moving along direction (loss = minus the distance)."),
+                "direction": Field(
+                    "vector", None, doc="Unit direction; default the first axis (1, 0) or (1, 0, 0)."
+                ),
+                "maximize": Field(
+                    "bool", False, doc="Reward moving along direction (loss = minus the distance)."
+                ),
             },
             doc="Displacement of the centre of mass along direction between the first and last frame (m).",
         ),
@@ -77,7 +88,9 @@ LOSS = Variants(
     tag_doc="Loss type.",
 )
 
-_LR = Field("float", 0.01, min=0, min_exclusive=True, doc="Learning rate (step size in unconstrained coordinates).")
+_LR = Field(
+    "float", 0.01, min=0, min_exclusive=True, doc="Learning rate (step size in unconstrained coordinates)."
+)
 _CLIP = Field("float", None, min=0, min_exclusive=True, doc="Rescale the gradient to at most this norm.")
 
 OPTIMIZER = Variants(
@@ -104,19 +117,36 @@ OPTIMIZER = Variants(
 
 TASK = Table(
     {
-        "fit": Field("list", ["controller.*"], item=Field("str"),
-                     doc="Parameters to optimize: names or shell patterns (`controller.*`)."),
+        "fit": Field(
+            "list",
+            ["controller.*"],
+            item=Field("str"),
+            doc="Parameters to optimize: names or shell patterns (`controller.*`).",
+        ),
         "iters": Field("int", 100, min=1, doc="Iterations (for lbfgs: loss evaluations)."),
-        "tol": Field("float", None, min=0, doc="Stop when the loss falls below tol, or changes by less than "
-                     "tol max(1, |loss|) for `patience` iterations in a row."),
+        "tol": Field(
+            "float",
+            None,
+            min=0,
+            doc="Stop when the loss falls below tol, or changes by less than "
+            "tol max(1, |loss|) for `patience` iterations in a row.",
+        ),
         "patience": Field("int", 3, min=1, doc="See tol."),
         "loss": LOSS,
         "optimizer": OPTIMIZER,
-        "bounds": Table({}, extra=True, doc="Bounds [lo, hi] per parameter, replacing the system's (inf and -inf "
-                        "for none): `\"springs.damping\" = [0.0, 10.0]`. " + _PARAM_TABLE_DOC),
-        "transforms": Table({}, extra=True, doc="Transform per parameter between the optimizer's coordinate u and "
-                            "the value: \"log\" (value = exp u, stays positive), \"sigmoid\" (stays inside finite "
-                            "bounds) or \"none\". " + _PARAM_TABLE_DOC),
+        "bounds": Table(
+            {},
+            extra=True,
+            doc="Bounds [lo, hi] per parameter, replacing the system's (inf and -inf "
+            'for none): `"springs.damping" = [0.0, 10.0]`. ' + _PARAM_TABLE_DOC,
+        ),
+        "transforms": Table(
+            {},
+            extra=True,
+            doc="Transform per parameter between the optimizer's coordinate u and "
+            'the value: "log" (value = exp u, stays positive), "sigmoid" (stays inside finite '
+            'bounds) or "none". ' + _PARAM_TABLE_DOC,
+        ),
     },
     doc="What `diffsim optimize` and `diffsim gradcheck` do: the loss, the parameters to fit, the optimizer.",
 )
@@ -143,7 +173,7 @@ def flatten_names(table: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def _names_where(source: str, table: str, name: str) -> str:
-    return f"{source}: {table}.\"{name}\""
+    return f'{source}: {table}."{name}"'
 
 
 def _suggest(name: str, names: list[str]) -> str:
@@ -157,8 +187,9 @@ def _as_array(value: Any, where: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise DiffsimError(f"must be a number or a (nested) list of numbers, got {format_value(value)}",
-                           where=where) from None
+        raise DiffsimError(
+            f"must be a number or a (nested) list of numbers, got {format_value(value)}", where=where
+        ) from None
     return arr
 
 
@@ -186,8 +217,9 @@ def load_target_file(path: str, quantity: str, where: str) -> tuple[np.ndarray, 
         if ext == ".npz":
             with np.load(path, allow_pickle=False) as npz:
                 if quantity not in npz.files:
-                    raise DiffsimError(f"{path} has no array {quantity!r} (arrays: {', '.join(npz.files)})",
-                                       where=where)
+                    raise DiffsimError(
+                        f"{path} has no array {quantity!r} (arrays: {', '.join(npz.files)})", where=where
+                    )
                 rows = np.asarray(npz[quantity], dtype=np.float64)
                 frames = np.asarray(npz["frame"], dtype=np.int64) if "frame" in npz.files else None
                 meta = json.loads(str(npz["meta"])) if "meta" in npz.files else {}
@@ -221,12 +253,18 @@ class Task:
     target: np.ndarray | None = None  # (frames, [batch,] points, dim) rows compared, or None
     target_frames: np.ndarray | None = None
     points: np.ndarray | None = None
+    quantity: str = "x"  # the state quantity the target is compared with
     generated: dict = field(default_factory=dict)  # parameter values the synthetic target was made with
 
     def fit_kwargs(self) -> dict:
         """Keyword arguments for `diffsim.fit`."""
-        return {"names": self.fit, "optimizer": self.optimizer, "iters": self.iters, "tol": self.tol,
-                "patience": self.patience}
+        return {
+            "names": self.fit,
+            "optimizer": self.optimizer,
+            "iters": self.iters,
+            "tol": self.tol,
+            "patience": self.patience,
+        }
 
 
 class _Where:
@@ -253,8 +291,9 @@ def build_task(spec: dict, source: str, system, sim) -> Task:
     for i, pattern in enumerate(spec["fit"]):
         matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
         if not matched:
-            raise DiffsimError(f"no parameter matches {pattern!r}{_suggest(pattern, names)}",
-                               where=where("task", "fit", i))
+            raise DiffsimError(
+                f"no parameter matches {pattern!r}{_suggest(pattern, names)}", where=where("task", "fit", i)
+            )
         fit += [n for n in matched if n not in fit]
     if not fit:
         raise DiffsimError("no parameters to fit", where=where("task", "fit"))
@@ -263,9 +302,14 @@ def build_task(spec: dict, source: str, system, sim) -> Task:
         at = _names_where(source, "task.bounds", name)
         if name not in names:
             raise DiffsimError(f"no parameter named {name!r}{_suggest(name, names)}", where=at)
-        if (not isinstance(value, list) or len(value) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
-            raise DiffsimError(f"must be [lo, hi] (numbers, inf or -inf), got {format_value(value)}", where=at)
+        if (
+            not isinstance(value, list)
+            or len(value) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        ):
+            raise DiffsimError(
+                f"must be [lo, hi] (numbers, inf or -inf), got {format_value(value)}", where=at
+            )
         lo, hi = (float(v) for v in value)
         if math.isnan(lo) or math.isnan(hi) or not lo < hi:
             raise DiffsimError(f"must have lo < hi, got {format_value(value)}", where=at)
@@ -273,19 +317,27 @@ def build_task(spec: dict, source: str, system, sim) -> Task:
         p.bounds = _normalize_bounds((lo, hi))
         current = p.numpy()
         if (p.bounds[0] is not None and current.min() < p.bounds[0]) or (
-                p.bounds[1] is not None and current.max() > p.bounds[1]):
-            raise DiffsimError(f"the parameter's value (min {current.min():g}, max {current.max():g}) is outside "
-                               f"{format_value(value)}", where=at)
+            p.bounds[1] is not None and current.max() > p.bounds[1]
+        ):
+            raise DiffsimError(
+                f"the parameter's value (min {current.min():g}, max {current.max():g}) is outside "
+                f"{format_value(value)}",
+                where=at,
+            )
     for name, value in flatten_names(spec["transforms"]).items():
         at = _names_where(source, "task.transforms", name)
         if name not in names:
             raise DiffsimError(f"no parameter named {name!r}{_suggest(name, names)}", where=at)
         if value not in ("log", "sigmoid", "none"):
-            raise DiffsimError(f"must be one of 'log', 'sigmoid', 'none', got {format_value(value)}", where=at)
+            raise DiffsimError(
+                f"must be one of 'log', 'sigmoid', 'none', got {format_value(value)}", where=at
+            )
         p = pset[name]
         if value == "log" and p.numpy().min() <= 0:
-            raise DiffsimError(f"a log transform needs positive values, the parameter's minimum is "
-                               f"{p.numpy().min():g}", where=at)
+            raise DiffsimError(
+                f"a log transform needs positive values, the parameter's minimum is {p.numpy().min():g}",
+                where=at,
+            )
         if value == "sigmoid" and (p.bounds[0] is None or p.bounds[1] is None):
             raise DiffsimError("a sigmoid transform needs finite bounds: set them in [task.bounds]", where=at)
         p.transform = None if value == "none" else value
@@ -296,20 +348,31 @@ def build_task(spec: dict, source: str, system, sim) -> Task:
 
     loss_spec = spec["loss"]
     kind = loss_spec["kind"]
-    task = Task(loss_kind=kind, loss=None, fit=fit, optimizer=optimizer, iters=spec["iters"], tol=spec["tol"],
-                patience=spec["patience"])
+    task = Task(
+        loss_kind=kind,
+        loss=None,
+        fit=fit,
+        optimizer=optimizer,
+        iters=spec["iters"],
+        tol=spec["tol"],
+        patience=spec["patience"],
+    )
     if kind == "com_displacement":
         dim = system.dim
         direction = loss_spec["direction"]
         if direction is None:
             direction = [1.0] + [0.0] * (dim - 1)
         if len(direction) != dim:
-            raise DiffsimError(f"must have {dim} components, got {format_value(direction)}",
-                               where=where("task", "loss", "direction"))
+            raise DiffsimError(
+                f"must have {dim} components, got {format_value(direction)}",
+                where=where("task", "loss", "direction"),
+            )
         norm = float(np.linalg.norm(direction))
         if norm == 0:
             raise DiffsimError("must not be zero", where=where("task", "loss", "direction"))
-        task.loss = diffsim.CenterOfMassLoss(direction=np.asarray(direction) / norm, maximize=loss_spec["maximize"])
+        task.loss = diffsim.CenterOfMassLoss(
+            direction=np.asarray(direction) / norm, maximize=loss_spec["maximize"]
+        )
     else:
         _point_loss(task, loss_spec, where, system, sim)
     sim.set_loss(task.loss)
@@ -338,6 +401,7 @@ def _point_loss(task: Task, spec: dict, where, system, sim) -> None:
     import diffsim  # noqa: PLC0415
 
     kind, quantity = spec["kind"], spec["quantity"]
+    task.quantity = quantity
     generate = flatten_names(spec["generate"])
     target = spec["target"]
     at = where("task", "loss", "target")
@@ -352,7 +416,9 @@ def _point_loss(task: Task, spec: dict, where, system, sim) -> None:
         task.generated = generate
         at = where("task", "loss", "generate")
     elif target is None:
-        raise DiffsimError("missing required key (a target file or array, or [task.loss.generate] values)", where=at)
+        raise DiffsimError(
+            "missing required key (a target file or array, or [task.loss.generate] values)", where=at
+        )
     elif isinstance(target, str):
         rows, frames, meta = load_target_file(target, quantity, at)
     else:
@@ -363,32 +429,43 @@ def _point_loss(task: Task, spec: dict, where, system, sim) -> None:
         else:
             frames = np.arange(len(rows))
     if meta.get("dt") is not None and not math.isclose(float(meta["dt"]), system.dt, rel_tol=1e-9):
-        raise DiffsimError(f"the target was recorded with dt = {meta['dt']:g} s, the scene has dt = {system.dt:g} s",
-                           where=at)
+        raise DiffsimError(
+            f"the target was recorded with dt = {meta['dt']:g} s, the scene has dt = {system.dt:g} s",
+            where=at,
+        )
     # rows: (frames, n, dim) or (frames, batch, n, dim)
     if rows.ndim == 4 and rows.shape[1] == 1 and batch == 1:
         rows = rows[:, 0]
     if rows.ndim == 4 and rows.shape[1] != batch:
-        raise DiffsimError(f"the target has {rows.shape[1]} copies (axis 1), the scene simulates batch = {batch}",
-                           where=at)
+        raise DiffsimError(
+            f"the target has {rows.shape[1]} copies (axis 1), the scene simulates batch = {batch}", where=at
+        )
     if rows.ndim not in (3, 4) or rows.shape[-1] != dim:
         raise DiffsimError(f"expected an array of shape (frames, points, {dim}), got {rows.shape}", where=at)
     points = None if spec["points"] is None else np.asarray(spec["points"], dtype=np.int64)
     if points is not None and np.any(points >= n_elem):
-        raise DiffsimError(f"particle indices must be < {n_elem}, got {spec['points']}",
-                           where=where("task", "loss", "points"))
+        raise DiffsimError(
+            f"particle indices must be < {n_elem}, got {spec['points']}",
+            where=where("task", "loss", "points"),
+        )
     n_cols = rows.shape[-2]
     if points is not None and n_cols == n_elem and len(points) != n_elem:
         rows = rows[..., points, :]
     elif n_cols != (n_elem if points is None else len(points)):
         want = n_elem if points is None else len(points)
-        raise DiffsimError(f"the target has {n_cols} points per frame, expected {want}"
-                           + ("" if points is None else f" (the tracked points) or {n_elem} (all)"), where=at)
+        raise DiffsimError(
+            f"the target has {n_cols} points per frame, expected {want}"
+            + ("" if points is None else f" (the tracked points) or {n_elem} (all)"),
+            where=at,
+        )
     if kind == "final_position":
         hit = np.nonzero(frames == steps)[0]
         if len(hit) == 0:
-            raise DiffsimError(f"the target has no row for the last frame, {steps} (its frames: {frames.min()}.."
-                               f"{frames.max()})", where=at)
+            raise DiffsimError(
+                f"the target has no row for the last frame, {steps} (its frames: {frames.min()}.."
+                f"{frames.max()})",
+                where=at,
+            )
         final = rows[hit[-1]]
         task.target, task.target_frames, task.points = final[None], np.array([steps]), points
         task.loss = diffsim.FinalPositionLoss(final, points=points, quantity=quantity, name=at)
@@ -396,8 +473,11 @@ def _point_loss(task: Task, spec: dict, where, system, sim) -> None:
     every = spec["every"]
     keep = (frames > 0) & (frames <= steps) & (frames % every == 0)
     if not keep.any():
-        raise DiffsimError(f"no target frame in 1..{steps} is a multiple of every = {every} (target frames "
-                           f"{frames.min()}..{frames.max()})", where=at)
+        raise DiffsimError(
+            f"no target frame in 1..{steps} is a multiple of every = {every} (target frames "
+            f"{frames.min()}..{frames.max()})",
+            where=at,
+        )
     rows, frames = rows[keep], frames[keep]
     task.target, task.target_frames, task.points = rows, frames, points
     task.loss = diffsim.PointLoss(rows, frames=frames, points=points, quantity=quantity, name=at)

@@ -40,8 +40,16 @@ def rollout(sim) -> dict:
     return traj
 
 
-def save_trajectory(path: str | os.PathLike, traj: dict, drawing: Drawing, *, dt: float, batch: int,
-                    system: str, scene: str = "") -> Path:
+def save_trajectory(
+    path: str | os.PathLike,
+    traj: dict,
+    drawing: Drawing,
+    *,
+    dt: float,
+    batch: int,
+    system: str,
+    scene: str = "",
+) -> Path:
     """Write `traj` (from `rollout`) and the drawing info to `path` (.npz), atomically."""
     from diffsim import __version__  # noqa: PLC0415
     from diffsim.viz.io import atomic_path  # noqa: PLC0415
@@ -59,15 +67,27 @@ def save_trajectory(path: str | os.PathLike, traj: dict, drawing: Drawing, *, dt
         raise DiffsimError("no state quantity to write", where=os.fspath(path))
     arrays["frame"] = np.arange(frames, dtype=np.int64)
     arrays["time"] = arrays["frame"] * float(dt)
-    arrays["edges"] = np.zeros((0, 2), np.int64) if drawing.edges is None else np.asarray(drawing.edges, np.int64)
-    arrays["faces"] = np.zeros((0, 3), np.int64) if drawing.faces is None else np.asarray(drawing.faces, np.int64)
+    arrays["edges"] = (
+        np.zeros((0, 2), np.int64) if drawing.edges is None else np.asarray(drawing.edges, np.int64)
+    )
+    arrays["faces"] = (
+        np.zeros((0, 3), np.int64) if drawing.faces is None else np.asarray(drawing.faces, np.int64)
+    )
     arrays["ground"] = np.array(np.nan if drawing.ground is None else float(drawing.ground))
     arrays["actuated"] = np.zeros(0, np.int64) if drawing.actuated is None else np.asarray(drawing.actuated)
     arrays["actuator"] = np.zeros(0, np.int64) if drawing.actuator is None else np.asarray(drawing.actuator)
     arrays["fixed"] = np.zeros(0, np.int64) if drawing.fixed is None else np.asarray(drawing.fixed)
-    meta = {"system": system, "scene": scene, "dim": drawing.dim, "up_axis": drawing.up_axis % drawing.dim,
-            "quantity": drawing.quantity, "dt": float(dt), "steps": frames - 1, "batch": batch,
-            "diffsim": __version__}
+    meta = {
+        "system": system,
+        "scene": scene,
+        "dim": drawing.dim,
+        "up_axis": drawing.up_axis % drawing.dim,
+        "quantity": drawing.quantity,
+        "dt": float(dt),
+        "steps": frames - 1,
+        "batch": batch,
+        "diffsim": __version__,
+    }
     arrays["meta"] = np.array(json.dumps(meta))
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
@@ -113,9 +133,18 @@ def default_stride(frames: int, dt: float | None, fps: float) -> int:
     return max(stride, math.ceil(frames / MAX_FRAMES))
 
 
-def render_trajectory(positions: np.ndarray, drawing: Drawing, path: str | os.PathLike, *, dt: float | None = None,
-                      actions: np.ndarray | None = None, fps: float = 30.0, stride: int | None = None,
-                      title: str | None = None, progress: bool = True) -> str:
+def render_trajectory(
+    positions: np.ndarray,
+    drawing: Drawing,
+    path: str | os.PathLike,
+    *,
+    dt: float | None = None,
+    actions: np.ndarray | None = None,
+    fps: float = 30.0,
+    stride: int | None = None,
+    title: str | None = None,
+    progress: bool = True,
+) -> str:
     """Draw positions ``(frames, n, dim)`` to a GIF, MP4 or PNG: matplotlib in 2D, `render_3d` in 3D.
 
     actions: ``(steps, actuators)``, colouring the actuated edges. Returns the renderer used.
@@ -124,8 +153,9 @@ def render_trajectory(positions: np.ndarray, drawing: Drawing, path: str | os.Pa
 
     pos = np.asarray(positions, dtype=np.float64)
     if pos.ndim != 3 or pos.shape[-1] != drawing.dim:
-        raise DiffsimError(f"expected positions of shape (frames, n, {drawing.dim}), got {pos.shape}",
-                           where=os.fspath(path))
+        raise DiffsimError(
+            f"expected positions of shape (frames, n, {drawing.dim}), got {pos.shape}", where=os.fspath(path)
+        )
     frames = pos.shape[0]
     stride = default_stride(frames, dt, fps) if stride is None else int(stride)
     edges = drawing.edges if drawing.edges is not None and len(drawing.edges) else None
@@ -142,9 +172,19 @@ def render_trajectory(positions: np.ndarray, drawing: Drawing, path: str | os.Pa
             colors = ["C0"] * pos.shape[1]
             for i in drawing.fixed:
                 colors[int(i)] = "0.2"
-        animate_2d(pos, path, springs=edges, fps=fps, stride=stride, ground_y=drawing.ground, title=title,
-                   progress=progress, actuated=actuated if edges is not None else None, actions=act,
-                   colors=colors)
+        animate_2d(
+            pos,
+            path,
+            springs=edges,
+            fps=fps,
+            stride=stride,
+            ground_y=drawing.ground,
+            title=title,
+            progress=progress,
+            actuated=actuated if edges is not None else None,
+            actions=act,
+            colors=colors,
+        )
         return "matplotlib"
     # 3D: the renderer's vertical axis is y; the system's is up_axis (z for the mass-spring system). For z up,
     # (x, y, z) -> (x, z, -y), a proper rotation, so that the scene is not mirrored; (y, x, -z) for x up.
@@ -155,5 +195,13 @@ def render_trajectory(positions: np.ndarray, drawing: Drawing, path: str | os.Pa
         others = [a for a in range(3) if a != up]
         shown = np.stack([pos[..., others[0]], pos[..., up], -pos[..., others[1]]], axis=-1)
     faces = drawing.faces if drawing.faces is not None and len(drawing.faces) else None
-    return render_3d(shown, path, edges=edges, faces=faces, ground_y=drawing.ground, fps=fps, stride=stride,
-                     progress=progress)
+    return render_3d(
+        shown,
+        path,
+        edges=edges,
+        faces=faces,
+        ground_y=drawing.ground,
+        fps=fps,
+        stride=stride,
+        progress=progress,
+    )
