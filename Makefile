@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench gpu-check install clean
+.PHONY: demo test test-slow test-all bench gpu-check install clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,7 +19,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/diffsim demo
 
+# `make test`: everything but the tests marked slow (under 10 minutes on 2 cores). CI also runs `make test-slow`.
 test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow tests || [ $$? -eq 5 ]  # 5: none selected
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)

@@ -13,6 +13,9 @@ from tests.springs.bodies import square
 
 STEPS = 100
 
+# Compiling the step kernel for Vulkan takes ~30 s on 2 cores: CI runs these in `make test-slow`.
+pytestmark = pytest.mark.slow
+
 
 def rollout(arch, precision="f32", controller="mlp"):
     use(arch, precision)

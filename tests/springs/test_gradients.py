@@ -117,6 +117,7 @@ def test_gradients_zeroed_between_backward_passes():
         np.testing.assert_array_equal(g1[name], g2[name])
 
 
+@pytest.mark.slow
 def test_fast_launch_matches_taichi_call(monkeypatch):
     """The fast launch path (engine/launch.py) gives bit-identical results to Taichi's ordinary kernel call."""
     ctrl = lambda: diffsim.MLP(2, hidden=(4,), n_phases=1)  # noqa: E731
