@@ -19,8 +19,9 @@ from .engine.params import Parameter, ParameterSet
 from .engine.simulation import Simulation
 from .errors import DiffsimError, SimulationError
 from .optim.fit import LBFGSB, SGD, Adam, fit
-from .optim.losses import CenterOfMassLoss, FinalPositionLoss, Loss, PointLoss
+from .optim.losses import CenterOfMassLoss, CenterOfMassTargetLoss, FinalPositionLoss, Loss, PointLoss
 from .runtime import available_archs, init
+from .systems.cloth import ClothModel, ClothSystem
 from .systems.springs import SpringModel, SpringSystem
 
 __version__ = "0.1.0"
@@ -38,6 +39,7 @@ __all__ = [
     "PointLoss",
     "FinalPositionLoss",
     "CenterOfMassLoss",
+    "CenterOfMassTargetLoss",
     "SGD",
     "Adam",
     "LBFGSB",
@@ -47,4 +49,6 @@ __all__ = [
     "MLP",
     "SpringModel",
     "SpringSystem",
+    "ClothModel",
+    "ClothSystem",
 ]

@@ -101,6 +101,52 @@ for _n in (16, 32, 64, 128):
         f"springs_grid{_n}"
     ].__doc__ = f"{_n}x{_n} spring grid ({_n * _n} masses), 200 steps: scaling series"
 
+# --- cloth ---
+
+def _cloth_throw_sim(**kw):
+    from diffsim.scene import load_scene
+
+    _, sim, _ = load_scene("cloth_throw", **kw).build()
+    return sim
+
+
+@case("cloth_throw")
+def cloth_throw():
+    """Cloth throw (scenes/cloth_throw.toml): 17x17 vertices, 512 triangles, 1,920 steps (issue target: <= 0.2 s)."""
+    return _cloth_throw_sim(), "fit"
+
+
+@case("cloth_throw_20k_checkpointed")
+def cloth_throw_20k_checkpointed():
+    """The cloth throw for 20,000 steps, checkpointed every 100 steps: peak memory of a long rollout."""
+    return _cloth_throw_sim(steps=20_000, checkpoint_every=100), "fit"
+
+
+def _cloth_grid(n):
+    """An n x n cloth (1 m) hanging from two corners, dt = 1e-4 s (stable up to n = 129), 100 steps."""
+    import diffsim
+    from diffsim.systems.cloth import ClothModel, ClothSystem
+
+    model = ClothModel.grid(
+        size=(1.0, 1.0),
+        resolution=(n, n),
+        center=(0.0, 0.0, 1.0),
+        stretch_modulus=500.0,
+        density=0.5,
+        bending_stiffness=1e-3,
+        stretch_damping=0.001,
+    )
+    model.pin(0, n - 1)
+    system = ClothSystem(model, dt=1e-4)
+    loss = diffsim.CenterOfMassLoss(direction=(0.0, 0.0, 1.0))
+    return diffsim.Simulation(system, 100, loss=loss)
+
+
+for _n in (17, 65, 129):
+    CASES[f"cloth{_n}"] = (lambda n: lambda: (_cloth_grid(n), "fit"))(_n)
+    CASES[f"cloth{_n}"].__doc__ = f"{_n}x{_n} cloth ({_n * _n} vertices), 100 steps: scaling series"
+
+
 SUITE = [
     "walker2d",
     "walker2d_checkpointed",
@@ -110,6 +156,10 @@ SUITE = [
     "springs_grid32",
     "springs_grid64",
     "springs_grid128",
+    "cloth_throw",
+    "cloth17",
+    "cloth65",
+    "cloth129",
 ]
 
 

@@ -8,6 +8,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHORT = {
+    "cloth_throw.py": ["--iters", "2", "--steps", "60"],
     "walker2d.py": ["--iters", "2", "--steps", "60"],
 }
 

@@ -24,8 +24,18 @@ def main() -> int:
     parser.add_argument("--no-jit", action="store_true")
     args = parser.parse_args()
 
-    from phi.jax.flow import (CenteredGrid, Box, Solve, StaggeredGrid, advect, extrapolation, fluid, jit_compile,
-                              math, spatial, vec)
+    from phi.jax.flow import (
+        Box,
+        CenteredGrid,
+        Solve,
+        StaggeredGrid,
+        advect,
+        fluid,
+        jit_compile,
+        math,
+        spatial,
+        vec,
+    )
 
     n = args.res
     bounds = Box(x=n, y=n)

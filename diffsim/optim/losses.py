@@ -248,3 +248,87 @@ class CenterOfMassLoss(LeafLoss):
             self.total[row, b] += m
         for b in range(x.shape[1]):
             self.value[b] += coef * self.moment[row, b] / self.total[row, b]
+
+
+@ti.data_oriented
+class CenterOfMassTargetLoss(LeafLoss):
+    """Squared distance (m^2) of the (mass-weighted) centre of mass at one frame to a target point.
+
+    value = |com(frame) - target|^2, frame = the last one unless given. Masses come from the system's
+    `point_mass` (a parameter or a view with ``field[copy, i]`` and ``bstride``), else all points weigh the same.
+    target: ``(dim,)``, or ``(batch, dim)`` for one target per copy.
+    """
+
+    def __init__(self, target, frame=None, quantity: str = "x"):
+        super().__init__()
+        self.quantity = quantity
+        self.target_np = np.asarray(target, dtype=np.float64)
+        if self.target_np.ndim not in (1, 2) or not np.all(np.isfinite(self.target_np)):
+            raise DiffsimError(
+                f"target must be a finite point (dim,) or (batch, dim), got {target!r}", where="loss.target"
+            )
+        self.frame = frame
+        self._key = None
+
+    def bind(self, system, steps: int) -> None:
+        super().bind(system, steps)
+        spec = {s.name: s for s in system.field_specs()}.get(self.quantity)
+        if spec is None or spec.dim is None:
+            raise DiffsimError(f"the system has no vector quantity {self.quantity!r}", where="loss")
+        dim = spec.dim
+        t = self.target_np
+        if t.shape[-1] != dim or (t.ndim == 2 and t.shape[0] != system.batch):
+            raise DiffsimError(
+                f"target must have shape ({dim},) or ({system.batch}, {dim}), got {t.shape}",
+                where="loss.target",
+            )
+        self._last = steps if self.frame is None else int(self.frame)
+        if not 0 <= self._last <= steps:
+            raise DiffsimError(f"frame must be in [0, {steps}], got {self.frame}", where="loss.frame")
+        mass = getattr(system, "point_mass", None)
+        key = (system.batch, dim, id(mass))
+        if key != self._key:
+            real = runtime.real()
+            self.target = ti.Vector.field(dim, real, shape=(system.batch,))
+            self.uniform = mass is None
+            if mass is None:
+                self._unit = ti.field(real, shape=(spec.shape[0],))
+                self._unit.fill(1.0)
+                self._mass_field, self._mass_stride = self._unit, 0
+            else:
+                self._mass_field, self._mass_stride = mass.field, mass.bstride
+            self.moment = ti.Vector.field(dim, real, shape=(system.batch,), needs_grad=True)
+            self.total = ti.field(real, shape=(system.batch,), needs_grad=True)
+            self._key = key
+        self.target.from_numpy(
+            np.ascontiguousarray(np.broadcast_to(t, (system.batch, dim)), dtype=runtime.np_real())
+        )
+
+    def schedule(self, steps: int):
+        return [(self._last, 0, 1.0)]
+
+    def zero_grad(self) -> None:
+        self.moment.grad.fill(0)
+        self.total.grad.fill(0)
+
+    @ti.func
+    def _mass(self, b, i):
+        m = 0.0
+        if ti.static(self.uniform):
+            m = self._unit[i]
+        else:
+            m = self._mass_field[b * ti.static(self._mass_stride), i]
+        return m
+
+    @ti.kernel
+    def eval(self, x: ti.template(), f: ti.i32, row: ti.i32, coef: float):
+        for b in range(x.shape[1]):
+            self.moment[b] = self.moment[b] * 0.0
+            self.total[b] = 0.0
+        for b, i in ti.ndrange(x.shape[1], x.shape[2]):
+            m = self._mass(b, i)
+            self.moment[b] += m * x[f, b, i]
+            self.total[b] += m
+        for b in range(x.shape[1]):
+            d = self.moment[b] / self.total[b] - self.target[b]
+            self.value[b] += coef * d.dot(d)

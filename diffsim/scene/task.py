@@ -23,7 +23,7 @@ import numpy as np
 from diffsim.errors import DiffsimError
 from diffsim.scene.schema import Field, Table, Variants, format_value
 
-__all__ = ["TASK", "Task", "build_task", "load_target_file", "flatten_names", "apply_named_values"]
+__all__ = ["TASK", "Task", "build_task", "load_target_file", "flatten_names", "apply_named_values", "register_loss"]
 
 _PARAM_TABLE_DOC = "Keys are parameter names (`diffsim params SCENE` lists them), quoted or as dotted keys."
 
@@ -80,6 +80,11 @@ LOSS = Variants(
                 ),
             },
             doc="Displacement of the centre of mass along direction between the first and last frame (m).",
+        ),
+        "com_target": Table(
+            {"target": Field("vector", unit="m", doc="The point the centre of mass should reach.")},
+            doc="Squared distance |com - target|^2 of the (mass-weighted) centre of mass at the last frame to a "
+            "point (m^2).",
         ),
     },
     tag="kind",
@@ -277,6 +282,20 @@ class _Where:
         return f"{self.source}: {format_key_path(list(parts))}"
 
 
+#: loss kinds added by system modules (`register_loss`): kind -> build(task, spec, where, system, sim), which sets
+#: task.loss (and task.target when it has one)
+LOSS_BUILDERS: dict = {}
+
+
+def register_loss(kind: str, table: Table, build) -> None:
+    """Add a loss kind to ``[task.loss]``: `table` is its keys, `build` makes the loss (a system module calls this
+    when it is imported, next to `register_system`)."""
+    if kind in LOSS.variants and kind not in LOSS_BUILDERS:
+        raise ValueError(f"loss kind {kind!r} is built in")
+    LOSS.variants[kind] = table
+    LOSS_BUILDERS[kind] = build
+
+
 def build_task(spec: dict, source: str, system, sim) -> Task:
     """Build the task of a validated ``[task]`` table for `system`, and attach its loss to `sim`."""
     import diffsim  # noqa: PLC0415
@@ -357,7 +376,9 @@ def build_task(spec: dict, source: str, system, sim) -> Task:
         tol=spec["tol"],
         patience=spec["patience"],
     )
-    if kind == "com_displacement":
+    if kind in LOSS_BUILDERS:
+        LOSS_BUILDERS[kind](task, loss_spec, where, system, sim)
+    elif kind == "com_displacement":
         dim = system.dim
         direction = loss_spec["direction"]
         if direction is None:
@@ -373,6 +394,16 @@ def build_task(spec: dict, source: str, system, sim) -> Task:
         task.loss = diffsim.CenterOfMassLoss(
             direction=np.asarray(direction) / norm, maximize=loss_spec["maximize"]
         )
+    elif kind == "com_target":
+        from diffsim.optim.losses import CenterOfMassTargetLoss  # noqa: PLC0415
+
+        target = loss_spec["target"]
+        if len(target) != system.dim:
+            raise DiffsimError(
+                f"must have {system.dim} components, got {format_value(target)}",
+                where=where("task", "loss", "target"),
+            )
+        task.loss = CenterOfMassTargetLoss(np.asarray(target, dtype=np.float64))
     else:
         _point_loss(task, loss_spec, where, system, sim)
     sim.set_loss(task.loss)

@@ -196,8 +196,8 @@ def write_frames(frames: Iterable[np.ndarray], path: PathLike, fps: float = 30.0
     if kind == "mp4":
         return write_mp4(frames, path, fps)
     last = None
-    for last in frames:
-        pass
+    for frame in frames:  # frames may be a generator: keep only the last one
+        last = frame
     if last is None:
         raise DiffsimError("no frames to write", where=str(path))
     return write_png(last, path)

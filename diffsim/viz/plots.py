@@ -199,7 +199,7 @@ def plot_param_paths(
     nrows = math.ceil(len(series) / ncols)
     fig = new_figure(360 * ncols + 40, 260 * nrows + 40)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, (name, values) in zip(axes, series.items()):
+    for ax, (name, values) in zip(axes, series.items(), strict=False):
         shown = min(values.shape[1], MAX_COMPONENTS)
         iterations = np.arange(values.shape[0])
         for c in range(shown):

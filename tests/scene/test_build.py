@@ -198,7 +198,7 @@ def test_variants_report_keys_of_another_kind():
 
 def test_missing_scene_table_and_unknown_system():
     assert error({"sim": {"dt": 1.0, "steps": 1}}) == "s.toml: scene: missing required key (table [scene])"
-    assert error({"scene": {"system": "cloth"}}).startswith("s.toml: scene.system: must be one of 'springs'")
+    assert error({"scene": {"system": "plasma"}}).startswith("s.toml: scene.system: must be one of 'springs'")
 
 
 def test_missing_target_file_names_the_key(tmp_path):

@@ -1,0 +1,231 @@
+"""Reverse-mode gradients of the cloth system against central finite differences (f64), for every kind of
+parameter, with and without collider contact; batch copies and checkpointing."""
+
+import numpy as np
+import pytest
+
+import diffsim
+from diffsim.colliders import Collider
+from diffsim.systems.cloth import ClothModel, ClothSystem
+from tests.conftest import use
+
+STEPS = 40
+DT = 2e-3
+#: finite-difference steps (relative to max(1, |value|)); parameters whose value is below the largest step (the
+#: bending damping, 2e-5 N m s) get the small ones, which keep it positive
+FD_STEPS = (1e-4, 1e-5, 1e-6, 1e-7)
+SMALL_STEPS = (1e-6, 1e-7, 1e-8)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def f64():
+    use("cpu", "f64")
+
+
+def loss_for(system, steps=STEPS):
+    """A trajectory loss against a perturbed copy of the rollout, plus a centre-of-mass term."""
+    sim = diffsim.Simulation(system, steps)
+    sim.run()
+    x = sim.trajectory()["x"][::5][1:]
+    target = x + 0.01 * np.random.default_rng(0).normal(size=x.shape)
+    return diffsim.PointLoss(target, every=5) + 0.5 * diffsim.CenterOfMassLoss(direction=[1.0, 0.5, 0.2])
+
+
+def assert_gradcheck(sim, names, steps=FD_STEPS, **kw):
+    report = diffsim.gradcheck(sim, names, tolerance=1e-6, steps=steps, **kw)
+    assert report.passed, (
+        report.summary()
+        + "\n"
+        + str(
+            {
+                n: [c for c in r.checks if c["rel_error"] > 1e-6]
+                for n, r in report.params.items()
+                if not r.passed
+            }
+        )
+    )
+    return report
+
+
+def free_cloth(material="corotated", batch=1, per_batch=()):
+    """A 4 x 4 cloth tumbling in the wind: tilted, perturbed (so it bends), one pinned corner, a load."""
+    model = ClothModel.grid(
+        size=(0.3, 0.3),
+        resolution=(4, 4),
+        center=(0.0, 0.0, 0.5),
+        rotation=(0.4, 0.2, 0.0),
+        stretch_modulus=150.0,
+        poisson_ratio=0.25,
+        density=0.3,
+        bending_stiffness=0.02,
+        stretch_damping=0.002,
+        bending_damping=2e-5,
+        mass_damping=0.1,
+    )
+    rng = np.random.default_rng(3)
+    model.positions = model.vertices + 0.01 * rng.normal(size=model.vertices.shape)
+    model.velocities = rng.normal(size=model.vertices.shape) * 0.3
+    model.pin(3)
+    model.loads = {12: (0.0, 0.05, -0.1)}
+    return ClothSystem(
+        model,
+        dt=DT,
+        material=material,
+        wind=(1.0, -0.5, 0.3),
+        drag=0.3,
+        lift=0.5,
+        batch=batch,
+        per_batch=per_batch,
+    )
+
+
+FREE_PARAMS = [
+    "material.stretch_modulus",
+    "material.poisson_ratio",
+    "material.bending_stiffness",
+    "material.density",
+    "damping.stretch",
+    "damping.bending",
+    "damping.mass",
+    "gravity",
+    "initial.position",
+    "initial.velocity",
+    "air.wind",
+    "air.drag",
+    "air.lift",
+    "loads.force",
+]
+
+
+@pytest.mark.parametrize("material", ["corotated", pytest.param("stvk", marks=pytest.mark.slow)])
+def test_every_parameter_of_a_free_cloth(material):
+    system = free_cloth(material)
+    assert sorted(FREE_PARAMS) == sorted(system.params.names())
+    sim = diffsim.Simulation(system, STEPS, loss=loss_for(system))
+    assert_gradcheck(sim, [n for n in FREE_PARAMS if n != "damping.bending"])
+    assert_gradcheck(sim, ["damping.bending"], steps=SMALL_STEPS)
+
+
+def contact_cloth():
+    """A 5 x 5 cloth dropped onto a tilted plane, a moving sphere, a box and a capsule (all of them touched), one
+    corner dragged by a handle whose velocity is an open-loop action."""
+    model = ClothModel.grid(
+        size=(0.4, 0.4),
+        resolution=(5, 5),
+        center=(0.0, 0.0, 0.07),
+        rotation=(0.05, 0.0, 0.0),
+        velocity=(0.2, 0.0, -0.8),
+        stretch_modulus=200.0,
+        density=0.3,
+        bending_stiffness=0.01,
+        stretch_damping=0.002,
+        mass_damping=0.1,
+    )
+    model.add_handles(0)
+    colliders = [
+        Collider("plane", position=(0.0, 0.0, -0.04), rotation=(0.1, -0.05, 0.0), friction=0.5),
+        Collider("sphere", position=(0.1, 0.1, -0.03), size=[0.07], velocity=(0.1, 0.0, 0.0), friction=0.3),
+        Collider(
+            "box",
+            position=(-0.1, 0.1, -0.02),
+            rotation=(0.2, 0.3, 0.1),
+            size=[0.06, 0.05, 0.04],
+            friction=0.4,
+        ),
+        Collider(
+            "capsule",
+            position=(0.05, -0.1, -0.01),
+            rotation=(0.0, 1.2, 0.2),
+            size=[0.05, 0.08],
+            velocity=(0.0, 0.05, 0.0),
+            friction=0.6,
+        ),
+    ]
+    controller = diffsim.OpenLoop(3, STEPS, init=0.2)
+    return ClothSystem(
+        model,
+        dt=DT,
+        colliders=colliders,
+        contact_stiffness=3e4,
+        contact_damping=20.0,
+        friction_smoothing=0.01,
+        controller=controller,
+    )
+
+
+@pytest.mark.slow
+def test_colliders_contact_and_handles():
+    system = contact_cloth()
+    sim = diffsim.Simulation(system, STEPS, loss=loss_for(system))
+    _, grads = sim.value_and_grad()
+    for row, c in enumerate(system.colliders):  # the set-up: every collider is touched
+        assert np.abs(grads["colliders.position"][row]).max() > 1e-6, c.kind
+    assert_gradcheck(
+        sim,
+        [
+            "colliders.position",
+            "colliders.rotation",
+            "colliders.velocity",
+            "colliders.size",
+            "colliders.friction",
+            "contact.stiffness",
+            "contact.damping",
+            "controller.actions",
+            "initial.position",
+            "initial.velocity",
+            "material.stretch_modulus",
+            "gravity",
+        ],
+        coordinates=6,
+    )
+
+
+@pytest.mark.slow
+def test_position_handles_driven_by_a_periodic_controller():
+    model = ClothModel.grid(
+        size=(0.3, 0.3),
+        resolution=(4, 4),
+        center=(0.0, 0.0, 0.5),
+        stretch_modulus=150.0,
+        density=0.3,
+        bending_stiffness=0.02,
+        stretch_damping=0.002,
+    )
+    model.add_handles(0, 3)
+    controller = diffsim.Periodic(6, frequency=2.0, harmonics=1, init_scale=0.3)
+    system = ClothSystem(model, dt=DT, controller=controller, handle_mode="position", handle_scale=0.05)
+    sim = diffsim.Simulation(system, STEPS, loss=loss_for(system))
+    assert_gradcheck(sim, ["controller.weights", "controller.frequency", "initial.position"])
+
+
+@pytest.mark.slow
+def test_batch_copies_with_their_own_parameters():
+    """Two copies with their own stretch modulus and initial velocity: the per-copy gradients are checked, and
+    copy 1 run alone gives copy 1's loss."""
+    system = free_cloth(batch=2, per_batch=("material.stretch_modulus", "initial.velocity"))
+    system.params["material.stretch_modulus"].set(np.array([150.0, 120.0]))
+    v = system.params["initial.velocity"].numpy()
+    v[1] *= -0.5
+    system.params["initial.velocity"].set(v)
+    loss = diffsim.CenterOfMassLoss(direction=[1.0, 0.5, 0.2])
+    sim = diffsim.Simulation(system, STEPS, loss=loss)
+    assert_gradcheck(sim, ["material.stretch_modulus", "initial.velocity", "air.wind"])
+    sim.forward()
+    per_copy = sim.loss_value.copy()
+    assert per_copy[0] != per_copy[1]
+
+
+@pytest.mark.slow
+def test_checkpointed_gradients_equal_full():
+    """K = 7 does not divide T = 40; the loss has terms in every segment."""
+    system = free_cloth()
+    loss = loss_for(system)
+    full = diffsim.Simulation(system, STEPS, loss=loss)
+    l_full, g_full = full.value_and_grad()
+    ck = diffsim.Simulation(system, STEPS, loss=loss, storage="checkpointed", checkpoint_every=7)
+    l_ck, g_ck = ck.value_and_grad()
+    assert abs(l_ck - l_full) <= 1e-12 * abs(l_full)
+    for name, g in g_full.items():
+        np.testing.assert_allclose(
+            g_ck[name], g, rtol=0, atol=1e-10 * max(np.abs(g).max(), 1e-30), err_msg=name
+        )
