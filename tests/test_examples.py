@@ -1,4 +1,8 @@
-"""Every example in examples/ runs in its short mode (the examples document what a short mode is)."""
+"""Every example in examples/ runs in its short mode (the examples document what a short mode is).
+
+`make test` runs the walker example; the others (each compiles its own system in a subprocess) run in
+`make test-slow`.
+"""
 
 import pathlib
 import subprocess
@@ -17,7 +21,12 @@ def test_every_example_has_a_short_mode():
     assert sorted(p.name for p in (ROOT / "examples").glob("*.py")) == sorted(SHORT)
 
 
-@pytest.mark.parametrize("name", sorted(SHORT))
+FAST = {"walker2d.py"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=[] if n in FAST else [pytest.mark.slow]) for n in sorted(SHORT)]
+)
 def test_example_runs(name, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "examples" / name), *SHORT[name], "--out", str(out)]

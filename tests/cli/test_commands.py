@@ -187,6 +187,7 @@ def test_info(tmp_path):
     assert text.startswith("diffsim ") and "backends:" in text and "Vulkan:" in text
 
 
+@pytest.mark.slow  # compiles and renders the walker in a subprocess: ~1 min on 2 cores
 def test_demo(tmp_path):
     proc = ok(diffsim("demo", "--iters", "2", "--out", "demo", cwd=tmp_path))
     for name in ("result.json", "loss.png", "before.gif", "after.gif"):

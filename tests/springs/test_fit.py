@@ -82,6 +82,7 @@ def test_fit_tracks_best_stops_early_and_resumes(tmp_path):
     assert abs(again.history[0]["loss"] - result.best_loss) < 1e-12
 
 
+@pytest.mark.slow  # compiles four systems
 def test_batch_copies_match_separate_runs():
     ks = [300.0, 450.0, 700.0]
     vx = [0.2, 0.5, 0.9]
