@@ -22,6 +22,7 @@ from .optim.fit import LBFGSB, SGD, Adam, fit
 from .optim.losses import CenterOfMassLoss, CenterOfMassTargetLoss, FinalPositionLoss, Loss, PointLoss
 from .runtime import available_archs, init
 from .systems.cloth import ClothModel, ClothSystem
+from .systems.mpm import MPMModel, MPMSystem
 from .systems.springs import SpringModel, SpringSystem
 
 __version__ = "0.1.0"
@@ -51,4 +52,6 @@ __all__ = [
     "SpringSystem",
     "ClothModel",
     "ClothSystem",
+    "MPMModel",
+    "MPMSystem",
 ]

@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 #: modules that register the built-in system kinds, imported on first use
-BUILTIN_MODULES = ("diffsim.scene.springs", "diffsim.scene.cloth")
+BUILTIN_MODULES = ("diffsim.scene.springs", "diffsim.scene.cloth", "diffsim.scene.mpm")
 
 
 @dataclass
