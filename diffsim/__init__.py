@@ -23,6 +23,7 @@ from .optim.losses import CenterOfMassLoss, CenterOfMassTargetLoss, FinalPositio
 from .runtime import available_archs, init
 from .systems.cloth import ClothModel, ClothSystem
 from .systems.mpm import MPMModel, MPMSystem
+from .systems.smoke import SmokeModel, SmokeSystem
 from .systems.springs import SpringModel, SpringSystem
 
 __version__ = "0.1.0"
@@ -54,4 +55,6 @@ __all__ = [
     "ClothSystem",
     "MPMModel",
     "MPMSystem",
+    "SmokeModel",
+    "SmokeSystem",
 ]

@@ -144,9 +144,15 @@ def _check_file(path: str | None, flag: str) -> None:
         raise DiffsimError(f"file not found: {path}", where=flag)
 
 
+def _has_batch_axis(x, drawing) -> bool:
+    """Whether a quantity keeps its copy axis: [frame, copy, point, dim] for points, [frame, copy, *cells,
+    components] for a grid (a saved trajectory of one copy has none)."""
+    return x.ndim == (drawing.dim + 3 if drawing.grid else 4)
+
+
 def _positions(traj: dict, drawing, copy: int = 0):
     x = traj[drawing.quantity]
-    return x[:, copy] if x.ndim == 4 else x
+    return x[:, copy] if _has_batch_axis(x, drawing) else x
 
 
 def _actions(traj: dict, copy: int = 0):
@@ -482,7 +488,7 @@ def cmd_render(args) -> int:
         drawing, meta = data["drawing"], data["meta"]
         x = data[drawing.quantity]
         batch = meta.get("batch", 1)
-        if args.copy >= (batch if x.ndim == 4 else 1):
+        if args.copy >= (batch if _has_batch_axis(x, drawing) else 1):
             raise DiffsimError(f"--copy {args.copy}: the trajectory has {batch} copies", where=source)
         traj = {drawing.quantity: x, "act": data.get("act")}
         title = meta.get("scene") or Path(source).stem

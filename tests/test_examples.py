@@ -19,6 +19,8 @@ SHORT = {
     "mpm_throw3d.py": (["--iters", "2", "--steps", "60"], "after.gif"),
     "mpm_dam_break2d.py": (["--steps", "100"], "front.png"),
     "mpm_sysid.py": (["--iters", "2", "--steps", "40"], "loss.png"),
+    "smoke_target2d.py": (["--size", "32", "--iters", "2"], "density_after.png"),
+    "smoke_plume3d.py": (["--steps", "3"], "density_end.png"),
 }
 
 

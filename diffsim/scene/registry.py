@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 #: modules that register the built-in system kinds, imported on first use
-BUILTIN_MODULES = ("diffsim.scene.springs", "diffsim.scene.cloth", "diffsim.scene.mpm")
+BUILTIN_MODULES = ("diffsim.scene.springs", "diffsim.scene.cloth", "diffsim.scene.mpm", "diffsim.scene.smoke")
 
 
 @dataclass
@@ -47,7 +47,9 @@ class Drawing:
     system's coordinates (the last one for the mass-spring system). edges: (m, 2) index pairs drawn as lines;
     faces: (k, 3) triangles; ground: height of the ground plane (m) or None; actuated: indices of the edges that
     are actuated, and actuator: for each of those, the index of its action (column of ``act``); fixed: indices of
-    the particles that never move (pinned), drawn darker.
+    the particles that never move (pinned), drawn darker. grid: the quantity is a cell field ``(frames, *cells,
+    components)`` (smoke), drawn as an image of its first component (in 3D summed along the horizontal axis that is
+    not the first), instead of particle positions.
     """
 
     quantity: str = "x"
@@ -59,6 +61,7 @@ class Drawing:
     actuated: np.ndarray | None = None
     actuator: np.ndarray | None = None
     fixed: np.ndarray | None = None
+    grid: bool = False
 
 
 @dataclass

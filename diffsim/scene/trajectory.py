@@ -83,6 +83,7 @@ def save_trajectory(
         "dim": drawing.dim,
         "up_axis": drawing.up_axis % drawing.dim,
         "quantity": drawing.quantity,
+        "grid": bool(drawing.grid),
         "dt": float(dt),
         "steps": frames - 1,
         "batch": batch,
@@ -123,8 +124,35 @@ def load_trajectory(path: str | os.PathLike) -> dict:
         actuated=data.get("actuated"),
         actuator=data.get("actuator"),
         fixed=data.get("fixed"),
+        grid=bool(meta.get("grid", False)),
     )
     return data
+
+
+def _render_grid(cells, drawing: Drawing, path, *, dt, fps, stride, title, progress) -> str:
+    """A cell field ``(frames, *cells, components)`` as an animated image of its first component; in 3D the sum
+    along the horizontal axis other than the first (a projection of the smoke's density)."""
+    from diffsim.viz import animate_grid  # noqa: PLC0415
+
+    arr = np.asarray(cells, dtype=np.float64)
+    if arr.ndim != drawing.dim + 2:
+        raise DiffsimError(
+            f"expected a cell field of shape (frames, {', '.join(['n'] * drawing.dim)}, components), got {arr.shape}",
+            where=os.fspath(path),
+        )
+    q = arr[..., 0]
+    if drawing.dim == 3:
+        up = drawing.up_axis % 3
+        depth = [a for a in range(3) if a != up][1]
+        q = q.sum(axis=1 + depth)
+        horizontal = [a for a in range(3) if a not in (up, depth)][0]
+        if horizontal > up:  # keep (frames, horizontal, up)
+            q = np.swapaxes(q, 1, 2)
+    frames = q.shape[0]
+    stride = default_stride(frames, dt, fps) if stride is None else int(stride)
+    # [frames, x, y] -> [frames, y, x]: rows are heights, drawn bottom up
+    animate_grid(np.swapaxes(q, 1, 2), path, fps=fps, stride=stride, title=title, progress=progress)
+    return "matplotlib"
 
 
 def default_stride(frames: int, dt: float | None, fps: float) -> int:
@@ -151,6 +179,8 @@ def render_trajectory(
     """
     from diffsim.viz import animate_2d, render_3d  # noqa: PLC0415
 
+    if drawing.grid:
+        return _render_grid(positions, drawing, path, dt=dt, fps=fps, stride=stride, title=title, progress=progress)
     pos = np.asarray(positions, dtype=np.float64)
     if pos.ndim != 3 or pos.shape[-1] != drawing.dim:
         raise DiffsimError(

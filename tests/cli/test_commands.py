@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from diffsim.scene import load_scene
-from tests.cli.conftest import ROOT, SYSID, diffsim, ok
+from tests.cli.conftest import ROOT, SCENES, SYSID, diffsim, ok
 
 COMMANDS = ("run", "params", "optimize", "gradcheck", "render", "info", "demo", "bench")
 
@@ -220,3 +220,16 @@ def test_bench_module_is_reachable(tmp_path):
         pytest.skip("diffsim.bench not written yet")
     proc = diffsim("bench", "--help", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.slow  # compiles a smoke system in a subprocess
+def test_run_and_render_draw_a_smoke_grid(tmp_path):
+    """A grid trajectory (smoke) is drawn as an image of its density, by `run --render` and by `render` of the
+    saved file (which has no copy axis)."""
+    scene = str(SCENES / "smoke_target2d.toml")
+    ok(diffsim("run", scene, "--set", "grid.resolution=[16, 16]", "--set", "initial[0].cells=2", "--steps", "4",
+               "--out", "r", "--render", "--quiet", cwd=tmp_path))
+    assert (tmp_path / "r" / "animation.gif").stat().st_size > 1000
+    proc = ok(diffsim("render", "r/trajectory.npz", "--out", "again.gif", cwd=tmp_path))
+    assert "again.gif (matplotlib)" in proc.stdout
+    assert (tmp_path / "again.gif").stat().st_size > 1000

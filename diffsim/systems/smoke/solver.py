@@ -1,0 +1,821 @@
+"""The pressure Poisson solve of the projection step, and its adjoint.
+
+Discrete problem (MAC grid, cell size h, scaled by h^2 so that the matrix has small integer entries):
+
+    (A phi)_i = sum over the open faces f of cell i of (phi_i - phi_j(f)),   A phi = b,   b_i = -h^2 (div u*)_i
+
+where j(f) is the cell across the face (phi_j = 0 outside an open boundary: Dirichlet), closed walls and obstacle
+faces are left out (Neumann), and periodic axes wrap. Then u = u* - grad(phi) / h on the open faces has
+div u = -(b - A phi)_i / h^2: the divergence after projection is the solver's residual, so a residual tolerance is
+a divergence tolerance (`atol`, 1/s, max norm).
+
+A is symmetric positive semi-definite. A fluid region that touches no open boundary makes it singular (phi is
+defined up to a constant there): the right-hand side is projected onto the range (its mean over the region
+removed, P b) and so is the solution, so phi = P A^+ P b.
+
+Solver: preconditioned conjugate gradients (Saad, "Iterative Methods for Sparse Linear Systems", alg. 9.1),
+warm-started from the previous step's pressure, until max |r| <= max(atol h^2, rtol max |b|) on the recursive
+residual, confirmed on the true residual b - A phi (restarting if they disagree). Preconditioners:
+
+- "mg" (default): one multigrid V-cycle. Level l + 1 aggregates 2^D cells of level l; its operator is the Galerkin
+  product P^T A P of the piecewise-constant prolongation P, again a face-weighted Laplacian whose face weight is the
+  number of open fine faces across the coarse face, so walls, obstacles and open boundaries carry over exactly.
+  Lexicographic Gauss-Seidel forward on the way down, backward on the way up, symmetric sweeps on the coarsest
+  level: the V-cycle is a symmetric operator, as CG needs. The coarse correction is scaled by MG_ALPHA
+  (piecewise-constant transfers under-correct smooth errors; cf. over-correction in aggregation multigrid, Braess
+  1995). Compare McAdams, Sifakis and Teran 2010 ("A parallel multigrid Poisson solver for fluids simulation on
+  large grids") for multigrid-preconditioned CG on fluid grids.
+- "mic": modified incomplete Cholesky, MIC(0) (Bridson, "Fluid Simulation for Computer Graphics", 2015, ch. 5).
+- "jacobi", "none".
+
+Gradient: the solve is a linear map phi = S b with S = P A^+ P symmetric, so dL/db = S dL/dphi: the backward pass
+is one more solve of the same kind with the incoming gradient as right-hand side (warm-started from the previous
+adjoint solution). Nothing is recorded per iteration; memory does not grow with the iteration count. Its accuracy
+is the solver tolerance (relative `adjoint_rtol` of the incoming gradient).
+
+Implementation. Each kernel holds a few top-level loops (Taichi compiles one function per top-level loop; a single
+kernel holding a whole solve had ~25 loop nests in one function and took 20 s to compile, growing quadratically).
+Python drives the iterations and reads each copy's residual after each one (a few tens of microseconds, against
+about a millisecond per iteration at 128^2). Every per-cell array has a one-cell halo, so the stencils need no
+bounds tests: vectors are zero in solid cells and in the halo of non-periodic axes (a closed wall is left out of
+the diagonal; an open boundary counts and its outside value is 0), and the halo of a periodic axis holds the
+wrapped values. Reductions are per-row partial sums (loops over rows, local accumulators), never atomics.
+
+`UnrolledCG` is the reference that differentiates the iterations instead (Taichi's reverse mode through a fixed
+number of unpreconditioned CG iterations, memory O(iterations)); the tests check that both give the same gradient.
+"""
+
+import itertools
+import os
+
+import numpy as np
+import taichi as ti
+
+from ... import runtime
+from ...engine.launch import FastKernel
+from ...errors import DiffsimError
+
+PRECONDITIONERS = ("mg", "mic", "jacobi", "none")
+
+#: MIC(0) parameters (Bridson 2015): tau blends modified (1) and plain (0) incomplete Cholesky; a pivot below
+#: sigma times the diagonal falls back to the diagonal (keeps the factor positive on singular Neumann regions).
+MIC_TAU = 0.97
+MIC_SIGMA = 0.25
+#: multigrid: Gauss-Seidel sweeps per level on the way down and up, the scaling of the coarse-grid correction, and
+#: the symmetric sweep pairs on the coarsest level (at most 4^D cells there)
+MG_SWEEPS = 1
+MG_ALPHA = 1.5
+MG_COARSE_SWEEPS = 8
+#: child offsets of a coarse cell
+_CHILDREN = {d: tuple(itertools.product((0, 1), repeat=d)) for d in (2, 3)}
+#: the stopping test's floor, in units of eps 2 D max|x| (see PressureSolver.__init__)
+ROUNDING_FACTOR = 4.0
+#: below this many cells (times copies) the row loops run serially
+SERIAL_BELOW = 262144
+
+
+@ti.data_oriented
+class PressureSolver:
+    """Solves A phi = b for every batch copy: `solve(s, f)` reads ``s.pressure_rhs[f]`` and ``s.pressure[f]`` (the
+    warm start) and writes ``s.pressure[f + 1]``; `solve_adjoint(s, f)` turns ``s.pressure.grad[f + 1]`` into
+    ``s.pressure_rhs.grad[f]``.
+    """
+
+    def __init__(self, resolution, batch: int, face_open: np.ndarray, component: np.ndarray, n_components: int,
+                 periodic: tuple, preconditioner: str = "mg", max_iters: int | None = None,
+                 mg_sweeps: int | None = None):
+        if preconditioner not in PRECONDITIONERS:
+            raise DiffsimError(f"unknown preconditioner {preconditioner!r}; choose {', '.join(PRECONDITIONERS)}",
+                               where="solver.preconditioner")
+        self.n = tuple(int(k) for k in resolution)
+        self.dim = D = len(self.n)
+        self.batch = B = int(batch)
+        self.periodic = tuple(bool(p) for p in periodic)
+        self.preconditioner = preconditioner
+        self.use_mic = preconditioner == "mic"
+        self.use_jacobi = preconditioner == "jacobi"
+        self.use_mg = preconditioner == "mg"
+        self.mg_sweeps = int(mg_sweeps or MG_SWEEPS)
+        self.mg_alpha = float(os.environ.get("DIFFSIM_MG_ALPHA", MG_ALPHA))
+        self.n_components = int(n_components)
+        self.max_iters = int(max_iters) if max_iters is not None else max(200, 4 * sum(self.n) * D)
+        # A relative tolerance below the precision of the residual itself cannot be met: in f32 the true residual
+        # b - A x of a warm start x carries a rounding error of about eps |A| |x| = eps 2 D |x| per cell (x, the
+        # pressure, is up to n^2 times larger than b for smooth flows), and a solve asked for less iterated to
+        # max_iters (measured at 64^2: 12 iterations per solve in f32 against 1.3 in f64). The stopping test is
+        # therefore floored at ROUNDING_FACTOR eps 2 D max|x_warm| (negligible in f64: 1e-15 |x|).
+        eps = 2.0**-52 if runtime.current()["precision"] == "f64" else 2.0**-23
+        self.rounding = ROUNDING_FACTOR * eps * 2 * D
+        self.serial = B * int(np.prod(self.n)) < SERIAL_BELOW
+        # loop extents: the third is 1 in 2D
+        self.ext = (*self.n, 1) if D == 2 else self.n
+        real = runtime.real()
+        halo = tuple(k + 2 for k in self.n)
+        self.halo = halo
+        # loop extents over the lower halo layer of each axis (for the periodic copies)
+        self.slabs = [tuple(1 if c == a else halo[c] for c in range(D)) + ((1,) if D == 2 else ()) for a in range(D)]
+        vec = lambda: ti.field(real, shape=(B, *halo))  # noqa: E731
+        self.x, self.lam, self.r, self.z, self.p, self.Ap, self.bvec = (vec() for _ in range(7))
+        self.face_open = ti.Vector.field(D, real, shape=tuple(k + 1 for k in self.n))  # for UnrolledCG
+        self.face_open.from_numpy(face_open.astype(runtime.np_real()))
+        self.diag = ti.field(real, shape=halo)  # open faces of the cell (0: solid)
+        self.precon = ti.field(real, shape=halo)  # MIC: 1 / L_ii; Jacobi: 1 / A_ii
+        self.lcoef = ti.Vector.field(D, real, shape=halo)  # MIC: coupling to I - e_k times precon(I - e_k)
+        self.upper = ti.Vector.field(D, real, shape=halo)  # MIC: coupling to I + e_k (no periodic wrap)
+        self.component = ti.field(runtime.index_type(), shape=halo)
+        nc = max(self.n_components, 1)
+        self.comp_sum = ti.field(real, shape=(B, nc))
+        self.inv_count = ti.field(real, shape=(nc,))
+        counts = np.bincount(component[component >= 0].ravel(), minlength=nc).astype(np.float64)
+        self.inv_count.from_numpy((1.0 / np.maximum(counts, 1)).astype(runtime.np_real()))
+        # per-copy scalars of the iteration, and row partial sums for the reductions
+        self.rz = ti.field(real, shape=(B,))
+        self.pAp = ti.field(real, shape=(B,))
+        self.rmax = ti.field(real, shape=(B,))
+        self.tol = ti.field(real, shape=(B,))
+        self.active = ti.field(real, shape=(B,))  # 1 while the copy iterates
+        self.restart = ti.field(real, shape=(B,))  # 1: next direction is the preconditioned residual itself
+        self.row_sum = ti.field(real, shape=(B, self.n[0]))
+        self.row_max = ti.field(real, shape=(B, self.n[0]))
+        # statistics: forward solves, forward iterations, adjoint solves, adjoint iterations, solves that ended
+        # above their tolerance; and the last solve of each copy
+        self.totals = np.zeros(5, dtype=np.int64)
+        self.last_iterations = [0] * B
+        self.last_residual = [0.0] * B
+        self._setup(face_open, component)
+
+    # -- set-up ---------------------------------------------------------------------------------------------------
+    def _setup(self, face_open: np.ndarray, component: np.ndarray) -> None:
+        n, D = self.n, self.dim
+        diag = np.zeros(n)
+        lower = np.zeros((*n, D))
+        upper = np.zeros((*n, D))
+        cells = tuple(slice(0, k) for k in n)
+        for k in range(D):
+            lo = face_open[(*cells, k)]  # face below cell I along k
+            hi_idx = list(cells)
+            hi_idx[k] = slice(1, n[k] + 1)
+            hi = face_open[(*hi_idx, k)]  # face above
+            diag += lo + hi
+            # MIC couples only neighbours inside the box (the periodic wrap is left out of the preconditioner)
+            lw = lo.copy()
+            np.moveaxis(lw, k, 0)[0] = 0.0
+            up = hi.copy()
+            np.moveaxis(up, k, 0)[-1] = 0.0
+            lower[..., k] = lw
+            upper[..., k] = up
+        npr = runtime.np_real()
+        inner = tuple(slice(1, k + 1) for k in n)
+
+        def haloed(a, extra=()):
+            out = np.zeros(tuple(k + 2 for k in n) + extra, dtype=a.dtype)
+            out[inner] = a
+            return out
+
+        self.diag_np = diag
+        self.diag.from_numpy(haloed(diag).astype(npr))
+        self.upper.from_numpy(haloed(upper, (D,)).astype(npr))
+        comp_h = -np.ones(tuple(k + 2 for k in n), dtype=np.int64)
+        comp_h[inner] = component
+        self.component.from_numpy(comp_h.astype(runtime.np_index()))
+        if self.use_mic:
+            precon = self._mic(diag, lower, upper)
+        elif self.use_jacobi:
+            precon = np.where(diag > 0, 1.0 / np.maximum(diag, 1e-30), 0.0)
+        else:
+            precon = np.zeros(n)
+        precon_h = haloed(precon)
+        lcoef = np.zeros((*n, D))
+        for k in range(D):
+            shifted = np.roll(precon_h, 1, axis=k)[inner]  # precon(I - e_k), 0 from the halo at I_k = 0
+            lcoef[..., k] = lower[..., k] * shifted
+        self.precon.from_numpy(precon_h.astype(npr))
+        self.lcoef.from_numpy(haloed(lcoef, (D,)).astype(npr))
+        if self.use_mg:
+            self._setup_mg(face_open)
+
+    def _setup_mg(self, face_open: np.ndarray) -> None:
+        """The multigrid hierarchy (see the module docstring); coarsening stops below 8 cells on an axis or at an
+        odd periodic axis."""
+        D, B = self.dim, self.batch
+        real, npr = runtime.real(), runtime.np_real()
+        weights = [[face_open[(*[slice(0, m + (1 if a == k else 0)) for a, m in enumerate(self.n)], k)]
+                    for k in range(D)]]
+        sizes = [self.n]
+        while True:
+            n = sizes[-1]
+            if min(n) < 8 or any(p and m % 2 for p, m in zip(self.periodic, n, strict=False)):
+                break
+            nc = tuple(-(-m // 2) for m in n)
+            coarse = []
+            for k in range(D):
+                w = weights[-1][k]  # shape: n_k + 1 along k, n_a along a != k
+                w = np.take(w, np.minimum(2 * np.arange(nc[k] + 1), n[k]), axis=k)
+                for a in range(D):
+                    if a != k:
+                        pad = [(0, 0)] * D
+                        pad[a] = (0, 2 * nc[a] - n[a])
+                        w = np.pad(w, pad)
+                        shape = list(w.shape)
+                        w = w.reshape(shape[:a] + [nc[a], 2] + shape[a + 1:]).sum(axis=a + 1)
+                coarse.append(w)
+            weights.append(coarse)
+            sizes.append(nc)
+        self.levels = sizes
+        L = len(sizes)
+        halo0 = tuple(k + 2 for k in self.n)
+        w_h = np.zeros((L, *halo0, D))
+        invd = np.zeros((L, *halo0))
+        for lvl, (m, ws) in enumerate(zip(sizes, weights, strict=False)):
+            diag = np.zeros(m)
+            for k in range(D):
+                region = tuple(slice(1, 1 + ws[k].shape[a]) for a in range(D))
+                w_h[(lvl, *region, k)] = ws[k]
+                lo = ws[k][tuple(slice(0, mm) for mm in m)]
+                hi_idx = [slice(0, mm) for mm in m]
+                hi_idx[k] = slice(1, m[k] + 1)
+                diag += lo + ws[k][tuple(hi_idx)]
+            invd[(lvl, *(slice(1, k + 1) for k in m))] = np.where(diag > 0, 1.0 / np.maximum(diag, 1e-30), 0.0)
+        # every level lives in the fine level's (haloed) box: level l uses the corner n_l + 2
+        self.mg_w = ti.Vector.field(D, real, shape=(L, *halo0))
+        self.mg_w.from_numpy(w_h.astype(npr))
+        self.mg_invd = ti.field(real, shape=(L, *halo0))
+        self.mg_invd.from_numpy(invd.astype(npr))
+        self.mg_x = ti.field(real, shape=(B, L, *halo0))
+        self.mg_b = ti.field(real, shape=(B, L, *halo0))
+        self.mg_ext = [(*m, 1) if D == 2 else tuple(m) for m in sizes]
+        self.mg_slabs = [[tuple(1 if c == a else m[c] + 2 for c in range(D)) + ((1,) if D == 2 else ())
+                          for a in range(D)] for m in sizes]
+
+    def _mic(self, diag: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+        """MIC(0) factor, 1 / L_ii per cell, in lexicographic order (Bridson 2015, fig. 5.7, in D dimensions)."""
+        real = runtime.real()
+        d_f = ti.field(real, shape=self.n)
+        l_f = ti.Vector.field(self.dim, real, shape=self.n)
+        u_f = ti.Vector.field(self.dim, real, shape=self.n)
+        out = ti.field(real, shape=self.halo)
+        npr = runtime.np_real()
+        d_f.from_numpy(diag.astype(npr))
+        l_f.from_numpy(lower.astype(npr))
+        u_f.from_numpy(upper.astype(npr))
+        self._build_mic(d_f, l_f, u_f, out, MIC_TAU, MIC_SIGMA)
+        return out.to_numpy()[tuple(slice(1, k + 1) for k in self.n)].astype(np.float64)
+
+    @ti.kernel
+    def _build_mic(self, diag: ti.template(), lower: ti.template(), upper: ti.template(), precon: ti.template(),
+                   tau: float, sigma: float):
+        """precon (haloed) = 1 / sqrt(e_i), e_i = A_ii - sum_k (A_i,i-k p_i-k)^2 - tau sum_k A_i,i-k (the other upper
+        couplings of i-k) p_i-k^2; a pivot e_i < sigma A_ii is replaced by A_ii."""
+        ti.loop_config(serialize=True)
+        for _ in range(1):
+            for I in ti.grouped(ti.ndrange(*self.n)):
+                d = diag[I]
+                if d > 0:
+                    e = d
+                    for k in ti.static(range(self.dim)):
+                        if I[k] > 0:
+                            J = I - ti.Vector.unit(self.dim, k, ti.i32)
+                            pj = precon[J + 1]
+                            lw = lower[I][k]
+                            other = 0.0
+                            for k2 in ti.static(range(self.dim)):
+                                if ti.static(k2 != k):
+                                    other += upper[J][k2]
+                            e -= (lw * pj) ** 2 + tau * lw * other * pj * pj
+                    if e < sigma * d:
+                        e = d
+                    precon[I + 1] = 1.0 / ti.sqrt(e)
+
+    # -- helpers ---------------------------------------------------------------------------------------------------
+    @ti.func
+    def _at(self, i, j, k):
+        """The index vector of loop indices (i, j, k); k is unused in 2D."""
+        return ti.Vector([i, j] if ti.static(self.dim == 2) else [i, j, k])
+
+    @ti.func
+    def _apply_A(self, v: ti.template(), b, H):
+        c = v[b, H]
+        nb = v[b, H + ti.Vector.unit(self.dim, 0, ti.i32)] + v[b, H - ti.Vector.unit(self.dim, 0, ti.i32)]
+        for a in ti.static(range(1, self.dim)):
+            e = ti.Vector.unit(self.dim, a, ti.i32)
+            nb += v[b, H + e] + v[b, H - e]
+        d = self.diag[H]
+        return ti.select(d > 0, d * c - nb, 0.0)
+
+    def _halo_loops(self, v):
+        """Not a kernel: returns the list of periodic axes, for `_refresh_halo`'s static loops."""
+        return [a for a in range(self.dim) if self.periodic[a]]
+
+    @ti.func
+    def _refresh_halo(self, v: ti.template()):
+        """Top-level loops copying the wrapped neighbours into the halo of periodic axes (others stay zero)."""
+        for a in ti.static(range(self.dim)):
+            if ti.static(self.periodic[a]):
+                e = ti.Vector.unit(self.dim, a, ti.i32)
+                na = ti.static(self.n[a])
+                ext = ti.static(self.slabs[a])
+                for b, i, j, k in ti.ndrange(self.batch, ext[0], ext[1], ext[2]):
+                    H = self._at(i, j, k)
+                    v[b, H] = v[b, H + na * e]
+                    v[b, H + (na + 1) * e] = v[b, H + e]
+
+    @ti.func
+    def _project_field(self, v: ti.template()):
+        """P v: remove the mean over each closed fluid region (top-level loops; nothing when all are open)."""
+        if ti.static(self.n_components > 0):
+            for b, c in ti.ndrange(self.batch, self.n_components):
+                self.comp_sum[b, c] = 0.0
+            ti.loop_config(serialize=True)
+            for b in range(self.batch):
+                for i in range(1, self.ext[0] + 1):
+                    for j in range(1, self.ext[1] + 1):
+                        for k in range(1, self.ext[2] + 1):
+                            H = self._at(i, j, k)
+                            c = self.component[H]
+                            if c >= 0:
+                                self.comp_sum[b, c] += v[b, H]
+            ti.loop_config(serialize=ti.static(self.serial))
+            for b, i in ti.ndrange(self.batch, self.ext[0]):
+                for j in range(1, self.ext[1] + 1):
+                    for k in range(1, self.ext[2] + 1):
+                        H = self._at(i + 1, j, k)
+                        c = self.component[H]
+                        if c >= 0:
+                            v[b, H] -= self.comp_sum[b, c] * self.inv_count[c]
+
+    @ti.func
+    def _residual(self, x: ti.template()):
+        """r = bvec - A x and per-copy max |r| into rmax (x's halo must be current)."""
+        ti.loop_config(serialize=ti.static(self.serial))
+        for b, i in ti.ndrange(self.batch, self.ext[0]):
+            m = 0.0
+            for j in range(1, self.ext[1] + 1):
+                for k in range(1, self.ext[2] + 1):
+                    H = self._at(i + 1, j, k)
+                    ri = self.bvec[b, H] - self._apply_A(x, b, H)
+                    self.r[b, H] = ri
+                    m = ti.max(m, ti.abs(ri))
+            self.row_max[b, i] = m
+        for b in range(self.batch):
+            m = 0.0
+            for i in range(self.ext[0]):
+                m = ti.max(m, self.row_max[b, i])
+            self.rmax[b] = m
+
+    # -- kernels: set-up, iteration, check, finish ------------------------------------------------------------------
+    @ti.kernel
+    def _start(self, s: ti.template(), f: ti.i32, atol: float, rtol: float, adjoint: ti.i32):
+        """Load the right-hand side and the warm start, project, residual, tolerance."""
+        ti.loop_config(serialize=ti.static(self.serial))
+        for b, i in ti.ndrange(self.batch, self.ext[0]):
+            for j in range(self.ext[1]):
+                for k in range(self.ext[2]):
+                    I = self._at(i, j, k)
+                    if adjoint == 0:
+                        self.x[b, I + 1] = s.pressure[f, b, I]
+                        self.bvec[b, I + 1] = s.pressure_rhs[f, b, I]
+                    else:
+                        self.x[b, I + 1] = self.lam[b, I + 1]
+                        self.bvec[b, I + 1] = s.pressure.grad[f + 1, b, I]
+        self._project_field(self.bvec)
+        self._refresh_halo(self.x)
+        ti.loop_config(serialize=ti.static(self.serial))
+        for b, i in ti.ndrange(self.batch, self.ext[0]):
+            m = 0.0
+            mx = 0.0
+            for j in range(1, self.ext[1] + 1):
+                for k in range(1, self.ext[2] + 1):
+                    m = ti.max(m, ti.abs(self.bvec[b, self._at(i + 1, j, k)]))
+                    mx = ti.max(mx, ti.abs(self.x[b, self._at(i + 1, j, k)]))
+            self.row_max[b, i] = m
+            self.row_sum[b, i] = mx
+        for b in range(self.batch):
+            m = 0.0
+            mx = 0.0
+            for i in range(self.ext[0]):
+                m = ti.max(m, self.row_max[b, i])
+                mx = ti.max(mx, self.row_sum[b, i])
+            # the rounding floor: b - A x cannot be computed more accurately than eps 4 D max|x|
+            self.tol[b] = ti.max(ti.max(atol, rtol * m), ti.static(self.rounding) * mx)
+            self.restart[b] = 1.0
+            self.rz[b] = 0.0
+        self._residual(self.x)
+
+    @ti.kernel
+    def _precondition_jacobi(self):
+        """z = M^-1 r for the diagonal (or identity) preconditioner."""
+        ti.loop_config(serialize=ti.static(self.serial))
+        for b, i in ti.ndrange(self.batch, self.ext[0]):
+            for j in range(1, self.ext[1] + 1):
+                for k in range(1, self.ext[2] + 1):
+                    H = self._at(i + 1, j, k)
+                    zi = self.r[b, H]
+                    if ti.static(self.use_jacobi):
+                        zi *= self.precon[H]
+                    self.z[b, H] = zi
+
+    @ti.kernel
+    def _precondition_mic(self):
+        """z = M^-1 r, M = L L^T: forward substitution (lexicographic; q kept in z), then backward."""
+        for b in range(self.batch):
+            for i in range(1, self.ext[0] + 1):
+                for j in range(1, self.ext[1] + 1):
+                    for k in range(1, self.ext[2] + 1):
+                        H = self._at(i, j, k)
+                        lc = self.lcoef[H]
+                        t = self.r[b, H] + lc[0] * self.z[b, H - ti.Vector.unit(self.dim, 0, ti.i32)]
+                        for a in ti.static(range(1, self.dim)):
+                            t += lc[a] * self.z[b, H - ti.Vector.unit(self.dim, a, ti.i32)]
+                        self.z[b, H] = t * self.precon[H]
+        for b in range(self.batch):
+            for i_ in range(self.ext[0]):
+                for j_ in range(self.ext[1]):
+                    for k_ in range(self.ext[2]):
+                        H = self._at(self.ext[0] - i_, self.ext[1] - j_, self.ext[2] - k_)
+                        uc = self.upper[H]
+                        pi = self.precon[H]
+                        t = uc[0] * self.z[b, H + ti.Vector.unit(self.dim, 0, ti.i32)]
+                        for a in ti.static(range(1, self.dim)):
+                            t += uc[a] * self.z[b, H + ti.Vector.unit(self.dim, a, ti.i32)]
+                        self.z[b, H] = (self.z[b, H] + pi * t) * pi
+
+    @ti.kernel
+    def _direction(self):
+        """rz_new = r . z, beta = rz_new / rz (0 after a restart), p = z + beta p (inactive copies keep p)."""
+        ti.loop_config(serialize=ti.static(self.serial))
+        for b, i in ti.ndrange(self.batch, self.ext[0]):
+            acc = 0.0
+            for j in range(1, self.ext[1] + 1):
+                for k in range(1, self.ext[2] + 1):
+                    H = self._at(i + 1, j, k)
+                    acc += self.r[b, H] * self.z[b, H]
+            self.row_sum[b, i] = acc
+        for b in range(self.batch):
+            acc = 0.0
+            for i in range(self.ext[0]):
+                acc += self.row_sum[b, i]
+            beta = 0.0
+            if self.restart[b] == 0.0 and self.rz[b] != 0.0:
+                beta = acc / self.rz[b]
+            self.row_sum[b, 0] = beta  # reused below as this copy's beta
+            if self.active[b] > 0:
+                self.rz[b] = acc
+                self.restart[b] = 0.0
+        ti.loop_config(serialize=ti.static(self.serial))
+        for b, i in ti.ndrange(self.batch, self.ext[0]):
+            beta = self.row_sum[b, 0]
+            if self.active[b] > 0:
+                for j in range(1, self.ext[1] + 1):
+                    for k in range(1, self.ext[2] + 1):
+                        H = self._at(i + 1, j, k)
+                        self.p[b, H] = self.z[b, H] + beta * self.p[b, H]
+        self._refresh_halo(self.p)
+
+    @ti.kernel
+    def _update(self):
+        """Ap, alpha = rz / p.Ap, x += alpha p, r -= alpha Ap, rmax (inactive copies: alpha = 0)."""
+        ti.loop_config(serialize=ti.static(self.serial))
+        for b, i in ti.ndrange(self.batch, self.ext[0]):
+            acc = 0.0
+            for j in range(1, self.ext[1] + 1):
+                for k in range(1, self.ext[2] + 1):
+                    H = self._at(i + 1, j, k)
+                    q = self._apply_A(self.p, b, H)
+                    self.Ap[b, H] = q
+                    acc += self.p[b, H] * q
+            self.row_sum[b, i] = acc
+        for b in range(self.batch):
+            acc = 0.0
+            for i in range(self.ext[0]):
+                acc += self.row_sum[b, i]
+            self.pAp[b] = acc
+        ti.loop_config(serialize=ti.static(self.serial))
+        for b, i in ti.ndrange(self.batch, self.ext[0]):
+            alpha = 0.0
+            if self.active[b] > 0 and self.pAp[b] > 0:
+                alpha = self.rz[b] / self.pAp[b]
+            m = 0.0
+            for j in range(1, self.ext[1] + 1):
+                for k in range(1, self.ext[2] + 1):
+                    H = self._at(i + 1, j, k)
+                    self.x[b, H] += alpha * self.p[b, H]
+                    ri = self.r[b, H] - alpha * self.Ap[b, H]
+                    self.r[b, H] = ri
+                    m = ti.max(m, ti.abs(ri))
+            self.row_max[b, i] = m
+        for b in range(self.batch):
+            m = 0.0
+            for i in range(self.ext[0]):
+                m = ti.max(m, self.row_max[b, i])
+            self.rmax[b] = m
+
+    @ti.kernel
+    def _true_residual(self):
+        """r = b - A x from scratch (confirms the recursive residual, which drifts in low precision), and the
+        rounding floor of the tolerance raised to the current max|x| (a solve started from zero has no floor yet)."""
+        self._refresh_halo(self.x)
+        self._residual(self.x)
+        ti.loop_config(serialize=ti.static(self.serial))
+        for b, i in ti.ndrange(self.batch, self.ext[0]):
+            mx = 0.0
+            for j in range(1, self.ext[1] + 1):
+                for k in range(1, self.ext[2] + 1):
+                    mx = ti.max(mx, ti.abs(self.x[b, self._at(i + 1, j, k)]))
+            self.row_sum[b, i] = mx
+        for b in range(self.batch):
+            mx = 0.0
+            for i in range(self.ext[0]):
+                mx = ti.max(mx, self.row_sum[b, i])
+            self.tol[b] = ti.max(self.tol[b], ti.static(self.rounding) * mx)
+
+    @ti.kernel
+    def _finish(self, s: ti.template(), f: ti.i32, adjoint: ti.i32):
+        self._project_field(self.x)
+        ti.loop_config(serialize=ti.static(self.serial))
+        for b, i in ti.ndrange(self.batch, self.ext[0]):
+            for j in range(self.ext[1]):
+                for k in range(self.ext[2]):
+                    I = self._at(i, j, k)
+                    if adjoint == 0:
+                        s.pressure[f + 1, b, I] = self.x[b, I + 1]
+                    else:
+                        self.lam[b, I + 1] = self.x[b, I + 1]
+                        s.pressure_rhs.grad[f, b, I] += self.x[b, I + 1]
+
+    # -- multigrid V-cycle (static over levels: each level's loops are their own top-level loops) -----------------
+    @ti.func
+    def _mg_halo(self, lvl: ti.template()):
+        for a in ti.static(range(self.dim)):
+            if ti.static(self.periodic[a]):
+                e = ti.Vector.unit(self.dim, a, ti.i32)
+                na = ti.static(self.levels[lvl][a])
+                ext = ti.static(self.mg_slabs[lvl][a])
+                for b, i, j, k in ti.ndrange(self.batch, ext[0], ext[1], ext[2]):
+                    H = self._at(i, j, k)
+                    self.mg_x[b, lvl, H] = self.mg_x[b, lvl, H + na * e]
+                    self.mg_x[b, lvl, H + (na + 1) * e] = self.mg_x[b, lvl, H + e]
+
+    @ti.func
+    def _mg_relax(self, b, lvl, H, first: ti.template()):
+        """One Gauss-Seidel update of cell H: x = (b + sum w x_neighbour) / d. `first`: x is zero before this
+        sweep, so only the already-updated lower neighbours inside the box count."""
+        acc = self.mg_b[b, lvl, H]
+        for a in ti.static(range(self.dim)):
+            e = ti.Vector.unit(self.dim, a, ti.i32)
+            if ti.static(first):
+                acc += self.mg_w[lvl, H][a] * self.mg_x[b, lvl, H - e] * ti.cast(H[a] > 1, float)
+            else:
+                acc += (self.mg_w[lvl, H][a] * self.mg_x[b, lvl, H - e]
+                        + self.mg_w[lvl, H + e][a] * self.mg_x[b, lvl, H + e])
+        self.mg_x[b, lvl, H] = acc * self.mg_invd[lvl, H]
+
+    @ti.func
+    def _mg_sweep(self, lvl: ti.template(), forward: ti.template(), first: ti.template(), repeat: ti.template()):
+        """`repeat` lexicographic Gauss-Seidel sweeps over a level (alternating direction after the first)."""
+        if ti.static(not first):
+            self._mg_halo(lvl)
+        ext = ti.static(self.mg_ext[lvl])
+        for b in range(self.batch):  # sequential within a copy
+            for s_ in range(repeat):
+                fwd = ti.static(forward) != (s_ % 2 == 1)
+                o = ti.select(fwd, 1, 0)
+                for i_ in range(ext[0]):
+                    for j_ in range(ext[1]):
+                        for k_ in range(ext[2]):
+                            H = self._at(o * (i_ + 1) + (1 - o) * (ext[0] - i_),
+                                         o * (j_ + 1) + (1 - o) * (ext[1] - j_),
+                                         o * (k_ + 1) + (1 - o) * (ext[2] - k_))
+                            if ti.static(first):
+                                if s_ == 0:
+                                    self._mg_relax(b, lvl, H, True)
+                                else:
+                                    self._mg_relax(b, lvl, H, False)
+                            else:
+                                self._mg_relax(b, lvl, H, False)
+
+    @ti.func
+    def _mg_restrict(self, lvl: ti.template()):
+        """b[lvl + 1] = sum over the children of the residual b - A x of level lvl."""
+        self._mg_halo(lvl)
+        nf = ti.static(self.levels[lvl])
+        ext_c = ti.static(self.mg_ext[lvl + 1])
+        ti.loop_config(serialize=ti.static(self.serial))
+        for b, i, j, k in ti.ndrange(self.batch, ext_c[0], ext_c[1], ext_c[2]):
+            Ic = self._at(i, j, k)
+            total = 0.0
+            for c in ti.static(_CHILDREN[self.dim]):
+                C = Ic * 2 + ti.Vector(c)
+                if all(C < ti.Vector(nf)):
+                    H = C + 1
+                    xc = self.mg_x[b, lvl, H]
+                    res = self.mg_b[b, lvl, H]
+                    for a in ti.static(range(self.dim)):
+                        e = ti.Vector.unit(self.dim, a, ti.i32)
+                        res -= (self.mg_w[lvl, H][a] * (xc - self.mg_x[b, lvl, H - e])
+                                + self.mg_w[lvl, H + e][a] * (xc - self.mg_x[b, lvl, H + e]))
+                    total += res
+            self.mg_b[b, lvl + 1, Ic + 1] = total
+
+    @ti.func
+    def _mg_prolong(self, lvl: ti.template()):
+        """x[lvl] += alpha x[lvl + 1] of the parent (fluid cells only)."""
+        ext = ti.static(self.mg_ext[lvl])
+        ti.loop_config(serialize=ti.static(self.serial))
+        for b, i, j, k in ti.ndrange(self.batch, ext[0], ext[1], ext[2]):
+            I = self._at(i, j, k)
+            H = I + 1
+            fluid = ti.cast(self.mg_invd[lvl, H] > 0, float)
+            self.mg_x[b, lvl, H] += ti.static(self.mg_alpha) * fluid * self.mg_x[b, lvl + 1, I // 2 + 1]
+
+    @ti.kernel
+    def _precondition_mg(self):
+        """z = V(r): one V-cycle from zero."""
+        L = ti.static(len(self.levels))
+        ti.loop_config(serialize=ti.static(self.serial))
+        for b, i in ti.ndrange(self.batch, self.ext[0]):
+            for j in range(1, self.ext[1] + 1):
+                for k in range(1, self.ext[2] + 1):
+                    H = self._at(i + 1, j, k)
+                    self.mg_b[b, 0, H] = self.r[b, H]
+        for lvl in ti.static(range(L - 1)):
+            self._mg_sweep(lvl, True, True, self.mg_sweeps)
+            self._mg_restrict(lvl)
+        self._mg_sweep(L - 1, True, True, 2 * MG_COARSE_SWEEPS)
+        for lvl_ in ti.static(range(L - 1)):
+            lvl = ti.static(L - 2 - lvl_)
+            self._mg_prolong(lvl)
+            self._mg_sweep(lvl, False, False, self.mg_sweeps)
+        ti.loop_config(serialize=ti.static(self.serial))
+        for b, i in ti.ndrange(self.batch, self.ext[0]):
+            for j in range(1, self.ext[1] + 1):
+                for k in range(1, self.ext[2] + 1):
+                    H = self._at(i + 1, j, k)
+                    self.z[b, H] = self.mg_x[b, 0, H]
+
+    # -- driving a solve ---------------------------------------------------------------------------------------------
+    def launchers(self, s):
+        """(solve(f, atol, rtol, maxit), solve_adjoint(f, atol, rtol, maxit)) for the step loop."""
+        start = FastKernel(self._start, s, types="iffi")
+        finish = FastKernel(self._finish, s, types="ii")
+        if self.use_mg:
+            precondition = FastKernel(self._precondition_mg, types="")
+        elif self.use_mic:
+            precondition = FastKernel(self._precondition_mic, types="")
+        else:
+            precondition = FastKernel(self._precondition_jacobi, types="")
+        direction = FastKernel(self._direction, types="")
+        update = FastKernel(self._update, types="")
+        true_residual = FastKernel(self._true_residual, types="")
+        B = self.batch
+
+        def run(f, atol, rtol, maxit, adjoint):
+            start(f, atol, rtol, adjoint)
+            tol = self.tol.to_numpy()
+            rmax = self.rmax.to_numpy()
+            active = (rmax > tol).astype(np.float64)
+            its = np.zeros(B, dtype=np.int64)
+            it = 0
+            while active.any() and it < maxit:
+                self.active.from_numpy(active.astype(runtime.np_real()))
+                precondition()
+                direction()
+                update()
+                it += 1
+                its += active.astype(np.int64)
+                rmax = self.rmax.to_numpy()
+                done = (rmax <= tol) & (active > 0)
+                if done.any():
+                    true_residual()  # confirm; a copy whose true residual disagrees restarts
+                    tol = self.tol.to_numpy()
+                    rmax_true = self.rmax.to_numpy()
+                    confirmed = done & (rmax_true <= tol)
+                    restart = done & ~confirmed
+                    active = np.where(confirmed, 0.0, active)
+                    if restart.any():
+                        r = self.restart.to_numpy()
+                        r[restart] = 1.0
+                        self.restart.from_numpy(r)
+                    rmax = np.where(done, rmax_true, rmax)
+            finish(f, adjoint)
+            k = 2 if adjoint else 0
+            self.totals[k] += B
+            self.totals[k + 1] += int(its.sum())
+            self.totals[4] += int((rmax > tol).sum())
+            self.last_iterations = its.tolist()
+            self.last_residual = rmax.astype(float).tolist()
+
+        return (lambda f, atol, rtol, maxit: run(f, atol, rtol, maxit, 0),
+                lambda f, atol, rtol, maxit: run(f, atol, rtol, maxit, 1))
+
+    def reset_adjoint(self) -> None:
+        self.lam.fill(0)
+
+    def stats(self) -> dict:
+        """Solve counts and iterations since the last `reset_stats`."""
+        t = self.totals
+        return {"solves": int(t[0]), "iterations": int(t[1]), "adjoint_solves": int(t[2]),
+                "adjoint_iterations": int(t[3]), "unconverged": int(t[4]),
+                "last_iterations": list(self.last_iterations), "last_residual": list(self.last_residual)}
+
+    def reset_stats(self) -> None:
+        self.totals[:] = 0
+
+
+@ti.data_oriented
+class UnrolledCG:
+    """Reference solver for tests: `iters` plain CG iterations from zero, differentiated by Taichi's reverse mode
+    through every iteration (memory O(iters), each iterate kept). Open or periodic domains without closed regions
+    (the projection P is not implemented here)."""
+
+    def __init__(self, solver: PressureSolver, iters: int):
+        if solver.n_components:
+            raise DiffsimError("the unrolled reference solver needs a domain whose fluid touches an open boundary")
+        self.s = solver
+        self.iters = int(iters)
+        n, B, D = solver.n, solver.batch, solver.dim
+        real = runtime.real()
+        K = self.iters + 1
+        self.x = ti.field(real, shape=(K, B, *n), needs_grad=True)
+        self.r = ti.field(real, shape=(K, B, *n), needs_grad=True)
+        self.p = ti.field(real, shape=(K, B, *n), needs_grad=True)
+        self.Ap = ti.field(real, shape=(K, B, *n), needs_grad=True)
+        self.rr = ti.field(real, shape=(K, B), needs_grad=True)
+        self.pAp = ti.field(real, shape=(K, B), needs_grad=True)
+        self.dim = D
+
+    @ti.func
+    def _neighbour(self, v: ti.template(), k, b, I, e, sign: ti.template()):
+        """v at the cell across a face (0 outside a non-periodic boundary)."""
+        J = I + sign * e
+        out = 0.0
+        inside = True
+        for a in ti.static(range(self.dim)):
+            if ti.static(self.s.periodic[a]):
+                J[a] = (J[a] + self.s.n[a]) % self.s.n[a]
+            elif J[a] < 0 or J[a] >= self.s.n[a]:
+                inside = False
+        if inside:
+            out = v[k, b, J]
+        return out
+
+    @ti.kernel
+    def start(self, s: ti.template(), f: ti.i32):
+        for J in ti.grouped(ti.ndrange(self.s.batch, *self.s.n)):
+            b, I = J[0], ti.Vector([J[a + 1] for a in ti.static(range(self.dim))])
+            rhs = s.pressure_rhs[f, b, I]
+            self.x[0, b, I] = 0.0
+            self.r[0, b, I] = rhs
+            self.p[0, b, I] = rhs
+        for J in ti.grouped(ti.ndrange(self.s.batch, *self.s.n)):
+            b, I = J[0], ti.Vector([J[a + 1] for a in ti.static(range(self.dim))])
+            self.rr[0, b] += self.r[0, b, I] ** 2
+
+    @ti.kernel
+    def iterate(self, k: ti.i32):
+        for J in ti.grouped(ti.ndrange(self.s.batch, *self.s.n)):
+            b, I = J[0], ti.Vector([J[a + 1] for a in ti.static(range(self.dim))])
+            c = self.p[k, b, I]
+            acc = 0.0
+            for a in ti.static(range(self.dim)):
+                e = ti.Vector.unit(self.dim, a, ti.i32)
+                acc += self.s.face_open[I][a] * (c - self._neighbour(self.p, k, b, I, e, -1))
+                acc += self.s.face_open[I + e][a] * (c - self._neighbour(self.p, k, b, I, e, 1))
+            self.Ap[k, b, I] = acc
+        for J in ti.grouped(ti.ndrange(self.s.batch, *self.s.n)):
+            b, I = J[0], ti.Vector([J[a + 1] for a in ti.static(range(self.dim))])
+            self.pAp[k, b] += self.p[k, b, I] * self.Ap[k, b, I]
+        for J in ti.grouped(ti.ndrange(self.s.batch, *self.s.n)):
+            b, I = J[0], ti.Vector([J[a + 1] for a in ti.static(range(self.dim))])
+            alpha = self.rr[k, b] / self.pAp[k, b]
+            self.x[k + 1, b, I] = self.x[k, b, I] + alpha * self.p[k, b, I]
+            self.r[k + 1, b, I] = self.r[k, b, I] - alpha * self.Ap[k, b, I]
+        for J in ti.grouped(ti.ndrange(self.s.batch, *self.s.n)):
+            b, I = J[0], ti.Vector([J[a + 1] for a in ti.static(range(self.dim))])
+            self.rr[k + 1, b] += self.r[k + 1, b, I] ** 2
+        for J in ti.grouped(ti.ndrange(self.s.batch, *self.s.n)):
+            b, I = J[0], ti.Vector([J[a + 1] for a in ti.static(range(self.dim))])
+            beta = self.rr[k + 1, b] / self.rr[k, b]
+            self.p[k + 1, b, I] = self.r[k + 1, b, I] + beta * self.p[k, b, I]
+
+    @ti.kernel
+    def finish(self, s: ti.template(), f: ti.i32):
+        for J in ti.grouped(ti.ndrange(self.s.batch, *self.s.n)):
+            b, I = J[0], ti.Vector([J[a + 1] for a in ti.static(range(self.dim))])
+            s.pressure[f + 1, b, I] = self.x[self.iters, b, I]
+
+    def forward(self, s, f: int) -> None:
+        self.rr.fill(0)
+        self.pAp.fill(0)
+        self.start(s, f)
+        for k in range(self.iters):
+            self.iterate(k)
+        self.finish(s, f)
+
+    def adjoint(self, s, f: int) -> None:
+        self.forward(s, f)  # recompute this step's iterates (only the last step's are kept)
+        for fld in (self.x, self.r, self.p, self.Ap, self.rr, self.pAp):
+            fld.grad.fill(0)
+        self.finish.grad(s, f)
+        for k in reversed(range(self.iters)):
+            self.iterate.grad(k)
+        self.start.grad(s, f)
