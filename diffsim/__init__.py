@@ -23,6 +23,7 @@ from .optim.losses import CenterOfMassLoss, CenterOfMassTargetLoss, FinalPositio
 from .runtime import available_archs, init
 from .systems.cloth import ClothModel, ClothSystem
 from .systems.mpm import MPMModel, MPMSystem
+from .systems.rigid import RigidModel, RigidSystem
 from .systems.smoke import SmokeModel, SmokeSystem
 from .systems.springs import SpringModel, SpringSystem
 
@@ -55,6 +56,8 @@ __all__ = [
     "ClothSystem",
     "MPMModel",
     "MPMSystem",
+    "RigidModel",
+    "RigidSystem",
     "SmokeModel",
     "SmokeSystem",
 ]

@@ -240,6 +240,50 @@ for _n in (64, 128, 256):
 # --- end smoke ---
 
 
+# --- rigid ---
+def _rigid_scene_sim(name, **kw):
+    from diffsim.scene import load_scene
+
+    _, sim, _ = load_scene(name, **kw).build()
+    return sim
+
+
+@case("billiards")
+def billiards():
+    """Billiards (scenes/billiards.toml): 11 balls, 4 cushions, 1,024 steps (issue target: <= 0.03 s/iteration;
+    DiffTaichi's billiards: 0.10-0.14 s)."""
+    return _rigid_scene_sim("billiards"), "fit"
+
+
+@case("rigid_walker2d")
+def rigid_walker2d():
+    """Rigid walker (scenes/rigid_walker2d.toml): 5 boxes, 4 PD hinge motors, periodic controller, 2,048 steps (issue target:
+    <= 0.1 s/iteration; DiffTaichi's rigid_body robot: 0.46 s)."""
+    return _rigid_scene_sim("rigid_walker2d"), "fit"
+
+
+def _billiards_rows(rows):
+    """A billiards rack of `rows` rows (rows (rows + 1) / 2 balls and the cue ball), 256 steps: contact candidates
+    grow as the square of the ball count (every pair is tested)."""
+    import diffsim
+    from diffsim.systems.rigid import RigidSystem
+    from diffsim.systems.rigid.robots import billiards as rack
+
+    model = rack(rows=rows, table=(0.6 + 0.06 * rows, 0.6 + 0.06 * rows), rack=(0.4, 0.3 + 0.03 * rows))
+    system = RigidSystem(model, dt=1e-3, gravity=[0.0, 0.0], ground=None, contact_stiffness=2e4,
+                         contact_restitution=0.95, contact_friction=0.05, table_friction=0.2)
+    system.params["initial.cue.velocity"].set([[2.0, 0.0]])
+    loss = diffsim.CenterOfMassLoss(direction=(1.0, 0.0))
+    return diffsim.Simulation(system, 256, loss=loss)
+
+
+for _rows in (2, 4, 8, 12):
+    _nb = _rows * (_rows + 1) // 2 + 1
+    CASES[f"billiards_{_nb}balls"] = (lambda r: lambda: (_billiards_rows(r), "fit"))(_rows)
+    CASES[f"billiards_{_nb}balls"].__doc__ = f"Rigid scaling: {_nb} balls on a table, all pairs tested, 256 steps"
+# --- end rigid ---
+
+
 SUITE = [
     "walker2d",
     "walker2d_checkpointed",
@@ -261,6 +305,12 @@ SUITE = [
     "smoke64",
     "smoke128",
     "smoke256",
+    "billiards",
+    "rigid_walker2d",
+    "billiards_4balls",
+    "billiards_11balls",
+    "billiards_37balls",
+    "billiards_79balls",
 ]
 
 

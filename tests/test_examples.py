@@ -21,6 +21,8 @@ SHORT = {
     "mpm_sysid.py": (["--iters", "2", "--steps", "40"], "loss.png"),
     "smoke_target2d.py": (["--size", "32", "--iters", "2"], "density_after.png"),
     "smoke_plume3d.py": (["--steps", "3"], "density_end.png"),
+    "billiards.py": (["--iters", "2", "--steps", "100"], "shots.png"),
+    "rigid_walker2d.py": (["--iters", "2", "--steps", "60"], "progress.png"),
 }
 
 

@@ -36,7 +36,8 @@ __all__ = [
 ]
 
 #: modules that register the built-in system kinds, imported on first use
-BUILTIN_MODULES = ("diffsim.scene.springs", "diffsim.scene.cloth", "diffsim.scene.mpm", "diffsim.scene.smoke")
+BUILTIN_MODULES = ("diffsim.scene.springs", "diffsim.scene.cloth", "diffsim.scene.mpm", "diffsim.scene.smoke",
+                   "diffsim.scene.rigid")
 
 
 @dataclass

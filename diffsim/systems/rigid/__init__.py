@@ -1,0 +1,4 @@
+from .model import RigidModel
+from .system import RigidSystem
+
+__all__ = ["RigidModel", "RigidSystem"]
