@@ -281,6 +281,25 @@ for _rows in (2, 4, 8, 12):
     _nb = _rows * (_rows + 1) // 2 + 1
     CASES[f"billiards_{_nb}balls"] = (lambda r: lambda: (_billiards_rows(r), "fit"))(_rows)
     CASES[f"billiards_{_nb}balls"].__doc__ = f"Rigid scaling: {_nb} balls on a table, all pairs tested, 256 steps"
+
+
+@case("bounce")
+def bounce():
+    """Warp's bounce task (benchmarks/peers/warp_bounce.py) in 3D, z up: a 1 kg ball of radius 0.1 m thrown at
+    (5, 0, -5) m/s from (-0.5, 0, 1) bounces off the ground and a static box (a wall at x = 2), 288 steps of
+    1/480 s, contact stiffness 1e4 N/m, restitution 0.85 (Warp's ke = 1e4, kd = 10 on 1 kg: damping ratio
+    0.05, e = 0.85), friction 0.2; loss: squared distance of its final position to (-2, 0, 1.5)."""
+    import diffsim
+    from diffsim.systems.rigid import RigidModel, RigidSystem
+
+    m = RigidModel(dim=3, source="bounce")
+    m.add_body([-0.5, 0.0, 1.0], name="ball", mass=1.0, velocity=[5.0, 0.0, -5.0])
+    m.add_sphere("ball", 0.1)
+    m.add_obstacle([2.0, 0.0, 1.0], [0.25, 1.0, 1.0])
+    system = RigidSystem(m, dt=1.0 / 480.0, ground=0.0, ground_stiffness=1e4, ground_restitution=0.85,
+                         ground_friction=0.2, contact_stiffness=1e4, contact_restitution=0.85, contact_friction=0.2)
+    loss = diffsim.FinalPositionLoss([[-2.0, 0.0, 1.5]])
+    return diffsim.Simulation(system, 288, loss=loss), "fit"
 # --- end rigid ---
 
 
@@ -307,6 +326,7 @@ SUITE = [
     "smoke256",
     "billiards",
     "rigid_walker2d",
+    "bounce",
     "billiards_4balls",
     "billiards_11balls",
     "billiards_37balls",

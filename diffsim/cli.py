@@ -4,7 +4,7 @@
     diffsim params SCENE [--json]
     diffsim optimize SCENE --out DIR [--iters N] [--fit NAME ...] [--target FILE.npz] [--optimizer adam|sgd|lbfgs]
                                      [--lr X] [--checkpoint K] [--no-render]
-    diffsim gradcheck SCENE [--fit NAME ...] [--json]
+    diffsim gradcheck SCENE [--fit NAME ...] [--fd-steps H ...] [--json]
     diffsim render SCENE_OR_TRAJECTORY --out FILE.gif|.mp4|.png
     diffsim info
     diffsim demo
@@ -41,6 +41,17 @@ COMMANDS = ("run", "params", "optimize", "gradcheck", "render", "info", "demo", 
 
 # ----------------------------------------------------------------------------------------------------------
 # Output helpers
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
 
 
 class _Out:
@@ -441,6 +452,7 @@ def _write_history(path: Path, history: list[dict]) -> None:
 
 def cmd_gradcheck(args) -> int:
     import diffsim  # noqa: PLC0415
+    from diffsim.engine.gradcheck import DEFAULT_STEPS  # noqa: PLC0415
 
     if args.precision is not None and args.precision != "f64":
         raise DiffsimError(
@@ -458,7 +470,12 @@ def cmd_gradcheck(args) -> int:
     system, sim, task = scene.build()
     _load_params_file(args, system)
     report = diffsim.gradcheck(
-        sim, task.fit, directions=args.directions, coordinates=args.coordinates, tolerance=args.tolerance
+        sim,
+        task.fit,
+        directions=args.directions,
+        coordinates=args.coordinates,
+        tolerance=args.tolerance,
+        steps=tuple(args.fd_steps) if args.fd_steps else DEFAULT_STEPS,
     )
     if args.json:
         print(json.dumps(_jsonable(report.to_dict())))
@@ -758,6 +775,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=1e-6, help="largest relative error that passes (1e-6)")
     p.add_argument("--directions", type=int, default=2, help="random directions per parameter (2)")
     p.add_argument("--coordinates", type=int, default=4, help="single coordinates per parameter (4)")
+    p.add_argument(
+        "--fd-steps",
+        type=_positive_float,
+        nargs="+",
+        metavar="H",
+        help="finite-difference steps, relative to max(1, |value|); the best is kept (default: 1e-3 1e-4 1e-5 "
+        "1e-6; stiff contact wants smaller ones, e.g. --fd-steps 1e-6 1e-7 1e-8)",
+    )
     p.add_argument("--params", metavar="FILE", help="parameter values (JSON) to check at")
     p.set_defaults(func=cmd_gradcheck)
 

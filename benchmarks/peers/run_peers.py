@@ -21,6 +21,7 @@ ROOT = HERE.parents[1]
 # (label, diffsim bench case, peer script and its arguments)
 PAIRS = [
     ("cloth_throw 17x17, 1920 steps", "cloth_throw", ["warp_cloth_throw.py", "--iters", "3"]),
+    ("bounce 288 steps", "bounce", ["warp_bounce.py", "--iters", "10"]),
     ("smoke_target2d 64^2, 100 steps", "smoke64", ["phiflow_smoke_target.py", "--res", "64", "--steps", "100"]),
     ("smoke_target2d 128^2, 100 steps", "smoke_target2d",
      ["phiflow_smoke_target.py", "--res", "128", "--steps", "100"]),
