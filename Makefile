@@ -19,15 +19,20 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/diffsim demo
 
+# Tests run in one process per core (pytest-xdist), a test file per process: most of their time is Taichi compiling
+# kernels, one thread each. JOBS=0 runs them in this process.
+JOBS ?= auto
+PYTEST := $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile
+
 # `make test`: everything but the tests marked slow (under 10 minutes on 2 cores). CI also runs `make test-slow`.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow tests || [ $$? -eq 5 ]  # 5: none selected
+	$(PYTEST) -m slow tests || [ $$? -eq 5 ]  # 5: none selected
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(PYTEST) tests
 
 bench: $(STAMP)
 	$(BIN)/diffsim bench

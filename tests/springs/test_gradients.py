@@ -78,6 +78,7 @@ def test_periodic_weights_and_frequency():
     assert_gradcheck(sim, ["controller.weights", "controller.frequency"])
 
 
+@pytest.mark.slow  # ~30 s of compiling on 2 cores: `make test-slow`
 def test_mlp_weights():
     sim = build(
         controller=diffsim.MLP(2, hidden=(8, 6), n_phases=2, frequency=2.0, init_scale=1.5), actuated=True
@@ -87,6 +88,7 @@ def test_mlp_weights():
     )
 
 
+@pytest.mark.slow  # ~30 s of compiling on 2 cores: `make test-slow`
 def test_checkpointed_equals_full_with_uneven_segments():
     """K = 17 does not divide T = 120; the trajectory loss has terms in every segment."""
     ctrl = lambda: diffsim.MLP(2, hidden=(8,), n_phases=2, init_scale=1.5)  # noqa: E731
