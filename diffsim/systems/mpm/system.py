@@ -476,9 +476,11 @@ class MPMSystem(System):
         ]
         if self.has_sand:
             specs.append(FieldSpec("strain", (n,), d * d))
+        # P2G's affine momentum matrix per particle (stress included): written by every forward step, read by the
+        # adjoint's `_regrid`, which then skips the stress, and by the runtime stencil loop's scatter
+        specs.append(FieldSpec("p_affine", (n,), d * d, kind="scratch"))
         if not self.unroll:
             specs += [
-                FieldSpec("p_affine", (n,), d * d, kind="scratch"),
                 FieldSpec("p_momentum", (n,), d, kind="scratch"),
                 FieldSpec("p_mass", (n,), None, kind="scratch"),
             ]
@@ -728,15 +730,16 @@ class MPMSystem(System):
                 s.strain[f + 1, b, p] = self._flat(strain_new)
         affine = (-dt * 4.0 * ti.static(self.inv_dx**2)) * vol * tau + mass * Cp
         mv = mass * s.v[f, b, p]
+        if ti.static(store or not self.unroll):
+            # kept for the adjoint's `_regrid`, and handed to `_scatter_particle` (a later top-level loop)
+            s.p_affine[f, b, p] = self._flat(affine)
+        if ti.static(not self.unroll):
+            s.p_momentum[f, b, p] = mv
+            s.p_mass[f, b, p] = mass
         if ti.static(self.unroll):
             base, fx, W = self._stencil(xp)
             for offset in ti.static(ti.grouped(ti.ndrange(*([3] * d)))):
                 self._scatter(b, base, fx, W, offset, mv, affine, mass)
-        else:
-            # handed to `_scatter_particle` (a later top-level loop) through scratch fields
-            s.p_affine[f, b, p] = self._flat(affine)
-            s.p_momentum[f, b, p] = mv
-            s.p_mass[f, b, p] = mass
 
     @ti.func
     def _scatter_particle(self, s: ti.template(), f, b, p):
@@ -756,6 +759,17 @@ class MPMSystem(System):
                 self._mat(s.p_affine[f, b, p]),
                 s.p_mass[f, b, p],
             )
+
+    @ti.func
+    def _scatter_stored(self, s: ti.template(), f, b, p):
+        """P2G's scatter with the affine matrix stored by the forward step f (unrolled stencil); mass and momentum
+        are recomputed as in `_p2g_particle` (two products)."""
+        base, fx, W = self._stencil(s.x[f, b, p])
+        mass = self.mat_const[b, self.p_mat[p], RHO] * self.p_vol[p]
+        mv = mass * s.v[f, b, p]
+        affine = self._mat(s.p_affine[f, b, p])
+        for offset in ti.static(ti.grouped(ti.ndrange(*([3] * self.dim)))):
+            self._scatter(b, base, fx, W, offset, mv, affine, mass)
 
     @ti.func
     def _offset(self, o):
@@ -1025,8 +1039,10 @@ class MPMSystem(System):
             self._move(s, f, b, p)
 
     @ti.kernel
-    def _regrid(self, s: ti.template(), f: ti.i32, fg: ti.i32):
-        """The grid of step f again, for its adjoint: clear (values and gradients), control, P2G, grid update."""
+    def _regrid(self, s: ti.template(), stored: ti.template(), f: ti.i32, fg: ti.i32):
+        """The grid of step f again, for its adjoint: clear (values and gradients), control, P2G, grid update.
+        `stored`: the forward step f ran in this window, so its actions and P2G's scatter inputs (the stress, the
+        expensive part) are still in the state; P2G only scatters them. Otherwise (`grid_totals`) all is recomputed."""
         ti.loop_config(serialize=True)
         for _ in range(1):
             self._box_reset()
@@ -1036,7 +1052,7 @@ class MPMSystem(System):
         ti.loop_config(serialize=ti.static(self.serial_g))
         for b, i in ti.ndrange(self.batch, (self._box[0, 0], self._box[1, 0])):
             self._box_row(b, i, CLEAR_GRAD, 0)
-        if ti.static(self.has_observation):
+        if ti.static(self.has_observation and not stored):
             ti.loop_config(serialize=True)
             for b, k in ti.ndrange(self.batch, self.n_act + 1):
                 s.group_x[f, b, k] = ti.Vector.zero(float, self.dim)
@@ -1047,13 +1063,18 @@ class MPMSystem(System):
             ti.loop_config(serialize=True)
             for b, k in ti.ndrange(self.batch, self.n_act):
                 self._observation(s, f, b, k)
-        for k in ti.static(range(len(self._ctrl_sizes))):
+        for k in ti.static(range(0 if stored else len(self._ctrl_sizes))):
             ti.loop_config(serialize=True)
             for b, j in ti.ndrange(self.batch, self._ctrl_sizes[k]):
                 self.controller.run_stage(k, s, f, fg, b, j)
-        ti.loop_config(serialize=ti.static(self.serial_p))
-        for b, p in ti.ndrange(self.batch, self.n):
-            self._p2g_particle(s, f, b, p, False)
+        if ti.static(not stored):
+            ti.loop_config(serialize=ti.static(self.serial_p))
+            for b, p in ti.ndrange(self.batch, self.n):
+                self._p2g_particle(s, f, b, p, False)
+        if ti.static(stored and self.unroll):
+            ti.loop_config(serialize=ti.static(self.serial_p))
+            for b, p in ti.ndrange(self.batch, self.n):
+                self._scatter_stored(s, f, b, p)
         if ti.static(not self.unroll):
             ti.loop_config(serialize=ti.static(self.serial_p))
             for b, p in ti.ndrange(self.batch, self.n):
@@ -1067,7 +1088,7 @@ class MPMSystem(System):
         self._advance(s, f, fg)
 
     def step_grad(self, s, f, fg):
-        self._regrid(s, f, fg)
+        self._regrid(s, True, f, fg)
         self._advance.grad(s, f, fg)
 
     def step_launchers(self, s):
@@ -1075,7 +1096,7 @@ class MPMSystem(System):
         (G2P.grad, grid_update.grad, P2G.grad, control.grad)."""
         clear = FastKernel(self._clear, s, types="i")
         advance = FastKernel(self._advance, s)
-        regrid = FastKernel(self._regrid, s)
+        regrid = FastKernel(self._regrid, s, True)
         reverse = FastKernel(self._advance, s, grad=True)
 
         def forward(f, fg):
@@ -1101,7 +1122,7 @@ class MPMSystem(System):
     def grid_totals(self, s, f: int, fg: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(total grid mass (batch,), total grid momentum (batch, dim)) after P2G of window frame f of `s`."""
         self._clear_all()  # the sums run over every node; `_regrid` clears the active box only
-        self._regrid(s, f, f if fg is None else fg)
+        self._regrid(s, False, f, f if fg is None else fg)
         self._grid_sums()
         sums = self._sums.to_numpy().astype(np.float64)
         return sums[:, 0], sums[:, 1:]
