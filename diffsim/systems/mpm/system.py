@@ -990,9 +990,13 @@ class MPMSystem(System):
         ti.loop_config(serialize=ti.static(self.serial_p))
         for b, p in ti.ndrange(self.batch, self.n):
             self._box_particle(s, f, b, p)
-        ti.loop_config(serialize=ti.static(self.serial_g))
-        for b, i in ti.ndrange(self.batch, (self._box[0, 0], self._box[1, 0])):
-            self._box_row(b, i, CLEAR, 0)
+        if ti.static(self.serial_g):
+            ti.loop_config(serialize=True)
+            for b, i in ti.ndrange(self.batch, (self._box[0, 0], self._box[1, 0])):
+                self._box_row(b, i, CLEAR, 0)
+        else:  # parallel (GPU, huge grids): a box row per thread would starve it; all nodes
+            for J in ti.grouped(ti.ndrange(self.batch, *self.res)):
+                self._box_node(J, CLEAR, 0)
 
     @ti.kernel
     def _clear_all(self):
@@ -1025,9 +1029,13 @@ class MPMSystem(System):
             ti.loop_config(serialize=ti.static(self.serial_p))
             for b, p in ti.ndrange(self.batch, self.n):
                 self._scatter_particle(s, f, b, p)
-        ti.loop_config(serialize=ti.static(self.serial_g))
-        for b, i in ti.ndrange(self.batch, (self._box[0, 0], self._box[1, 0])):
-            self._box_row(b, i, UPDATE, fg)
+        if ti.static(self.serial_g):
+            ti.loop_config(serialize=True)
+            for b, i in ti.ndrange(self.batch, (self._box[0, 0], self._box[1, 0])):
+                self._box_row(b, i, UPDATE, fg)
+        else:  # parallel (GPU, huge grids): a box row per thread would starve it; all nodes
+            for J in ti.grouped(ti.ndrange(self.batch, *self.res)):
+                self._box_node(J, UPDATE, fg)
         ti.loop_config(serialize=ti.static(self.serial_p))
         for b, p in ti.ndrange(self.batch, self.n):
             self._g2p_zero(s, f, b, p)
@@ -1049,9 +1057,13 @@ class MPMSystem(System):
         ti.loop_config(serialize=ti.static(self.serial_p))
         for b, p in ti.ndrange(self.batch, self.n):
             self._box_particle(s, f, b, p)
-        ti.loop_config(serialize=ti.static(self.serial_g))
-        for b, i in ti.ndrange(self.batch, (self._box[0, 0], self._box[1, 0])):
-            self._box_row(b, i, CLEAR_GRAD, 0)
+        if ti.static(self.serial_g):
+            ti.loop_config(serialize=True)
+            for b, i in ti.ndrange(self.batch, (self._box[0, 0], self._box[1, 0])):
+                self._box_row(b, i, CLEAR_GRAD, 0)
+        else:  # parallel (GPU, huge grids): a box row per thread would starve it; all nodes
+            for J in ti.grouped(ti.ndrange(self.batch, *self.res)):
+                self._box_node(J, CLEAR_GRAD, 0)
         if ti.static(self.has_observation and not stored):
             ti.loop_config(serialize=True)
             for b, k in ti.ndrange(self.batch, self.n_act + 1):
@@ -1079,9 +1091,13 @@ class MPMSystem(System):
             ti.loop_config(serialize=ti.static(self.serial_p))
             for b, p in ti.ndrange(self.batch, self.n):
                 self._scatter_particle(s, f, b, p)
-        ti.loop_config(serialize=ti.static(self.serial_g))
-        for b, i in ti.ndrange(self.batch, (self._box[0, 0], self._box[1, 0])):
-            self._box_row(b, i, UPDATE, fg)
+        if ti.static(self.serial_g):
+            ti.loop_config(serialize=True)
+            for b, i in ti.ndrange(self.batch, (self._box[0, 0], self._box[1, 0])):
+                self._box_row(b, i, UPDATE, fg)
+        else:  # parallel (GPU, huge grids): a box row per thread would starve it; all nodes
+            for J in ti.grouped(ti.ndrange(self.batch, *self.res)):
+                self._box_node(J, UPDATE, fg)
 
     def step(self, s, f, fg):
         self._clear(s, f)
