@@ -10,10 +10,10 @@ spacing dx with quadratic B-spline weights w_ip:
 3. grid update: v_i = (m v)_i / m_i + dt g, then domain walls and colliders act on v_i;
 4. G2P: v_p' = sum w_ip v_i, C_p' = (4 / dx^2) sum w_ip v_i (x_i - x_p)^T, x_p' = x_p + dt v_p'.
 
-Memory: the grid is not stored per step. It lives in fields of shape (batch, *res) reused by every step (cleared at
-its start). The adjoint of step f first recomputes that step's grid from frame f (`_regrid`: clear values and
-gradients, control, P2G, grid update) and then runs the fused step kernel's Taichi adjoint, whose top-level loops run
-in reverse: G2P.grad, grid_update.grad, P2G.grad, control.grad (`step_launchers`). So memory grows with particles x
+Memory: the grid is not stored per step. It lives in fields of shape (batch, *res) reused by every step; a step clears
+and updates only its active box, the nodes its particles' stencils touch (see `_clear`). The adjoint of step f first
+recomputes that step's grid from frame f (`_regrid`: clear values and gradients, control, P2G, grid update) and then
+runs the fused step kernel's Taichi adjoint, whose top-level loops run in reverse: G2P.grad, grid_update.grad, P2G.grad, control.grad (`step_launchers`). So memory grows with particles x
 stored frames, never with the grid x steps, and long rollouts use the engine's checkpointed storage.
 
 Every physical constant is a parameter: per material ``materials.<name>.density`` (and ``bulk_modulus``,
@@ -60,6 +60,9 @@ VISCOUS_NUMBER = 0.7
 #: per-material constants packed for the kernels (`MPMSystem.mat_const[b, material, constant]`)
 RHO, BULK, ETA, MU, LAM, ALPHA, COHESION = range(7)
 N_CONSTANTS = 7
+
+#: what `MPMSystem._box_row` does to the active box's nodes
+CLEAR, CLEAR_GRAD, UPDATE = range(3)
 
 
 @dataclass
@@ -384,6 +387,10 @@ class MPMSystem(System):
         self.grid_mv = ti.Vector.field(dim, real, shape=shape, needs_grad=True)
         self.grid_v = ti.Vector.field(dim, real, shape=shape, needs_grad=True)
         self._sums = ti.field(real, shape=(self.batch, dim + 1))
+        # The active box: [box[0, q], box[1, q]) on axis q holds every node a particle's stencil touches at the
+        # current step (all copies together). Each step clears and updates only these nodes; nodes outside hold
+        # stale values that no particle reads (see `_clear`).
+        self._box = ti.field(itype, shape=(2, dim))
 
         # -- control
         self.controller = controller
@@ -469,9 +476,11 @@ class MPMSystem(System):
         ]
         if self.has_sand:
             specs.append(FieldSpec("strain", (n,), d * d))
+        # P2G's affine momentum matrix per particle (stress included): written by every forward step, read by the
+        # adjoint's `_regrid`, which then skips the stress, and by the runtime stencil loop's scatter
+        specs.append(FieldSpec("p_affine", (n,), d * d, kind="scratch"))
         if not self.unroll:
             specs += [
-                FieldSpec("p_affine", (n,), d * d, kind="scratch"),
                 FieldSpec("p_momentum", (n,), d, kind="scratch"),
                 FieldSpec("p_mass", (n,), None, kind="scratch"),
             ]
@@ -721,15 +730,16 @@ class MPMSystem(System):
                 s.strain[f + 1, b, p] = self._flat(strain_new)
         affine = (-dt * 4.0 * ti.static(self.inv_dx**2)) * vol * tau + mass * Cp
         mv = mass * s.v[f, b, p]
+        if ti.static(store or not self.unroll):
+            # kept for the adjoint's `_regrid`, and handed to `_scatter_particle` (a later top-level loop)
+            s.p_affine[f, b, p] = self._flat(affine)
+        if ti.static(not self.unroll):
+            s.p_momentum[f, b, p] = mv
+            s.p_mass[f, b, p] = mass
         if ti.static(self.unroll):
             base, fx, W = self._stencil(xp)
             for offset in ti.static(ti.grouped(ti.ndrange(*([3] * d)))):
                 self._scatter(b, base, fx, W, offset, mv, affine, mass)
-        else:
-            # handed to `_scatter_particle` (a later top-level loop) through scratch fields
-            s.p_affine[f, b, p] = self._flat(affine)
-            s.p_momentum[f, b, p] = mv
-            s.p_mass[f, b, p] = mass
 
     @ti.func
     def _scatter_particle(self, s: ti.template(), f, b, p):
@@ -749,6 +759,17 @@ class MPMSystem(System):
                 self._mat(s.p_affine[f, b, p]),
                 s.p_mass[f, b, p],
             )
+
+    @ti.func
+    def _scatter_stored(self, s: ti.template(), f, b, p):
+        """P2G's scatter with the affine matrix stored by the forward step f (unrolled stencil); mass and momentum
+        are recomputed as in `_p2g_particle` (two products)."""
+        base, fx, W = self._stencil(s.x[f, b, p])
+        mass = self.mat_const[b, self.p_mat[p], RHO] * self.p_vol[p]
+        mv = mass * s.v[f, b, p]
+        affine = self._mat(s.p_affine[f, b, p])
+        for offset in ti.static(ti.grouped(ti.ndrange(*([3] * self.dim)))):
+            self._scatter(b, base, fx, W, offset, mv, affine, mass)
 
     @ti.func
     def _offset(self, o):
@@ -921,8 +942,64 @@ class MPMSystem(System):
     # The MLP's observation (per actuator: centroid relative to the body's centroid, and mean velocity) is
     # accumulated in global scratch fields (store, then +=), never in loop-carried locals.
 
+    @ti.func
+    def _box_row(self, b, i, what: ti.template(), fg):
+        """Clear (`CLEAR`, `CLEAR_GRAD`: values and gradients) or update (`UPDATE`) the active box's nodes
+        (b, i, ...). Inner loops with bounds read from `_box`: a grouped ndrange over the box decoded each node's
+        index with runtime divisions, which cost as much as visiting the whole grid."""
+        if ti.static(self.dim == 2):
+            for j in range(self._box[0, 1], self._box[1, 1]):
+                self._box_node(ti.Vector([b, i, j]), what, fg)
+        else:
+            for j in range(self._box[0, 1], self._box[1, 1]):
+                for k in range(self._box[0, 2], self._box[1, 2]):
+                    self._box_node(ti.Vector([b, i, j, k]), what, fg)
+
+    @ti.func
+    def _box_node(self, J, what: ti.template(), fg):
+        if ti.static(what == UPDATE):
+            self._grid_node(J, fg)
+        else:
+            self._clear_node(J, what == CLEAR_GRAD)
+
+    @ti.func
+    def _box_reset(self):
+        for q in ti.static(range(self.dim)):
+            self._box[0, q] = self.res[q]
+            self._box[1, q] = 0
+
+    @ti.func
+    def _box_particle(self, s: ti.template(), f, b, p):
+        base, _fx, _W = self._stencil(s.x[f, b, p])
+        for q in ti.static(range(self.dim)):
+            ti.atomic_min(self._box[0, q], base[q])
+            ti.atomic_max(self._box[1, q], base[q] + 3)
+
+    # The grid is cleared and updated only inside the active box of step f (the bounding box of the particles'
+    # stencils), about a tenth of the walker's 128^2 grid: the loops over all nodes were ~15 % of an iteration.
+    # The box is a function of frame f alone, so `_regrid` finds the same box again for the adjoint, and the
+    # adjoint's grid loops (`_advance.grad`) run over it too. Nodes outside it keep stale values (and gradients)
+    # of earlier steps; nothing reads them: P2G, G2P and their adjoints touch stencil nodes only.
+
     @ti.kernel
-    def _clear(self):
+    def _clear(self, s: ti.template(), f: ti.i32):
+        """Find step f's active box and clear its nodes."""
+        ti.loop_config(serialize=True)
+        for _ in range(1):
+            self._box_reset()
+        ti.loop_config(serialize=ti.static(self.serial_p))
+        for b, p in ti.ndrange(self.batch, self.n):
+            self._box_particle(s, f, b, p)
+        if ti.static(self.serial_g):
+            ti.loop_config(serialize=True)
+            for b, i in ti.ndrange(self.batch, (self._box[0, 0], self._box[1, 0])):
+                self._box_row(b, i, CLEAR, 0)
+        else:  # parallel (GPU, huge grids): a box row per thread would starve it; all nodes
+            for J in ti.grouped(ti.ndrange(self.batch, *self.res)):
+                self._box_node(J, CLEAR, 0)
+
+    @ti.kernel
+    def _clear_all(self):
         ti.loop_config(serialize=ti.static(self.serial_g))
         for J in ti.grouped(ti.ndrange(self.batch, *self.res)):
             self._clear_node(J, False)
@@ -952,9 +1029,13 @@ class MPMSystem(System):
             ti.loop_config(serialize=ti.static(self.serial_p))
             for b, p in ti.ndrange(self.batch, self.n):
                 self._scatter_particle(s, f, b, p)
-        ti.loop_config(serialize=ti.static(self.serial_g))
-        for J in ti.grouped(ti.ndrange(self.batch, *self.res)):
-            self._grid_node(J, fg)
+        if ti.static(self.serial_g):
+            ti.loop_config(serialize=True)
+            for b, i in ti.ndrange(self.batch, (self._box[0, 0], self._box[1, 0])):
+                self._box_row(b, i, UPDATE, fg)
+        else:  # parallel (GPU, huge grids): a box row per thread would starve it; all nodes
+            for J in ti.grouped(ti.ndrange(self.batch, *self.res)):
+                self._box_node(J, UPDATE, fg)
         ti.loop_config(serialize=ti.static(self.serial_p))
         for b, p in ti.ndrange(self.batch, self.n):
             self._g2p_zero(s, f, b, p)
@@ -966,12 +1047,24 @@ class MPMSystem(System):
             self._move(s, f, b, p)
 
     @ti.kernel
-    def _regrid(self, s: ti.template(), f: ti.i32, fg: ti.i32):
-        """The grid of step f again, for its adjoint: clear (values and gradients), control, P2G, grid update."""
-        ti.loop_config(serialize=ti.static(self.serial_g))
-        for J in ti.grouped(ti.ndrange(self.batch, *self.res)):
-            self._clear_node(J, True)
-        if ti.static(self.has_observation):
+    def _regrid(self, s: ti.template(), stored: ti.template(), f: ti.i32, fg: ti.i32):
+        """The grid of step f again, for its adjoint: clear (values and gradients), control, P2G, grid update.
+        `stored`: the forward step f ran in this window, so its actions and P2G's scatter inputs (the stress, the
+        expensive part) are still in the state; P2G only scatters them. Otherwise (`grid_totals`) all is recomputed."""
+        ti.loop_config(serialize=True)
+        for _ in range(1):
+            self._box_reset()
+        ti.loop_config(serialize=ti.static(self.serial_p))
+        for b, p in ti.ndrange(self.batch, self.n):
+            self._box_particle(s, f, b, p)
+        if ti.static(self.serial_g):
+            ti.loop_config(serialize=True)
+            for b, i in ti.ndrange(self.batch, (self._box[0, 0], self._box[1, 0])):
+                self._box_row(b, i, CLEAR_GRAD, 0)
+        else:  # parallel (GPU, huge grids): a box row per thread would starve it; all nodes
+            for J in ti.grouped(ti.ndrange(self.batch, *self.res)):
+                self._box_node(J, CLEAR_GRAD, 0)
+        if ti.static(self.has_observation and not stored):
             ti.loop_config(serialize=True)
             for b, k in ti.ndrange(self.batch, self.n_act + 1):
                 s.group_x[f, b, k] = ti.Vector.zero(float, self.dim)
@@ -982,39 +1075,48 @@ class MPMSystem(System):
             ti.loop_config(serialize=True)
             for b, k in ti.ndrange(self.batch, self.n_act):
                 self._observation(s, f, b, k)
-        for k in ti.static(range(len(self._ctrl_sizes))):
+        for k in ti.static(range(0 if stored else len(self._ctrl_sizes))):
             ti.loop_config(serialize=True)
             for b, j in ti.ndrange(self.batch, self._ctrl_sizes[k]):
                 self.controller.run_stage(k, s, f, fg, b, j)
-        ti.loop_config(serialize=ti.static(self.serial_p))
-        for b, p in ti.ndrange(self.batch, self.n):
-            self._p2g_particle(s, f, b, p, False)
+        if ti.static(not stored):
+            ti.loop_config(serialize=ti.static(self.serial_p))
+            for b, p in ti.ndrange(self.batch, self.n):
+                self._p2g_particle(s, f, b, p, False)
+        if ti.static(stored and self.unroll):
+            ti.loop_config(serialize=ti.static(self.serial_p))
+            for b, p in ti.ndrange(self.batch, self.n):
+                self._scatter_stored(s, f, b, p)
         if ti.static(not self.unroll):
             ti.loop_config(serialize=ti.static(self.serial_p))
             for b, p in ti.ndrange(self.batch, self.n):
                 self._scatter_particle(s, f, b, p)
-        ti.loop_config(serialize=ti.static(self.serial_g))
-        for J in ti.grouped(ti.ndrange(self.batch, *self.res)):
-            self._grid_node(J, fg)
+        if ti.static(self.serial_g):
+            ti.loop_config(serialize=True)
+            for b, i in ti.ndrange(self.batch, (self._box[0, 0], self._box[1, 0])):
+                self._box_row(b, i, UPDATE, fg)
+        else:  # parallel (GPU, huge grids): a box row per thread would starve it; all nodes
+            for J in ti.grouped(ti.ndrange(self.batch, *self.res)):
+                self._box_node(J, UPDATE, fg)
 
     def step(self, s, f, fg):
-        self._clear()
+        self._clear(s, f)
         self._advance(s, f, fg)
 
     def step_grad(self, s, f, fg):
-        self._regrid(s, f, fg)
+        self._regrid(s, True, f, fg)
         self._advance.grad(s, f, fg)
 
     def step_launchers(self, s):
         """Forward: the fused step. Adjoint: recompute step f's grid (its gradients zeroed), then the step's adjoint
         (G2P.grad, grid_update.grad, P2G.grad, control.grad)."""
-        clear = FastKernel(self._clear, types="")
+        clear = FastKernel(self._clear, s, types="i")
         advance = FastKernel(self._advance, s)
-        regrid = FastKernel(self._regrid, s)
+        regrid = FastKernel(self._regrid, s, True)
         reverse = FastKernel(self._advance, s, grad=True)
 
         def forward(f, fg):
-            clear()
+            clear(f)
             advance(f, fg)
 
         def adjoint(f, fg):
@@ -1035,7 +1137,8 @@ class MPMSystem(System):
 
     def grid_totals(self, s, f: int, fg: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(total grid mass (batch,), total grid momentum (batch, dim)) after P2G of window frame f of `s`."""
-        self._regrid(s, f, f if fg is None else fg)
+        self._clear_all()  # the sums run over every node; `_regrid` clears the active box only
+        self._regrid(s, False, f, f if fg is None else fg)
         self._grid_sums()
         sums = self._sums.to_numpy().astype(np.float64)
         return sums[:, 0], sums[:, 1:]
