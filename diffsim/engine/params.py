@@ -21,6 +21,7 @@ import taichi as ti
 
 from .. import runtime
 from ..errors import DiffsimError
+from .fill import filler
 
 TRANSFORMS = (None, "log", "sigmoid")
 
@@ -78,6 +79,7 @@ class Parameter:
             )
         else:
             self.field = ti.field(dtype, shape=(self.copies, *self.shape), needs_grad=True)
+        self._zeroer = None  # launcher of field.grad.fill(0), made on first use
         self.set(value)
 
     # -- kernel access -------------------------------------------------------------------------------------------
@@ -128,7 +130,9 @@ class Parameter:
         self.field.from_numpy(np.ascontiguousarray(arr, dtype=runtime.np_real()))
 
     def zero_grad(self) -> None:
-        self.field.grad.fill(0)
+        if self._zeroer is None:
+            self._zeroer = filler(self.field.grad)
+        self._zeroer(0.0)
 
     # -- unconstrained coordinates --------------------------------------------------------------------------------
     def to_unconstrained(self, value: np.ndarray) -> np.ndarray:

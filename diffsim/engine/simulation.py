@@ -114,7 +114,7 @@ class Simulation:
         s = self.state
         if self.loss is not None:
             for leaf, _w in self.loss.terms():
-                leaf.value.fill(0)
+                leaf.reset()
         # The full policy is the checkpointed one with a single segment and no snapshots.
         for j, (a, b) in enumerate(self.segments):
             self._load_segment_start(j)
@@ -211,7 +211,7 @@ class Simulation:
         sys.params.zero_grad()
         for leaf, w in self.loss.terms():
             leaf.zero_grad()
-            leaf.value.grad.fill(w)
+            leaf.reset(w)
         last = len(self.segments) - 1
         for j in reversed(range(len(self.segments))):
             a, b = self.segments[j]

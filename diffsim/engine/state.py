@@ -14,6 +14,7 @@ import numpy as np
 import taichi as ti
 
 from .. import runtime
+from .fill import filler
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class State:
     def __init__(self, specs: list[FieldSpec], frames: int, batch: int, needs_grad: bool = True):
         self.specs = list(specs)
         self.needs_grad = needs_grad
+        self._zeroers = None
         self.frames = int(frames)
         self.batch = int(batch)
         real = runtime.real()
@@ -67,9 +69,12 @@ class State:
         return [s for s in self.specs if s.kind == "state"]
 
     def zero_grad(self) -> None:
-        for spec in self.specs:
-            if self.needs_grad and spec.dtype != "i32":
-                getattr(self, spec.name).grad.fill(0)
+        if not self.needs_grad:
+            return
+        if self._zeroers is None:
+            self._zeroers = [filler(getattr(self, spec.name).grad) for spec in self.specs if spec.dtype != "i32"]
+        for zero in self._zeroers:
+            zero(0.0)
 
     def nbytes(self, with_grad: bool = True) -> int:
         """Bytes held by the fields (and their gradients), counted from the shapes."""

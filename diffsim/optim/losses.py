@@ -15,6 +15,7 @@ import numpy as np
 import taichi as ti
 
 from .. import runtime
+from ..engine.fill import filler
 from ..errors import DiffsimError
 
 
@@ -58,6 +59,14 @@ class LeafLoss(Loss):
         if self._batch != batch:
             self.value = ti.field(runtime.real(), shape=(batch,), needs_grad=True)
             self._batch = batch
+            self._fill_value, self._fill_grad = filler(self.value), filler(self.value.grad)
+
+    def reset(self, grad_weight: float | None = None) -> None:
+        """value = 0 (before a forward pass); or, given a weight, value.grad = weight (before a backward pass)."""
+        if grad_weight is None:
+            self._fill_value(0.0)
+        else:
+            self._fill_grad(float(grad_weight))
 
     def bind(self, system, steps: int) -> None:
         """Check targets against the system and horizon, allocate buffers. Called by `Simulation.set_loss`."""
@@ -217,6 +226,7 @@ class CenterOfMassLoss(LeafLoss):
                 self._mass_field, self._mass_stride = mass.field, mass.bstride
             self.moment = ti.field(real, shape=(2, system.batch), needs_grad=True)
             self.total = ti.field(real, shape=(2, system.batch), needs_grad=True)
+            self._zeroers = None
             self._key = key
         self.direction.from_numpy(self.direction_np.astype(runtime.np_real()))
         self._last = steps if self.target_frame is None else int(self.target_frame)
@@ -225,8 +235,10 @@ class CenterOfMassLoss(LeafLoss):
         return [(0, 0, -self.sign), (self._last, 1, self.sign)]
 
     def zero_grad(self) -> None:
-        self.moment.grad.fill(0)
-        self.total.grad.fill(0)
+        if self._zeroers is None:
+            self._zeroers = (filler(self.moment.grad), filler(self.total.grad))
+        for zero in self._zeroers:
+            zero(0.0)
 
     @ti.func
     def _mass(self, b, i):
@@ -299,6 +311,7 @@ class CenterOfMassTargetLoss(LeafLoss):
                 self._mass_field, self._mass_stride = mass.field, mass.bstride
             self.moment = ti.Vector.field(dim, real, shape=(system.batch,), needs_grad=True)
             self.total = ti.field(real, shape=(system.batch,), needs_grad=True)
+            self._zeroers = None
             self._key = key
         self.target.from_numpy(
             np.ascontiguousarray(np.broadcast_to(t, (system.batch, dim)), dtype=runtime.np_real())
@@ -308,8 +321,10 @@ class CenterOfMassTargetLoss(LeafLoss):
         return [(self._last, 0, 1.0)]
 
     def zero_grad(self) -> None:
-        self.moment.grad.fill(0)
-        self.total.grad.fill(0)
+        if self._zeroers is None:
+            self._zeroers = (filler(self.moment.grad), filler(self.total.grad))
+        for zero in self._zeroers:
+            zero(0.0)
 
     @ti.func
     def _mass(self, b, i):

@@ -35,8 +35,11 @@ is the solver tolerance (relative `adjoint_rtol` of the incoming gradient).
 
 Implementation. Each kernel holds a few top-level loops (Taichi compiles one function per top-level loop; a single
 kernel holding a whole solve had ~25 loop nests in one function and took 20 s to compile, growing quadratically).
-Python drives the iterations and reads each copy's residual after each one (a few tens of microseconds, against
-about a millisecond per iteration at 128^2). Every per-cell array has a one-cell halo, so the stencils need no
+Python drives the iterations; the bookkeeping (which copies are active, their iteration counts, the statistics)
+stays on the device, and Python reads one integer per iteration (how many copies just reached their tolerance):
+each readback costs about a kernel launch. Small grids (below SERIAL_BELOW cells) run every loop serially on the
+calling thread: a parallel loop wakes the CPU backend's worker threads, which on a 2-core machine cost more than
+the loop's work (measured at 128^2 under load: parallel loops averaged 0.1-0.2 ms against their 5-10 us minimum). Every per-cell array has a one-cell halo, so the stencils need no
 bounds tests: vectors are zero in solid cells and in the halo of non-periodic axes (a closed wall is left out of
 the diagonal; an open boundary counts and its outside value is 0), and the halo of a periodic axis holds the
 wrapped values. Reductions are per-row partial sums (loops over rows, local accumulators), never atomics.
@@ -135,13 +138,16 @@ class PressureSolver:
         self.tol = ti.field(real, shape=(B,))
         self.active = ti.field(real, shape=(B,))  # 1 while the copy iterates
         self.restart = ti.field(real, shape=(B,))  # 1: next direction is the preconditioned residual itself
+        self.done = ti.field(real, shape=(B,))  # 1: active and the recursive residual is below the tolerance
+        self.iters = ti.field(ti.i32, shape=(B,))  # iterations of the current solve
+        # what Python reads between iterations: [copies that just reached the tolerance, copies still active]
+        self.flags = ti.field(ti.i32, shape=(2,))
+        # per-copy [iterations, max |r|, tolerance] of the last solve, and the totals of `stats` (kept on the device:
+        # each readback costs about a kernel launch)
+        self.report = ti.field(real, shape=(B, 3))
+        self.counters = ti.field(ti.i64, shape=(5,))
         self.row_sum = ti.field(real, shape=(B, self.n[0]))
         self.row_max = ti.field(real, shape=(B, self.n[0]))
-        # statistics: forward solves, forward iterations, adjoint solves, adjoint iterations, solves that ended
-        # above their tolerance; and the last solve of each copy
-        self.totals = np.zeros(5, dtype=np.int64)
-        self.last_iterations = [0] * B
-        self.last_residual = [0.0] * B
         self._setup(face_open, component)
 
     # -- set-up ---------------------------------------------------------------------------------------------------
@@ -314,6 +320,7 @@ class PressureSolver:
                 e = ti.Vector.unit(self.dim, a, ti.i32)
                 na = ti.static(self.n[a])
                 ext = ti.static(self.slabs[a])
+                ti.loop_config(serialize=ti.static(self.serial))
                 for b, i, j, k in ti.ndrange(self.batch, ext[0], ext[1], ext[2]):
                     H = self._at(i, j, k)
                     v[b, H] = v[b, H + na * e]
@@ -323,6 +330,7 @@ class PressureSolver:
     def _project_field(self, v: ti.template()):
         """P v: remove the mean over each closed fluid region (top-level loops; nothing when all are open)."""
         if ti.static(self.n_components > 0):
+            ti.loop_config(serialize=True)
             for b, c in ti.ndrange(self.batch, self.n_components):
                 self.comp_sum[b, c] = 0.0
             ti.loop_config(serialize=True)
@@ -356,6 +364,7 @@ class PressureSolver:
                     self.r[b, H] = ri
                     m = ti.max(m, ti.abs(ri))
             self.row_max[b, i] = m
+        ti.loop_config(serialize=True)
         for b in range(self.batch):
             m = 0.0
             for i in range(self.ext[0]):
@@ -389,6 +398,7 @@ class PressureSolver:
                     mx = ti.max(mx, ti.abs(self.x[b, self._at(i + 1, j, k)]))
             self.row_max[b, i] = m
             self.row_sum[b, i] = mx
+        ti.loop_config(serialize=True)
         for b in range(self.batch):
             m = 0.0
             mx = 0.0
@@ -399,7 +409,17 @@ class PressureSolver:
             self.tol[b] = ti.max(ti.max(atol, rtol * m), ti.static(self.rounding) * mx)
             self.restart[b] = 1.0
             self.rz[b] = 0.0
+            self.iters[b] = 0
+            self.done[b] = 0.0
         self._residual(self.x)
+        ti.loop_config(serialize=True)
+        for _ in range(1):
+            n = 0
+            for b in range(self.batch):
+                a = self.rmax[b] > self.tol[b]
+                self.active[b] = ti.select(a, 1.0, 0.0)
+                n += ti.cast(a, ti.i32)
+            self.flags[1] = n
 
     @ti.kernel
     def _precondition_jacobi(self):
@@ -417,6 +437,7 @@ class PressureSolver:
     @ti.kernel
     def _precondition_mic(self):
         """z = M^-1 r, M = L L^T: forward substitution (lexicographic; q kept in z), then backward."""
+        ti.loop_config(serialize=ti.static(self.serial))
         for b in range(self.batch):
             for i in range(1, self.ext[0] + 1):
                 for j in range(1, self.ext[1] + 1):
@@ -427,6 +448,7 @@ class PressureSolver:
                         for a in ti.static(range(1, self.dim)):
                             t += lc[a] * self.z[b, H - ti.Vector.unit(self.dim, a, ti.i32)]
                         self.z[b, H] = t * self.precon[H]
+        ti.loop_config(serialize=ti.static(self.serial))
         for b in range(self.batch):
             for i_ in range(self.ext[0]):
                 for j_ in range(self.ext[1]):
@@ -450,6 +472,7 @@ class PressureSolver:
                     H = self._at(i + 1, j, k)
                     acc += self.r[b, H] * self.z[b, H]
             self.row_sum[b, i] = acc
+        ti.loop_config(serialize=True)
         for b in range(self.batch):
             acc = 0.0
             for i in range(self.ext[0]):
@@ -484,6 +507,7 @@ class PressureSolver:
                     self.Ap[b, H] = q
                     acc += self.p[b, H] * q
             self.row_sum[b, i] = acc
+        ti.loop_config(serialize=True)
         for b in range(self.batch):
             acc = 0.0
             for i in range(self.ext[0]):
@@ -503,11 +527,22 @@ class PressureSolver:
                     self.r[b, H] = ri
                     m = ti.max(m, ti.abs(ri))
             self.row_max[b, i] = m
+        ti.loop_config(serialize=True)
         for b in range(self.batch):
             m = 0.0
             for i in range(self.ext[0]):
                 m = ti.max(m, self.row_max[b, i])
             self.rmax[b] = m
+        ti.loop_config(serialize=True)
+        for _ in range(1):
+            n = 0
+            for b in range(self.batch):
+                a = self.active[b] > 0
+                self.iters[b] += ti.cast(a, ti.i32)
+                d = a and self.rmax[b] <= self.tol[b]
+                self.done[b] = ti.select(d, 1.0, 0.0)
+                n += ti.cast(d, ti.i32)
+            self.flags[0] = n
 
     @ti.kernel
     def _true_residual(self):
@@ -522,11 +557,26 @@ class PressureSolver:
                 for k in range(1, self.ext[2] + 1):
                     mx = ti.max(mx, ti.abs(self.x[b, self._at(i + 1, j, k)]))
             self.row_sum[b, i] = mx
+        ti.loop_config(serialize=True)
         for b in range(self.batch):
             mx = 0.0
             for i in range(self.ext[0]):
                 mx = ti.max(mx, self.row_sum[b, i])
             self.tol[b] = ti.max(self.tol[b], ti.static(self.rounding) * mx)
+        # the copies whose recursive residual reached the tolerance stop if the true one confirms it, and restart
+        # (the next direction is the preconditioned residual) if it does not
+        ti.loop_config(serialize=True)
+        for _ in range(1):
+            n = 0
+            for b in range(self.batch):
+                if self.done[b] > 0:
+                    if self.rmax[b] <= self.tol[b]:
+                        self.active[b] = 0.0
+                    else:
+                        self.restart[b] = 1.0
+                    self.done[b] = 0.0
+                n += ti.cast(self.active[b] > 0, ti.i32)
+            self.flags[1] = n
 
     @ti.kernel
     def _finish(self, s: ti.template(), f: ti.i32, adjoint: ti.i32):
@@ -541,6 +591,15 @@ class PressureSolver:
                     else:
                         self.lam[b, I + 1] = self.x[b, I + 1]
                         s.pressure_rhs.grad[f, b, I] += self.x[b, I + 1]
+        ti.loop_config(serialize=True)
+        for b in range(self.batch):
+            self.report[b, 0] = ti.cast(self.iters[b], float)
+            self.report[b, 1] = self.rmax[b]
+            self.report[b, 2] = self.tol[b]
+            k = 2 * adjoint
+            self.counters[k] += 1
+            self.counters[k + 1] += ti.cast(self.iters[b], ti.i64)
+            self.counters[4] += ti.cast(self.rmax[b] > self.tol[b], ti.i64)
 
     # -- multigrid V-cycle (static over levels: each level's loops are their own top-level loops) -----------------
     @ti.func
@@ -550,6 +609,7 @@ class PressureSolver:
                 e = ti.Vector.unit(self.dim, a, ti.i32)
                 na = ti.static(self.levels[lvl][a])
                 ext = ti.static(self.mg_slabs[lvl][a])
+                ti.loop_config(serialize=ti.static(self.serial))
                 for b, i, j, k in ti.ndrange(self.batch, ext[0], ext[1], ext[2]):
                     H = self._at(i, j, k)
                     self.mg_x[b, lvl, H] = self.mg_x[b, lvl, H + na * e]
@@ -575,6 +635,7 @@ class PressureSolver:
         if ti.static(not first):
             self._mg_halo(lvl)
         ext = ti.static(self.mg_ext[lvl])
+        ti.loop_config(serialize=ti.static(self.serial))
         for b in range(self.batch):  # sequential within a copy
             for s_ in range(repeat):
                 fwd = ti.static(forward) != (s_ % 2 == 1)
@@ -666,43 +727,23 @@ class PressureSolver:
         direction = FastKernel(self._direction, types="")
         update = FastKernel(self._update, types="")
         true_residual = FastKernel(self._true_residual, types="")
-        B = self.batch
+        flags = self.flags
 
         def run(f, atol, rtol, maxit, adjoint):
+            # The iteration's bookkeeping (which copies are active, iteration counts, statistics) stays on the
+            # device; Python reads one integer per iteration: how many copies just reached their tolerance.
             start(f, atol, rtol, adjoint)
-            tol = self.tol.to_numpy()
-            rmax = self.rmax.to_numpy()
-            active = (rmax > tol).astype(np.float64)
-            its = np.zeros(B, dtype=np.int64)
+            active = flags[1]
             it = 0
-            while active.any() and it < maxit:
-                self.active.from_numpy(active.astype(runtime.np_real()))
+            while active > 0 and it < maxit:
                 precondition()
                 direction()
                 update()
                 it += 1
-                its += active.astype(np.int64)
-                rmax = self.rmax.to_numpy()
-                done = (rmax <= tol) & (active > 0)
-                if done.any():
+                if flags[0] > 0:
                     true_residual()  # confirm; a copy whose true residual disagrees restarts
-                    tol = self.tol.to_numpy()
-                    rmax_true = self.rmax.to_numpy()
-                    confirmed = done & (rmax_true <= tol)
-                    restart = done & ~confirmed
-                    active = np.where(confirmed, 0.0, active)
-                    if restart.any():
-                        r = self.restart.to_numpy()
-                        r[restart] = 1.0
-                        self.restart.from_numpy(r)
-                    rmax = np.where(done, rmax_true, rmax)
+                    active = flags[1]
             finish(f, adjoint)
-            k = 2 if adjoint else 0
-            self.totals[k] += B
-            self.totals[k + 1] += int(its.sum())
-            self.totals[4] += int((rmax > tol).sum())
-            self.last_iterations = its.tolist()
-            self.last_residual = rmax.astype(float).tolist()
 
         return (lambda f, atol, rtol, maxit: run(f, atol, rtol, maxit, 0),
                 lambda f, atol, rtol, maxit: run(f, atol, rtol, maxit, 1))
@@ -711,14 +752,16 @@ class PressureSolver:
         self.lam.fill(0)
 
     def stats(self) -> dict:
-        """Solve counts and iterations since the last `reset_stats`."""
-        t = self.totals
+        """Solve counts (a solve per copy) and iterations since the last `reset_stats`, solves that ended above
+        their tolerance, and the last solve's iterations and max residual per copy."""
+        t = self.counters.to_numpy()
+        rep = self.report.to_numpy()
         return {"solves": int(t[0]), "iterations": int(t[1]), "adjoint_solves": int(t[2]),
                 "adjoint_iterations": int(t[3]), "unconverged": int(t[4]),
-                "last_iterations": list(self.last_iterations), "last_residual": list(self.last_residual)}
+                "last_iterations": rep[:, 0].astype(int).tolist(), "last_residual": rep[:, 1].astype(float).tolist()}
 
     def reset_stats(self) -> None:
-        self.totals[:] = 0
+        self.counters.fill(0)
 
 
 @ti.data_oriented
