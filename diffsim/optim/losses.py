@@ -18,6 +18,10 @@ from .. import runtime
 from ..engine.fill import filler
 from ..errors import DiffsimError
 
+#: losses over fewer elements (copies x points) than this run their loops serially: on the CPU backend a parallel
+#: loop wakes the worker threads, which costs more than a few thousand dot products, every evaluated frame
+SERIAL_BELOW = 1 << 16
+
 
 class Loss:
     """Base class of all losses; supports ``+``, ``-`` and scalar ``*``."""
@@ -156,6 +160,7 @@ class PointLoss(LeafLoss):
             )
             self.index = ti.field(runtime.index_type(), shape=(len(points),))
             self._per_copy = 1 if per_copy else 0
+            self._serial = system.batch * len(points) < SERIAL_BELOW
             self._bound_key = key
         tt = t if per_copy else t[:, None]
         self.target.from_numpy(tt.astype(runtime.np_real()))
@@ -169,6 +174,7 @@ class PointLoss(LeafLoss):
 
     @ti.kernel
     def eval(self, x: ti.template(), f: ti.i32, row: ti.i32, coef: float):
+        ti.loop_config(serialize=ti.static(self._serial))
         for b, p in ti.ndrange(x.shape[1], self.index.shape[0]):
             d = x[f, b, self.index[p]] - self.target[row, b * ti.static(self._per_copy), p]
             self.value[b] += coef * d.dot(d)
@@ -251,13 +257,16 @@ class CenterOfMassLoss(LeafLoss):
 
     @ti.kernel
     def eval(self, x: ti.template(), f: ti.i32, row: ti.i32, coef: float):
+        ti.loop_config(serialize=True)
         for b in range(x.shape[1]):
             self.moment[row, b] = 0.0
             self.total[row, b] = 0.0
+        ti.loop_config(serialize=ti.static(x.shape[1] * x.shape[2] < SERIAL_BELOW))
         for b, i in ti.ndrange(x.shape[1], x.shape[2]):
             m = self._mass(b, i)
             self.moment[row, b] += m * x[f, b, i].dot(self.direction[None])
             self.total[row, b] += m
+        ti.loop_config(serialize=True)
         for b in range(x.shape[1]):
             self.value[b] += coef * self.moment[row, b] / self.total[row, b]
 
@@ -337,13 +346,16 @@ class CenterOfMassTargetLoss(LeafLoss):
 
     @ti.kernel
     def eval(self, x: ti.template(), f: ti.i32, row: ti.i32, coef: float):
+        ti.loop_config(serialize=True)
         for b in range(x.shape[1]):
             self.moment[b] = self.moment[b] * 0.0
             self.total[b] = 0.0
+        ti.loop_config(serialize=ti.static(x.shape[1] * x.shape[2] < SERIAL_BELOW))
         for b, i in ti.ndrange(x.shape[1], x.shape[2]):
             m = self._mass(b, i)
             self.moment[b] += m * x[f, b, i]
             self.total[b] += m
+        ti.loop_config(serialize=True)
         for b in range(x.shape[1]):
             d = self.moment[b] / self.total[b] - self.target[b]
             self.value[b] += coef * d.dot(d)
