@@ -14,8 +14,9 @@ gradient passes through the f32 Newton iteration for the damping ratio).
 
 Without transcendentals: a wheel hinged to the world at its centre (PD motor, limits), a ball bouncing off it onto
 the ground and a ball rolling on the ground, perfectly elastic (restitution 1: log(1) = asin(0) = 0 exactly in any
-precision) and only circles (no rotation matrix multiplies a nonzero offset): the same arithmetic on both backends,
-so f64 agrees to rounding (1e-10, as cloth). (A 3D set-up would avoid cos and sin through quaternions, but its
+precision) and only circles (no rotation matrix multiplies a nonzero offset): the same arithmetic on both backends.
+Measured: the f64 rollouts and losses are bitwise equal (angular velocity 2e-16); tolerance 1e-10 (as cloth), except
+the few gradients whose adjoint still passes through an f32 function (`F32_ADJOINT`: 1e-6, measured up to 1.1e-7). (A 3D set-up would avoid cos and sin through quaternions, but its
 step's adjoint took over 5 minutes to compile for Vulkan on the loaded 2-core machine.)
 """
 
@@ -38,6 +39,14 @@ def rollout_2d(arch, precision):
     sim = diffsim.Simulation(system, STEPS, loss=loss_2d(system))
     value, grads = sim.value_and_grad()
     return value, sim.trajectory(), grads
+
+
+#: gradients whose adjoint still passes through an f32 function on Vulkan in f64: the restitutions' through log and
+#: asin (the adjoint is rounded to f32 there), the anchor offsets' through the wheel's rotation matrix (cos, sin),
+#: which multiplies the zero offset in the rollout but not in its derivative. Measured: contact.restitution 1.1e-7,
+#: joints.anchor_b 3e-8, ground.restitution 2e-9; f32 rounding is 6e-8 per term.
+F32_ADJOINT = {"ground.restitution": 1e-6, "contact.restitution": 1e-6, "joints.anchor_a": 1e-6,
+               "joints.anchor_b": 1e-6}
 
 
 def wheel_and_balls():
@@ -113,4 +122,4 @@ def test_f64_without_transcendentals_agrees_to_rounding(arch):
     for k in t64:
         assert rel(t_o64[k], t64[k]) < 1e-10, k
     for name, g in g64.items():
-        assert rel(g_o64[name], g) < 1e-10, name
+        assert rel(g_o64[name], g) < F32_ADJOINT.get(name, 1e-10), name
