@@ -9,15 +9,16 @@ evaluated in f32 (docs/developing.md, rule 9) and the f64 runs agree only to f32
 with the same f32 transcendentals forced (a probe, not kept as a test) differs from the CPU in f64 by the same amounts
 (loss 7e-7, gradients up to 3.4e-5), so the whole difference is theirs. Tolerances: rollout 1e-5, gradients 2e-4.
 f32 rollouts: positions 1e-5, velocities 1e-4 relative (as cloth and springs); f32 gradients: each backend's within
-1e-3 of the CPU's f64 gradient (as cloth and smoke) (measured worst: contact.restitution, 6.2e-4 on the CPU and 4.8e-4 on Vulkan; its
-gradient passes through the f32 Newton iteration for the damping ratio).
+1e-3 of the CPU's f64 gradient, as cloth and smoke (measured worst: contact.restitution, 6.2e-4 on the CPU and 4.8e-4
+on Vulkan; its gradient passes through the Newton iteration for the damping ratio).
 
 Without transcendentals: a wheel hinged to the world at its centre (PD motor, limits), a ball bouncing off it onto
 the ground and a ball rolling on the ground, perfectly elastic (restitution 1: log(1) = asin(0) = 0 exactly in any
 precision) and only circles (no rotation matrix multiplies a nonzero offset): the same arithmetic on both backends.
 Measured: the f64 rollouts and losses are bitwise equal (angular velocity 2e-16); tolerance 1e-10 (as cloth), except
-the few gradients whose adjoint still passes through an f32 function (`F32_ADJOINT`: 1e-6, measured up to 1.1e-7). (A 3D set-up would avoid cos and sin through quaternions, but its
-step's adjoint took over 5 minutes to compile for Vulkan on the loaded 2-core machine.)
+the few gradients whose adjoint still passes through an f32 function (`F32_ADJOINT`: 1e-6, measured up to 1.1e-7).
+(A 3D set-up would avoid cos and sin through quaternions, but its step's adjoint took over 5 minutes to compile for
+Vulkan on the loaded 2-core machine.)
 """
 
 import numpy as np
