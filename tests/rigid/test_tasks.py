@@ -46,3 +46,30 @@ def test_rigid_walker_walks_forward():
     sim.forward()
     x = sim.trajectory(["x"])["x"][:, 0, 0]
     assert x[-1, 0] - x[0, 0] > 0.15, "the torso itself moves right"
+
+
+@pytest.mark.slow
+def test_rigid_sysid_recovers_friction_restitution_and_mass():
+    """scenes/rigid_sysid.toml (f64, 1,200 steps): from a start 30 % off the values that generated the target
+    trajectory (friction and restitution 30 % low, mass 30 % high; checked here, not assumed), L-BFGS-B recovers
+    ground friction, restitution and the box's mass within 2 % each (the issue's bound; measured: 0.5 %, 0.4 %,
+    0.2 % after 108 loss evaluations, where L-BFGS-B stops). The rollout really has a bounce and a slide to rest."""
+    scene = load_scene("rigid_sysid")
+    scene.init_backend()
+    system, sim, task = scene.build()
+    names = ("ground.friction", "ground.restitution", "bodies.mass")
+    truth = {n: float(task.generated[n]) for n in names}
+    start = {n: float(np.ravel(system.params[n].numpy())[0]) for n in names}
+    assert start["ground.friction"] == pytest.approx(0.7 * truth["ground.friction"], rel=1e-12)
+    assert start["ground.restitution"] == pytest.approx(0.7 * truth["ground.restitution"], rel=1e-12)
+    assert start["bodies.mass"] == pytest.approx(1.3 * truth["bodies.mass"], rel=1e-12)
+    result = diffsim.fit(sim, progress=False, **task.fit_kwargs())
+    assert result.loss_history[0] > 1e-3
+    for n in names:
+        fitted = float(np.ravel(system.params[n].numpy())[0])
+        assert abs(fitted / truth[n] - 1) < 0.02, (n, fitted, truth[n])
+    sim.forward()
+    x = sim.trajectory(["x", "v"])
+    z, vz, vx = x["x"][:, 0, 0, 2], x["v"][:, 0, 0, 2], x["v"][:, 0, 0, 0]
+    assert vz.max() > 0.3, "set-up: the box bounces"
+    assert abs(vx[-1]) < 0.01 < abs(vx[len(vx) // 2]), "set-up: it slides, then stops"
