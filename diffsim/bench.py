@@ -262,6 +262,19 @@ def rigid_walker2d():
     return _rigid_scene_sim("rigid_walker2d"), "fit"
 
 
+@case("quadruped3d")
+def quadruped3d():
+    """3D quadruped (scenes/quadruped3d.toml): a torso and 4 legs, 4 PD hinge motors, periodic controller, 1,500
+    steps."""
+    return _rigid_scene_sim("quadruped3d"), "fit"
+
+
+@case("rigid_sysid")
+def rigid_sysid():
+    """Box system identification (scenes/rigid_sysid.toml): 1 box, 1,200 steps, f32 here (the scene asks f64)."""
+    return _rigid_scene_sim("rigid_sysid"), "fit"
+
+
 def _billiards_rows(rows):
     """A billiards rack of `rows` rows (rows (rows + 1) / 2 balls and the cue ball), 256 steps: contact candidates
     grow as the square of the ball count (every pair is tested)."""

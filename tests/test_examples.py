@@ -23,6 +23,8 @@ SHORT = {
     "smoke_plume3d.py": (["--steps", "3"], "density_end.png"),
     "billiards.py": (["--iters", "2", "--steps", "100"], "shots.png"),
     "rigid_walker2d.py": (["--iters", "2", "--steps", "60"], "progress.png"),
+    "rigid_sysid.py": (["--iters", "2", "--steps", "200"], "trajectory.png"),
+    "quadruped3d.py": (["--iters", "2", "--steps", "100"], "before_after.png"),
 }
 
 

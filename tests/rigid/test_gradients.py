@@ -184,10 +184,12 @@ def mechanism_3d():
     m.add_capsule("cap", 0.03, 0.08)
     m.add_joint("ball", "world", "cap", anchor=[0.5, 0.0, 0.3], stiffness=5e3, damping=2.0)
     controller = diffsim.Periodic(1, frequency=3.0, harmonics=1, init_scale=0.8)
+    # (the two orientations above are not unit quaternions: the model normalises them and warns, asserted here)
     # (stiffnesses inside `RigidSystem.stability()`'s limit at dt = 2 ms: past it, shapes.size and the joint
     # anchors disagreed with central differences by 1e-5)
-    return RigidSystem(m, dt=DT, ground=0.0, ground_friction=0.5, ground_restitution=0.6, ground_stiffness=8e3,
-                       contact_stiffness=5e3, controller=controller)
+    with pytest.warns(UserWarning, match="quaternion .* normalised"):
+        return RigidSystem(m, dt=DT, ground=0.0, ground_friction=0.5, ground_restitution=0.6, ground_stiffness=8e3,
+                           contact_stiffness=5e3, controller=controller)
 
 
 @pytest.mark.slow
@@ -218,7 +220,8 @@ def test_3d_free_flight_without_contact():
     m.add_body([1.0, 0.0, 1.0], angular_velocity=[0.0, 4.0, 1.0], name="b", density=700.0)
     m.add_box("b", [0.05, 0.1, 0.2], rotation=[0.0, 0.3, 0.0])
     m.add_capsule("b", 0.04, 0.1, offset=[0.1, 0.0, 0.0])
-    system = RigidSystem(m, dt=DT, ground=None)
+    with pytest.warns(UserWarning, match="quaternion .* normalised"):  # body a's orientation has norm 0.97
+        system = RigidSystem(m, dt=DT, ground=None)
     loss = diffsim.PointLoss(np.tile([[0.0, 1.0, 0.0, 0.0]], (1, 2, 1)), frames=[STEPS], quantity="q") + \
         diffsim.PointLoss(np.zeros((1, 2, 3)), frames=[STEPS // 2], quantity="w")
     sim = diffsim.Simulation(system, STEPS, loss=loss)
@@ -227,9 +230,12 @@ def test_3d_free_flight_without_contact():
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("error::UserWarning")
 def test_prismatic_fixed_joints_and_obstacles_2d():
     """A slider on a limited prismatic joint along x (position motor), a disc welded to it (fixed joint) that
-    hits a static box, and a circle resting on the box."""
+    hits a static box, and a circle resting on the box. The set-up is inside `RigidSystem.stability()`'s limit
+    (warnings are errors here: the prismatic motor's gains act on the slider's mass, 1.5 kg, not on its inertia,
+    which the check used to take and warned about a limit of 1.1 ms)."""
     m = RigidModel(dim=2)
     m.add_body([0.0, 0.3], name="slider", mass=1.0)
     m.add_box("slider", [0.05, 0.03])

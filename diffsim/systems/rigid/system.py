@@ -484,7 +484,10 @@ class RigidSystem(System):
                 j = M["joint"][k]
                 if M["mode"][k] == MOTOR_ID["position"]:
                     a, b = A["joints"]["a"][j], A["joints"]["b"][j]
-                    add(kp[k], kd[k], rot(a) + rot(b), f"position motor {k}")
+                    # a prismatic joint's motor is a force along the slide (linear effective mass, as for its limit);
+                    # a revolute joint's a torque (effective inertia)
+                    inv = at(a, pa[j]) + at(b, pb[j]) if A["joints"]["kind"][j] == PRISMATIC else rot(a) + rot(b)
+                    add(kp[k], kd[k], inv, f"position motor {k}")
         if self.nk:
             S = A["springs"]
             ks = self.s_stiffness.numpy().reshape(-1, self.nk).max(axis=0)
