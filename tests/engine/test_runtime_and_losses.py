@@ -55,3 +55,27 @@ def test_user_loss_kernel_composes_and_differentiates():
     assert abs(value - expected) < 1e-10 * expected
     report = diffsim.gradcheck(sim, ["initial.velocity", "springs.stiffness"])
     assert report.passed, report.summary()
+
+
+def test_fast_fill_sets_every_element_of_scalar_vector_and_matrix_fields():
+    # `filler` replaces Taichi's `fill` in the per-iteration gradient zeroing: serial below SERIAL_FILL_BELOW scalars,
+    # parallel above. Poisoned with NaN first, so that a fill computed as x * 0 (NaN * 0 = NaN) would fail.
+    from diffsim.engine.fill import SERIAL_FILL_BELOW, filler
+
+    use("cpu", "f64")
+    fields = [
+        ti.field(ti.f64, shape=(3, 5)),
+        ti.Vector.field(3, ti.f64, shape=(2, 4, 2)),
+        ti.Matrix.field(2, 3, ti.f64, shape=(7,)),
+        ti.field(ti.f64, shape=(SERIAL_FILL_BELOW + 3,)),  # the parallel path
+    ]
+    for fld in fields:
+        fld.fill(np.nan)
+        fill = filler(fld)
+        fill(2.5)
+        assert np.all(fld.to_numpy() == 2.5)
+        fill(0.0)  # a second launch through the reused launch context, with a new argument
+        assert np.all(fld.to_numpy() == 0.0)
+        fld.fill(np.nan)
+        fill(0.0)  # the same argument again: the context keeps it, and the launch still happens
+        assert np.all(fld.to_numpy() == 0.0)
