@@ -147,9 +147,9 @@ def box_distance(q, h):
     """(signed distance, outward unit normal) of the point q from a box of half extents h, both in the box's
     frame: outside, the distance to the nearest surface point; inside, minus the distance to the nearest face."""
     dim = ti.static(q.n)
-    sign = ti.Vector.zero(float, dim)
-    for k in ti.static(range(dim)):
-        sign[k] = ti.select(q[k] >= 0, 1.0, -1.0)
+    # Built as whole vectors, never element by element: Taichi's reverse mode reads the adjoint of a local vector
+    # written one component at a time before anything is stored to it (a compile-time warning per component)
+    sign = ti.Vector([ti.select(q[k] >= 0, 1.0, -1.0) for k in ti.static(range(dim))])
     d = ti.abs(q) - h
     dist = 0.0
     n = ti.Vector.zero(float, dim)
@@ -160,8 +160,7 @@ def box_distance(q, h):
         n = sign * out / r
     else:  # inside: the nearest face (the largest component of d)
         dist = d.max()
-        for k in ti.static(range(dim)):
-            n[k] = ti.select(d[k] >= dist, sign[k], 0.0)
+        n = ti.Vector([ti.select(d[k] >= dist, sign[k], 0.0) for k in ti.static(range(dim))])
         n = n / n.norm()  # a tie (on a diagonal) averages the faces
     return dist, n
 

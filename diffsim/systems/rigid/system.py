@@ -600,10 +600,7 @@ class RigidSystem(System):
 
     @ti.func
     def _pad3(self, v):
-        out = ti.Vector([1.0, 1.0, 1.0])
-        for k in ti.static(range(self.dim)):
-            out[k] = v[k]
-        return out
+        return ti.Vector([v[k] if ti.static(k < self.dim) else 1.0 for k in ti.static(range(3))])
 
     @ti.func
     def _frame(self, s: ti.template(), f, b, on: ti.template(), idx):
