@@ -34,7 +34,7 @@ from ... import runtime
 from ...engine import tmath
 from ...engine.launch import FastKernel
 from ...engine.state import FieldSpec
-from ...engine.system import System
+from ...engine.system import System, check_step
 from ...errors import DiffsimError
 from .model import ELASTIC, FLUID, KIND_CONSTANTS, MATERIAL_KINDS, SAND, UNITS, MPMModel
 
@@ -168,10 +168,7 @@ class MPMSystem(System):
     ):
         super().__init__(batch)
         src = model.source
-        if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
-            raise DiffsimError(f"must be > 0, got {dt}", where=f"{src}: dt")
-        if int(substeps) < 1:
-            raise DiffsimError(f"must be >= 1, got {substeps}", where=f"{src}: substeps")
+        check_step(dt, substeps, src)
         arrays = model.finalize()
         self.model = model
         self.dim = dim = model.dim
@@ -393,30 +390,19 @@ class MPMSystem(System):
         self._box = ti.field(itype, shape=(2, dim))
 
         # -- control
-        self.controller = controller
-        self.has_controller = controller is not None
-        self.has_observation = bool(controller is not None and controller.needs_observation)
         if self.n_act and controller is None:
             raise DiffsimError(f"{self.n_act} actuators but no controller", where=f"{src}: controller")
         self.n_obs = 2 * dim * self.n_act
-        if controller is not None:
-            if controller.n_actions != self.n_act:
-                raise DiffsimError(
-                    f"controller has {controller.n_actions} outputs, the model has {self.n_act} actuators",
-                    where=f"{src}: controller",
-                )
-            controller.attach(
-                self,
-                self.params,
-                n_obs=self.n_obs if controller.needs_observation else 0,
-                dt=self.dt,
-                substeps=self.substeps,
-                serial=self.serial,
+        if controller is not None and controller.n_actions != self.n_act:
+            raise DiffsimError(
+                f"controller has {controller.n_actions} outputs, the model has {self.n_act} actuators",
+                where=f"{src}: controller",
             )
+        self._attach_controller(controller, self.n_obs)
+        if controller is not None:
             counts = np.bincount(arrays["actuator"][arrays["actuator"] >= 0], minlength=self.n_act)
             self.inv_count = ti.field(real, shape=(self.n_act + 1,))
             self.inv_count.from_numpy(np.append(1.0 / counts, 1.0 / self.n).astype(npr))
-        self._ctrl_sizes = list(controller.stage_sizes) if controller is not None else []
         self._check_time_step()
 
     # -- description ---------------------------------------------------------------------------------------------
