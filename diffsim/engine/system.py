@@ -74,9 +74,9 @@ class System:
 
     def _attach_controller(self, controller, n_obs: int) -> None:
         """Drive the system with `controller` (None: no control), whose outputs the caller has checked; it sees
-        `n_obs` observations when it needs them. Sets `controller`, `has_controller`, `has_observation` and
-        `_ctrl_sizes` (the sizes of the controller's stages, which the step runs as top-level loops). Needs `dt`,
-        `substeps` and `serial`."""
+        `n_obs` observations when it needs them. Sets `controller`, `has_controller` and `has_observation`; the
+        step kernel runs the controller's stages with `controller.run_stages`. Needs `dt`, `substeps` and
+        `serial`."""
         self.controller = controller
         self.has_controller = controller is not None
         self.has_observation = bool(controller is not None and controller.needs_observation)
@@ -89,7 +89,6 @@ class System:
                 substeps=self.substeps,
                 serial=self.serial,
             )
-        self._ctrl_sizes = list(controller.stage_sizes) if controller is not None else []
 
     def check_alive(self) -> None:
         if self._generation != runtime.generation():

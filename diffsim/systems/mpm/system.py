@@ -1008,14 +1008,6 @@ class MPMSystem(System):
             self._observation(s, f, b, k)
 
     @ti.func
-    def _control(self, s: ti.template(), f: ti.template(), fg: ti.template()):
-        """The controller's stages, each a top-level loop: the actions act[f]."""
-        for k in ti.static(range(len(self._ctrl_sizes))):
-            ti.loop_config(serialize=True)
-            for b, j in ti.ndrange(self.batch, self._ctrl_sizes[k]):
-                self.controller.run_stage(k, s, f, fg, b, j)
-
-    @ti.func
     def _scatter_loop(self, s: ti.template(), f: ti.template()):
         """P2G's scatter as its own top-level loop (runtime stencil loop only, see `_scatter_particle`)."""
         if ti.static(not self.unroll):
@@ -1040,7 +1032,8 @@ class MPMSystem(System):
         """One step after `_clear`; every stage a top-level loop: (observe,) control, P2G, grid update, G2P."""
         if ti.static(self.has_observation):
             self._observe(s, f)
-        self._control(s, f, fg)
+        if ti.static(self.has_controller):
+            self.controller.run_stages(s, f, fg, True)
         ti.loop_config(serialize=ti.static(self.serial_p))
         for b, p in ti.ndrange(self.batch, self.n):
             self._p2g_particle(s, f, b, p, True)
@@ -1066,7 +1059,8 @@ class MPMSystem(System):
         if ti.static(not stored):
             if ti.static(self.has_observation):
                 self._observe(s, f)
-            self._control(s, f, fg)
+            if ti.static(self.has_controller):
+                self.controller.run_stages(s, f, fg, True)
             ti.loop_config(serialize=ti.static(self.serial_p))
             for b, p in ti.ndrange(self.batch, self.n):
                 self._p2g_particle(s, f, b, p, False)

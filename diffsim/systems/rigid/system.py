@@ -944,10 +944,7 @@ class RigidSystem(System):
                         base = ti.static(self.obs_per_body * self.n)
                         s.obs[f, b, base + 2 * j] = s.joint_q[f, b, j]
                         s.obs[f, b, base + 2 * j + 1] = s.joint_qd[f, b, j]
-            for k in ti.static(range(len(self._ctrl_sizes))):
-                ti.loop_config(serialize=ti.static(self.serial))
-                for b, j in ti.ndrange(self.batch, self._ctrl_sizes[k]):
-                    self.controller.run_stage(k, s, f, fg, b, j)
+            self.controller.run_stages(s, f, fg, self.serial)
 
         ti.loop_config(serialize=ti.static(self.serial))
         for b, i in ti.ndrange(self.batch, self.n):

@@ -239,10 +239,7 @@ class SpringSystem(System):
                     for d in ti.static(range(self.dim)):
                         s.obs[f, b, 2 * self.dim * i + d] = rel_x[d]
                         s.obs[f, b, 2 * self.dim * i + self.dim + d] = rel_v[d]
-            for k in ti.static(range(len(self._ctrl_sizes))):
-                ti.loop_config(serialize=ti.static(self.serial))
-                for b, j in ti.ndrange(self.batch, self._ctrl_sizes[k]):
-                    self.controller.run_stage(k, s, f, fg, b, j)
+            self.controller.run_stages(s, f, fg, self.serial)
 
         ti.loop_config(serialize=ti.static(self.serial))
         for b, i in ti.ndrange(self.batch, self.n):
