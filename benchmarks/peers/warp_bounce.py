@@ -11,34 +11,17 @@ velocity, as in Warp's example.
 Prints one JSON line: {"peer": "warp", "task": "bounce", "seconds_per_iteration": ..., ...}.
 """
 
-import argparse
-import json
-import statistics
-import time
+from warp_common import make_iteration, parse_args, start_warp, time_and_report
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-
-    import warp as wp
-    import warp.sim
-
-    wp.config.quiet = True
-    wp.init()
-    wp.set_device(args.device)
+    args = parse_args(iters=20)
+    wp = start_warp(args.device)
 
     @wp.kernel
     def loss_kernel(q: wp.array(dtype=wp.vec3), target: wp.vec3, loss: wp.array(dtype=float)):
         d = q[0] - target
         loss[0] = wp.dot(d, d)
-
-    @wp.kernel
-    def descend(x: wp.array(dtype=wp.vec3), g: wp.array(dtype=wp.vec3), rate: float):
-        i = wp.tid()
-        x[i] = x[i] - g[i] * rate
 
     substeps = 8
     steps, dt = int(0.6 * 60) * substeps, 1.0 / 60.0 / substeps
@@ -55,34 +38,11 @@ def main() -> int:
     wp.sim.collide(model, states[0])
     loss = wp.zeros(1, dtype=float, requires_grad=True)
 
-    def iteration():
-        tape = wp.Tape()
-        with tape:
-            for i in range(steps):
-                states[i].clear_forces()
-                integrator.simulate(model, states[i], states[i + 1], dt)
-            wp.launch(loss_kernel, dim=1, inputs=[states[-1].particle_q, wp.vec3(-2.0, 1.5, 0.0), loss])
-        t_fwd = time.perf_counter()
-        tape.backward(loss)
-        v = states[0].particle_qd
-        wp.launch(descend, dim=len(v), inputs=[v, v.grad, 0.02])
-        tape.zero()
-        wp.synchronize()
-        return t_fwd
+    def launch_loss():
+        wp.launch(loss_kernel, dim=1, inputs=[states[-1].particle_q, wp.vec3(-2.0, 1.5, 0.0), loss])
 
-    t0 = time.perf_counter()
-    iteration()
-    first = time.perf_counter() - t0
-    times, fwd = [], []
-    for _ in range(args.iters):
-        a = time.perf_counter()
-        b = iteration()
-        c = time.perf_counter()
-        times.append(c - a)
-        fwd.append(b - a)
-    print(json.dumps({"peer": "warp", "version": wp.config.version, "task": "bounce", "device": args.device,
-                      "steps": steps, "first_iteration_s": first, "forward_s": statistics.median(fwd),
-                      "seconds_per_iteration": statistics.median(times), "loss": float(loss.numpy()[0])}))
+    iteration = make_iteration(wp, model, integrator, states, dt, loss, launch_loss, rate=0.02)
+    time_and_report(wp, iteration, args.iters, "bounce", args.device, steps, loss)
     return 0
 
 

@@ -10,25 +10,14 @@ forward under a Tape + backward + a gradient step on the initial velocities, as 
 Prints one JSON line: {"peer": "warp", "task": "cloth_throw", "seconds_per_iteration": ..., ...}.
 """
 
-import argparse
-import json
 import math
-import statistics
-import time
+
+from warp_common import make_iteration, parse_args, start_warp, time_and_report
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--iters", type=int, default=5)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-
-    import warp as wp
-    import warp.sim
-
-    wp.config.quiet = True
-    wp.init()
-    wp.set_device(args.device)
+    args = parse_args(iters=5)
+    wp = start_warp(args.device)
 
     @wp.kernel
     def com_kernel(q: wp.array(dtype=wp.vec3), n: int, com: wp.array(dtype=wp.vec3)):
@@ -38,11 +27,6 @@ def main() -> int:
     def loss_kernel(com: wp.array(dtype=wp.vec3), target: wp.vec3, loss: wp.array(dtype=float)):
         d = com[0] - target
         loss[0] = wp.dot(d, d)
-
-    @wp.kernel
-    def descend(x: wp.array(dtype=wp.vec3), g: wp.array(dtype=wp.vec3), rate: float):
-        i = wp.tid()
-        x[i] = x[i] - g[i] * rate
 
     steps, dt = 2 * 60 * 16, 1.0 / 60.0 / 16
     builder = wp.sim.ModelBuilder()
@@ -58,37 +42,14 @@ def main() -> int:
     com = wp.zeros(1, dtype=wp.vec3, requires_grad=True)
     loss = wp.zeros(1, dtype=float, requires_grad=True)
 
-    def iteration():
-        tape = wp.Tape()
-        with tape:
-            for i in range(steps):
-                states[i].clear_forces()
-                integrator.simulate(model, states[i], states[i + 1], dt)
-            com.zero_()
-            wp.launch(com_kernel, dim=model.particle_count, inputs=[states[-1].particle_q, model.particle_count, com])
-            wp.launch(loss_kernel, dim=1, inputs=[com, wp.vec3(8.0, 0.0, 0.0), loss])
-        t_fwd = time.perf_counter()
-        tape.backward(loss)
-        v = states[0].particle_qd
-        wp.launch(descend, dim=len(v), inputs=[v, v.grad, 5.0])
-        tape.zero()
-        wp.synchronize()
-        return t_fwd
+    def launch_loss():
+        com.zero_()
+        wp.launch(com_kernel, dim=model.particle_count, inputs=[states[-1].particle_q, model.particle_count, com])
+        wp.launch(loss_kernel, dim=1, inputs=[com, wp.vec3(8.0, 0.0, 0.0), loss])
 
-    t0 = time.perf_counter()
-    iteration()
-    first = time.perf_counter() - t0
-    times, fwd = [], []
-    for _ in range(args.iters):
-        a = time.perf_counter()
-        b = iteration()
-        c = time.perf_counter()
-        times.append(c - a)
-        fwd.append(b - a)
-    print(json.dumps({"peer": "warp", "version": wp.config.version, "task": "cloth_throw", "device": args.device,
-                      "steps": steps, "vertices": model.particle_count, "first_iteration_s": first,
-                      "forward_s": statistics.median(fwd), "seconds_per_iteration": statistics.median(times),
-                      "loss": float(loss.numpy()[0])}))
+    iteration = make_iteration(wp, model, integrator, states, dt, loss, launch_loss, rate=5.0)
+    time_and_report(wp, iteration, args.iters, "cloth_throw", args.device, steps, loss,
+                    vertices=model.particle_count)
     return 0
 
 

@@ -1,7 +1,8 @@
 """Controllers: they write the action vector ``act[f, b, :]`` (values in about [-1, 1]) at every step.
 
 A controller's work happens inside the system's step kernel (fused, DESIGN.md rule 5). It is a list of stages;
-stage k processes `stage_sizes[k]` items per batch copy, and the system runs each stage as its own top-level loop::
+stage k processes `stage_sizes[k]` items per batch copy, and the system runs each stage as its own top-level loop
+(`Controller.run_stages`, called at the top level of the step kernel)::
 
     for k in ti.static(range(len(ctrl.stage_sizes))):
         for b, j in ti.ndrange(batch, ctrl.stage_sizes[k]):
@@ -59,6 +60,17 @@ class Controller:
 
     def field_specs(self) -> list[FieldSpec]:
         return [FieldSpec("act", (self.n_actions,), kind="scratch")]
+
+    @ti.func
+    def run_stages(self, s: ti.template(), f: ti.template(), fg: ti.template(), serial: ti.template()):
+        """The actions act[f]: every stage as its own top-level loop over (copy, item), serialized when `serial`.
+        Call it at the top level of a step kernel with the kernel's arguments: they are templates here, passed by
+        reference, because a copied kernel argument would be a statement outside every loop, which makes the
+        kernel non-differentiable."""
+        for k in ti.static(range(len(self.stage_sizes))):
+            ti.loop_config(serialize=serial)
+            for b, j in ti.ndrange(self.batch, self.stage_sizes[k]):
+                self.run_stage(k, s, f, fg, b, j)
 
 
 @ti.data_oriented

@@ -13,6 +13,8 @@ separate top-level loops of one kernel (Taichi reverses top-level loops correctl
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import runtime
@@ -20,6 +22,15 @@ from ..errors import DiffsimError
 from .launch import FastKernel
 from .params import Parameter, ParameterSet
 from .state import FieldSpec, State
+
+
+def check_step(dt, substeps, source: str) -> None:
+    """Refuse a time step `dt` (s) that is not a finite number > 0, or fewer than one substep; `source` names the
+    model (its file) in the error."""
+    if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
+        raise DiffsimError(f"must be > 0, got {dt}", where=f"{source}: dt")
+    if int(substeps) < 1:
+        raise DiffsimError(f"must be >= 1, got {substeps}", where=f"{source}: substeps")
 
 
 class System:
@@ -60,6 +71,24 @@ class System:
     # -- shared helpers -----------------------------------------------------------------------------------------
     def add_param(self, name: str, shape, value, **kw) -> Parameter:
         return self.params.add(Parameter(name, shape, value, batch=self.batch, **kw))
+
+    def _attach_controller(self, controller, n_obs: int) -> None:
+        """Drive the system with `controller` (None: no control), whose outputs the caller has checked; it sees
+        `n_obs` observations when it needs them. Sets `controller`, `has_controller` and `has_observation`; the
+        step kernel runs the controller's stages with `controller.run_stages`. Needs `dt`, `substeps` and
+        `serial`."""
+        self.controller = controller
+        self.has_controller = controller is not None
+        self.has_observation = bool(controller is not None and controller.needs_observation)
+        if controller is not None:
+            controller.attach(
+                self,
+                self.params,
+                n_obs=n_obs if controller.needs_observation else 0,
+                dt=self.dt,
+                substeps=self.substeps,
+                serial=self.serial,
+            )
 
     def check_alive(self) -> None:
         if self._generation != runtime.generation():

@@ -192,7 +192,39 @@ class FinalPositionLoss(PointLoss):
 
 
 @ti.data_oriented
-class CenterOfMassLoss(LeafLoss):
+class _MassWeightedLoss(LeafLoss):
+    """What the centre-of-mass losses share: the points' masses, read from the system's `point_mass` (a parameter
+    or a view with ``field[copy, i]`` and ``bstride``) or all 1, and the accumulators `moment` and `total` that the
+    subclass allocates (their gradients zeroed before each backward pass)."""
+
+    def _bind_masses(self, mass, n: int) -> None:
+        """Use the system's `point_mass` (`mass`), or unit masses for its `n` points when it has none."""
+        self.uniform = mass is None
+        if mass is None:
+            self._unit = ti.field(runtime.real(), shape=(n,))
+            self._unit.fill(1.0)
+            self._mass_field, self._mass_stride = self._unit, 0
+        else:
+            self._mass_field, self._mass_stride = mass.field, mass.bstride
+
+    def zero_grad(self) -> None:
+        if self._zeroers is None:
+            self._zeroers = (filler(self.moment.grad), filler(self.total.grad))
+        for zero in self._zeroers:
+            zero(0.0)
+
+    @ti.func
+    def _mass(self, b, i):
+        m = 0.0
+        if ti.static(self.uniform):
+            m = self._unit[i]
+        else:
+            m = self._mass_field[b * ti.static(self._mass_stride), i]
+        return m
+
+
+@ti.data_oriented
+class CenterOfMassLoss(_MassWeightedLoss):
     """Displacement of the (mass-weighted) centre of mass along `direction` between frame 0 and the last frame.
 
     value = direction . (com(T) - com(0)); `maximize=True` flips the sign, to reward moving forward. Masses come
@@ -222,14 +254,8 @@ class CenterOfMassLoss(LeafLoss):
         if key != self._key:
             real = runtime.real()
             self.direction = ti.Vector.field(dim, real, shape=())
-            self.uniform = mass is None
             self.mass = mass
-            if mass is None:
-                self._unit = ti.field(real, shape=(spec.shape[0],))
-                self._unit.fill(1.0)
-                self._mass_field, self._mass_stride = self._unit, 0
-            else:
-                self._mass_field, self._mass_stride = mass.field, mass.bstride
+            self._bind_masses(mass, spec.shape[0])
             self.moment = ti.field(real, shape=(2, system.batch), needs_grad=True)
             self.total = ti.field(real, shape=(2, system.batch), needs_grad=True)
             self._zeroers = None
@@ -239,21 +265,6 @@ class CenterOfMassLoss(LeafLoss):
 
     def schedule(self, steps: int):
         return [(0, 0, -self.sign), (self._last, 1, self.sign)]
-
-    def zero_grad(self) -> None:
-        if self._zeroers is None:
-            self._zeroers = (filler(self.moment.grad), filler(self.total.grad))
-        for zero in self._zeroers:
-            zero(0.0)
-
-    @ti.func
-    def _mass(self, b, i):
-        m = 0.0
-        if ti.static(self.uniform):
-            m = self._unit[i]
-        else:
-            m = self._mass_field[b * ti.static(self._mass_stride), i]
-        return m
 
     @ti.kernel
     def eval(self, x: ti.template(), f: ti.i32, row: ti.i32, coef: float):
@@ -272,7 +283,7 @@ class CenterOfMassLoss(LeafLoss):
 
 
 @ti.data_oriented
-class CenterOfMassTargetLoss(LeafLoss):
+class CenterOfMassTargetLoss(_MassWeightedLoss):
     """Squared distance (m^2) of the (mass-weighted) centre of mass at one frame to a target point.
 
     value = |com(frame) - target|^2, frame = the last one unless given. Masses come from the system's
@@ -311,13 +322,7 @@ class CenterOfMassTargetLoss(LeafLoss):
         if key != self._key:
             real = runtime.real()
             self.target = ti.Vector.field(dim, real, shape=(system.batch,))
-            self.uniform = mass is None
-            if mass is None:
-                self._unit = ti.field(real, shape=(spec.shape[0],))
-                self._unit.fill(1.0)
-                self._mass_field, self._mass_stride = self._unit, 0
-            else:
-                self._mass_field, self._mass_stride = mass.field, mass.bstride
+            self._bind_masses(mass, spec.shape[0])
             self.moment = ti.Vector.field(dim, real, shape=(system.batch,), needs_grad=True)
             self.total = ti.field(real, shape=(system.batch,), needs_grad=True)
             self._zeroers = None
@@ -328,21 +333,6 @@ class CenterOfMassTargetLoss(LeafLoss):
 
     def schedule(self, steps: int):
         return [(self._last, 0, 1.0)]
-
-    def zero_grad(self) -> None:
-        if self._zeroers is None:
-            self._zeroers = (filler(self.moment.grad), filler(self.total.grad))
-        for zero in self._zeroers:
-            zero(0.0)
-
-    @ti.func
-    def _mass(self, b, i):
-        m = 0.0
-        if ti.static(self.uniform):
-            m = self._unit[i]
-        else:
-            m = self._mass_field[b * ti.static(self._mass_stride), i]
-        return m
 
     @ti.kernel
     def eval(self, x: ti.template(), f: ti.i32, row: ti.i32, coef: float):

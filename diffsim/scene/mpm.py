@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from diffsim.errors import DiffsimError
-from diffsim.scene.control import CONTROLLER, build_controller
+from diffsim.scene.common import build_with_controller, scene_gravity
+from diffsim.scene.control import CONTROLLER
 from diffsim.scene.registry import BuildContext, Drawing, register_system
 from diffsim.scene.schema import Field, Table, TableArray
 
@@ -316,11 +316,7 @@ def build_mpm(ctx: BuildContext):
     model = _model(ctx)
     dim = model.dim
     sim = ctx.data["sim"]
-    gravity = sim["gravity"]
-    if gravity is not None and len(gravity) != dim:
-        raise ctx.error(
-            ("sim", "gravity"), f"must have {dim} components (the grid is {dim}D), got {len(gravity)}"
-        )
+    gravity = scene_gravity(ctx, dim, f"the grid is {dim}D")
     colliders = []
     for k, c in enumerate(ctx.data["colliders"]):
         kind = c["kind"]
@@ -343,11 +339,9 @@ def build_mpm(ctx: BuildContext):
     mode = walls["mode"]
     if not (isinstance(mode, str) or (isinstance(mode, list) and all(isinstance(m, str) for m in mode))):
         raise ctx.error(("walls", "mode"), f"must be one of {', '.join(_WALL_MODES)} or a list of them")
-    per_batch = list(sim["per_batch"])
-    controller_pb = [n for n in per_batch if n.startswith("controller.")]
-    controller = build_controller(ctx, model.n_actuators, per_batch=bool(controller_pb))
-    try:
-        system = MPMSystem(
+
+    def make(controller, per_batch):
+        return MPMSystem(
             model,
             dt=sim["dt"],
             gravity=gravity,
@@ -359,25 +353,17 @@ def build_mpm(ctx: BuildContext):
             actuation_strength=ctx.data["actuation"]["strength"],
             substeps=sim["substeps"],
             batch=sim["batch"],
-            per_batch=tuple(n for n in per_batch if not n.startswith("controller.")),
+            per_batch=per_batch,
         )
-    except DiffsimError as e:
-        if e.where == "per_batch":
-            raise ctx.error(("sim", "per_batch"), e.reason) from None
-        for key in ("walls", "wall_friction", "actuation_strength", "bound"):
-            if e.where and e.where.endswith(f": {key}"):
-                table = {
-                    "walls": ("walls", "mode"),
-                    "wall_friction": ("walls", "friction"),
-                    "actuation_strength": ("actuation", "strength"),
-                    "bound": ("grid", "bound"),
-                }[key]
-                raise ctx.error(table, e.reason) from None
-        raise
-    missing = [n for n in controller_pb if n not in system.params]
-    if missing:
-        raise ctx.error(("sim", "per_batch"), f"no controller parameter named {missing[0]!r}")
-    return system
+
+    # the system's errors about these arguments are reported at their scene keys
+    keys = {
+        "walls": ("walls", "mode"),
+        "wall_friction": ("walls", "friction"),
+        "actuation_strength": ("actuation", "strength"),
+        "bound": ("grid", "bound"),
+    }
+    return build_with_controller(ctx, model.n_actuators, make, keys=keys)
 
 
 def mpm_drawing(system) -> Drawing:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from diffsim.errors import DiffsimError
-from diffsim.scene.control import CONTROLLER, build_controller
+from diffsim.scene.common import build_with_controller, scene_gravity
+from diffsim.scene.control import CONTROLLER
 from diffsim.scene.registry import BuildContext, Drawing, register_system
 from diffsim.scene.schema import Field, Table, TableArray
 
@@ -235,17 +235,10 @@ def build_springs(ctx: BuildContext):
 
     model = _model(ctx)
     sim, ground = ctx.data["sim"], ctx.data["ground"]
-    gravity = sim["gravity"]
-    if gravity is not None and len(gravity) != model.dim:
-        raise ctx.error(
-            ("sim", "gravity"),
-            f"must have {model.dim} components (the body is {model.dim}D), got {len(gravity)}",
-        )
-    per_batch = list(sim["per_batch"])
-    controller_pb = [n for n in per_batch if n.startswith("controller.")]
-    controller = build_controller(ctx, model.n_actuators, per_batch=bool(controller_pb))
-    try:
-        system = SpringSystem(
+    gravity = scene_gravity(ctx, model.dim, f"the body is {model.dim}D")
+
+    def make(controller, per_batch):
+        return SpringSystem(
             model,
             dt=sim["dt"],
             gravity=gravity,
@@ -257,20 +250,10 @@ def build_springs(ctx: BuildContext):
             controller=controller,
             substeps=sim["substeps"],
             batch=sim["batch"],
-            per_batch=tuple(n for n in per_batch if not n.startswith("controller.")),
+            per_batch=per_batch,
         )
-    except DiffsimError as e:
-        if e.where == "per_batch":
-            raise ctx.error(("sim", "per_batch"), e.reason) from None
-        raise
-    missing = [n for n in controller_pb if n not in system.params]
-    if missing:
-        raise ctx.error(
-            ("sim", "per_batch"),
-            f"no controller parameter named {missing[0]!r}; this controller has "
-            f"{', '.join(n for n in system.params.names() if n.startswith('controller.')) or 'none'}",
-        )
-    return system
+
+    return build_with_controller(ctx, model.n_actuators, make, list_controller_params=True)
 
 
 def springs_drawing(system) -> Drawing:

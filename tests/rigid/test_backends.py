@@ -26,6 +26,7 @@ import pytest
 
 import diffsim
 from diffsim.systems.rigid import RigidModel, RigidSystem
+from tests.backends import assert_agree, assert_f32_near_f64, run
 from tests.conftest import backend_or_skip, other_backends, use
 from tests.rigid.test_gradients import STEPS, loss_2d, mechanism_2d
 
@@ -38,8 +39,7 @@ def rollout_2d(arch, precision):
     use(arch, precision)
     system = mechanism_2d()
     sim = diffsim.Simulation(system, STEPS, loss=loss_2d(system))
-    value, grads = sim.value_and_grad()
-    return value, sim.trajectory(), grads
+    return run(sim)
 
 
 #: gradients whose adjoint still passes through an f32 function on Vulkan in f64: the restitutions' through log and
@@ -74,53 +74,35 @@ def rollout_exact(arch):
     use(arch, "f64")
     system = wheel_and_balls()
     sim = diffsim.Simulation(system, STEPS, loss=loss_2d(system))
-    value, grads = sim.value_and_grad()
-    return value, sim.trajectory(), grads
-
-
-def rel(a, b):
-    return np.abs(a - b).max() / max(np.abs(b).max(), 1e-30)
+    return run(sim)
 
 
 @pytest.mark.parametrize("arch", other_backends())
 def test_2d_cpu_and_other_backend_agree(arch):
     backend_or_skip(arch)
-    l64, t64, g64 = rollout_2d("cpu", "f64")
-    l_o64, t_o64, g_o64 = rollout_2d(arch, "f64")
-    l32, t32, g32 = rollout_2d("cpu", "f32")
-    l_o32, t_o32, g_o32 = rollout_2d(arch, "f32")
+    cpu64 = rollout_2d("cpu", "f64")
+    other64 = rollout_2d(arch, "f64")
+    cpu32 = rollout_2d("cpu", "f32")
+    other32 = rollout_2d(arch, "f32")
     use("cpu", "f64")
     # the set-up: ground and body-body contacts, the joint limit and the motor act (their gradients are nonzero)
     for name in ("ground.stiffness", "contact.stiffness", "joints.upper", "motors.kp"):
-        assert np.abs(g64[name]).max() > 0, name
+        assert np.abs(cpu64[2][name]).max() > 0, name
     # f64: equal up to the f32 transcendentals of Vulkan (see the module docstring)
-    assert abs(l_o64 - l64) <= 1e-5 * abs(l64)
-    for k in t64:
-        assert rel(t_o64[k], t64[k]) < 1e-5, k
-    for name, g in g64.items():
-        assert rel(g_o64[name], g) < 2e-4, name
+    assert_agree(cpu64, other64, loss=1e-5, traj=1e-5, grads=2e-4)
     # f32 rollouts, against each other
-    assert rel(t_o32["x"], t32["x"]) < 1e-5
-    assert rel(t_o32["v"], t32["v"]) < 1e-4
-    assert abs(l_o32 - l32) <= 1e-5 * abs(l32)
+    assert_agree(cpu32, other32, loss=1e-5, traj={"x": 1e-5, "v": 1e-4})
     # f32 gradients: each backend's against the CPU's f64 gradient
-    errors = {}
-    for name, g in g64.items():
-        errors[name] = (rel(g32[name], g), rel(g_o32[name], g))
-        assert max(errors[name]) < 1e-3, (name, errors[name])
+    assert_f32_near_f64(cpu64, cpu32, other32, rollouts=False)
 
 
 @pytest.mark.parametrize("arch", other_backends())
 def test_f64_without_transcendentals_agrees_to_rounding(arch):
     backend_or_skip(arch)
-    l64, t64, g64 = rollout_exact("cpu")
-    l_o64, t_o64, g_o64 = rollout_exact(arch)
+    cpu64 = rollout_exact("cpu")
+    other64 = rollout_exact(arch)
     use("cpu", "f64")
     # ground and body-body contact, the joint limit and the motor act
     for name in ("ground.stiffness", "contact.stiffness", "joints.upper", "motors.kp", "controller.actions"):
-        assert np.abs(g64[name]).max() > 0, name
-    assert abs(l_o64 - l64) <= 1e-12 * abs(l64)
-    for k in t64:
-        assert rel(t_o64[k], t64[k]) < 1e-10, k
-    for name, g in g64.items():
-        assert rel(g_o64[name], g) < F32_ADJOINT.get(name, 1e-10), name
+        assert np.abs(cpu64[2][name]).max() > 0, name
+    assert_agree(cpu64, other64, loss=1e-12, traj=1e-10, grads=lambda name: F32_ADJOINT.get(name, 1e-10))

@@ -34,7 +34,7 @@ from ... import runtime
 from ...engine import tmath
 from ...engine.launch import FastKernel
 from ...engine.state import FieldSpec
-from ...engine.system import System
+from ...engine.system import System, check_step
 from ...errors import DiffsimError
 from .model import ELASTIC, FLUID, KIND_CONSTANTS, MATERIAL_KINDS, SAND, UNITS, MPMModel
 
@@ -168,10 +168,7 @@ class MPMSystem(System):
     ):
         super().__init__(batch)
         src = model.source
-        if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
-            raise DiffsimError(f"must be > 0, got {dt}", where=f"{src}: dt")
-        if int(substeps) < 1:
-            raise DiffsimError(f"must be >= 1, got {substeps}", where=f"{src}: substeps")
+        check_step(dt, substeps, src)
         arrays = model.finalize()
         self.model = model
         self.dim = dim = model.dim
@@ -393,30 +390,19 @@ class MPMSystem(System):
         self._box = ti.field(itype, shape=(2, dim))
 
         # -- control
-        self.controller = controller
-        self.has_controller = controller is not None
-        self.has_observation = bool(controller is not None and controller.needs_observation)
         if self.n_act and controller is None:
             raise DiffsimError(f"{self.n_act} actuators but no controller", where=f"{src}: controller")
         self.n_obs = 2 * dim * self.n_act
-        if controller is not None:
-            if controller.n_actions != self.n_act:
-                raise DiffsimError(
-                    f"controller has {controller.n_actions} outputs, the model has {self.n_act} actuators",
-                    where=f"{src}: controller",
-                )
-            controller.attach(
-                self,
-                self.params,
-                n_obs=self.n_obs if controller.needs_observation else 0,
-                dt=self.dt,
-                substeps=self.substeps,
-                serial=self.serial,
+        if controller is not None and controller.n_actions != self.n_act:
+            raise DiffsimError(
+                f"controller has {controller.n_actions} outputs, the model has {self.n_act} actuators",
+                where=f"{src}: controller",
             )
+        self._attach_controller(controller, self.n_obs)
+        if controller is not None:
             counts = np.bincount(arrays["actuator"][arrays["actuator"] >= 0], minlength=self.n_act)
             self.inv_count = ti.field(real, shape=(self.n_act + 1,))
             self.inv_count.from_numpy(np.append(1.0 / counts, 1.0 / self.n).astype(npr))
-        self._ctrl_sizes = list(controller.stage_sizes) if controller is not None else []
         self._check_time_step()
 
     # -- description ---------------------------------------------------------------------------------------------
@@ -981,22 +967,59 @@ class MPMSystem(System):
     # adjoint's grid loops (`_advance.grad`) run over it too. Nodes outside it keep stale values (and gradients)
     # of earlier steps; nothing reads them: P2G, G2P and their adjoints touch stencil nodes only.
 
-    @ti.kernel
-    def _clear(self, s: ti.template(), f: ti.i32):
-        """Find step f's active box and clear its nodes."""
+    # The stages below are ti.funcs made of top-level loops, shared by the kernels that follow. Inlined at a kernel's
+    # top level, their loops stay top-level loops (parallel or serialized as configured, reversed in the adjoint).
+    # Their arguments are templates, passed by reference: a copied kernel argument (a non-template argument) would
+    # be a statement outside every loop and make `_advance` non-differentiable.
+
+    @ti.func
+    def _find_box(self, s: ti.template(), f: ti.template()):
+        """Step f's active box: the bounding box of its particles' stencils."""
         ti.loop_config(serialize=True)
         for _ in range(1):
             self._box_reset()
         ti.loop_config(serialize=ti.static(self.serial_p))
         for b, p in ti.ndrange(self.batch, self.n):
             self._box_particle(s, f, b, p)
+
+    @ti.func
+    def _on_box(self, what: ti.template(), fg: ti.template()):
+        """`_box_node(what)` on every node of the active box."""
         if ti.static(self.serial_g):
             ti.loop_config(serialize=True)
             for b, i in ti.ndrange(self.batch, (self._box[0, 0], self._box[1, 0])):
-                self._box_row(b, i, CLEAR, 0)
+                self._box_row(b, i, what, fg)
         else:  # parallel (GPU, huge grids): a box row per thread would starve it; all nodes
             for J in ti.grouped(ti.ndrange(self.batch, *self.res)):
-                self._box_node(J, CLEAR, 0)
+                self._box_node(J, what, fg)
+
+    @ti.func
+    def _observe(self, s: ti.template(), f: ti.template()):
+        """The MLP's observation of frame f: per-actuator and whole-body centroids and mean velocities."""
+        ti.loop_config(serialize=True)
+        for b, k in ti.ndrange(self.batch, self.n_act + 1):
+            s.group_x[f, b, k] = ti.Vector.zero(float, self.dim)
+            s.group_v[f, b, k] = ti.Vector.zero(float, self.dim)
+        ti.loop_config(serialize=ti.static(self.serial_p))
+        for b, p in ti.ndrange(self.batch, self.n):
+            self._group_sums(s, f, b, p)
+        ti.loop_config(serialize=True)
+        for b, k in ti.ndrange(self.batch, self.n_act):
+            self._observation(s, f, b, k)
+
+    @ti.func
+    def _scatter_loop(self, s: ti.template(), f: ti.template()):
+        """P2G's scatter as its own top-level loop (runtime stencil loop only, see `_scatter_particle`)."""
+        if ti.static(not self.unroll):
+            ti.loop_config(serialize=ti.static(self.serial_p))
+            for b, p in ti.ndrange(self.batch, self.n):
+                self._scatter_particle(s, f, b, p)
+
+    @ti.kernel
+    def _clear(self, s: ti.template(), f: ti.i32):
+        """Find step f's active box and clear its nodes."""
+        self._find_box(s, f)
+        self._on_box(CLEAR, 0)
 
     @ti.kernel
     def _clear_all(self):
@@ -1008,34 +1031,14 @@ class MPMSystem(System):
     def _advance(self, s: ti.template(), f: ti.i32, fg: ti.i32):
         """One step after `_clear`; every stage a top-level loop: (observe,) control, P2G, grid update, G2P."""
         if ti.static(self.has_observation):
-            ti.loop_config(serialize=True)
-            for b, k in ti.ndrange(self.batch, self.n_act + 1):
-                s.group_x[f, b, k] = ti.Vector.zero(float, self.dim)
-                s.group_v[f, b, k] = ti.Vector.zero(float, self.dim)
-            ti.loop_config(serialize=ti.static(self.serial_p))
-            for b, p in ti.ndrange(self.batch, self.n):
-                self._group_sums(s, f, b, p)
-            ti.loop_config(serialize=True)
-            for b, k in ti.ndrange(self.batch, self.n_act):
-                self._observation(s, f, b, k)
-        for k in ti.static(range(len(self._ctrl_sizes))):
-            ti.loop_config(serialize=True)
-            for b, j in ti.ndrange(self.batch, self._ctrl_sizes[k]):
-                self.controller.run_stage(k, s, f, fg, b, j)
+            self._observe(s, f)
+        if ti.static(self.has_controller):
+            self.controller.run_stages(s, f, fg, True)
         ti.loop_config(serialize=ti.static(self.serial_p))
         for b, p in ti.ndrange(self.batch, self.n):
             self._p2g_particle(s, f, b, p, True)
-        if ti.static(not self.unroll):
-            ti.loop_config(serialize=ti.static(self.serial_p))
-            for b, p in ti.ndrange(self.batch, self.n):
-                self._scatter_particle(s, f, b, p)
-        if ti.static(self.serial_g):
-            ti.loop_config(serialize=True)
-            for b, i in ti.ndrange(self.batch, (self._box[0, 0], self._box[1, 0])):
-                self._box_row(b, i, UPDATE, fg)
-        else:  # parallel (GPU, huge grids): a box row per thread would starve it; all nodes
-            for J in ti.grouped(ti.ndrange(self.batch, *self.res)):
-                self._box_node(J, UPDATE, fg)
+        self._scatter_loop(s, f)
+        self._on_box(UPDATE, fg)
         ti.loop_config(serialize=ti.static(self.serial_p))
         for b, p in ti.ndrange(self.batch, self.n):
             self._g2p_zero(s, f, b, p)
@@ -1051,35 +1054,13 @@ class MPMSystem(System):
         """The grid of step f again, for its adjoint: clear (values and gradients), control, P2G, grid update.
         `stored`: the forward step f ran in this window, so its actions and P2G's scatter inputs (the stress, the
         expensive part) are still in the state; P2G only scatters them. Otherwise (`grid_totals`) all is recomputed."""
-        ti.loop_config(serialize=True)
-        for _ in range(1):
-            self._box_reset()
-        ti.loop_config(serialize=ti.static(self.serial_p))
-        for b, p in ti.ndrange(self.batch, self.n):
-            self._box_particle(s, f, b, p)
-        if ti.static(self.serial_g):
-            ti.loop_config(serialize=True)
-            for b, i in ti.ndrange(self.batch, (self._box[0, 0], self._box[1, 0])):
-                self._box_row(b, i, CLEAR_GRAD, 0)
-        else:  # parallel (GPU, huge grids): a box row per thread would starve it; all nodes
-            for J in ti.grouped(ti.ndrange(self.batch, *self.res)):
-                self._box_node(J, CLEAR_GRAD, 0)
-        if ti.static(self.has_observation and not stored):
-            ti.loop_config(serialize=True)
-            for b, k in ti.ndrange(self.batch, self.n_act + 1):
-                s.group_x[f, b, k] = ti.Vector.zero(float, self.dim)
-                s.group_v[f, b, k] = ti.Vector.zero(float, self.dim)
-            ti.loop_config(serialize=ti.static(self.serial_p))
-            for b, p in ti.ndrange(self.batch, self.n):
-                self._group_sums(s, f, b, p)
-            ti.loop_config(serialize=True)
-            for b, k in ti.ndrange(self.batch, self.n_act):
-                self._observation(s, f, b, k)
-        for k in ti.static(range(0 if stored else len(self._ctrl_sizes))):
-            ti.loop_config(serialize=True)
-            for b, j in ti.ndrange(self.batch, self._ctrl_sizes[k]):
-                self.controller.run_stage(k, s, f, fg, b, j)
+        self._find_box(s, f)
+        self._on_box(CLEAR_GRAD, 0)
         if ti.static(not stored):
+            if ti.static(self.has_observation):
+                self._observe(s, f)
+            if ti.static(self.has_controller):
+                self.controller.run_stages(s, f, fg, True)
             ti.loop_config(serialize=ti.static(self.serial_p))
             for b, p in ti.ndrange(self.batch, self.n):
                 self._p2g_particle(s, f, b, p, False)
@@ -1087,17 +1068,8 @@ class MPMSystem(System):
             ti.loop_config(serialize=ti.static(self.serial_p))
             for b, p in ti.ndrange(self.batch, self.n):
                 self._scatter_stored(s, f, b, p)
-        if ti.static(not self.unroll):
-            ti.loop_config(serialize=ti.static(self.serial_p))
-            for b, p in ti.ndrange(self.batch, self.n):
-                self._scatter_particle(s, f, b, p)
-        if ti.static(self.serial_g):
-            ti.loop_config(serialize=True)
-            for b, i in ti.ndrange(self.batch, (self._box[0, 0], self._box[1, 0])):
-                self._box_row(b, i, UPDATE, fg)
-        else:  # parallel (GPU, huge grids): a box row per thread would starve it; all nodes
-            for J in ti.grouped(ti.ndrange(self.batch, *self.res)):
-                self._box_node(J, UPDATE, fg)
+        self._scatter_loop(s, f)
+        self._on_box(UPDATE, fg)
 
     def step(self, s, f, fg):
         self._clear(s, f)

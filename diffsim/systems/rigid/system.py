@@ -45,7 +45,7 @@ import taichi as ti
 from ... import runtime
 from ...engine import tmath
 from ...engine.state import FieldSpec
-from ...engine.system import System
+from ...engine.system import System, check_step
 from ...errors import DiffsimError
 from . import geometry as geo
 from .model import (
@@ -106,10 +106,7 @@ class RigidSystem(System):
     ):
         super().__init__(batch)
         src = model.source
-        if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
-            raise DiffsimError(f"must be > 0, got {dt}", where=f"{src}: dt")
-        if int(substeps) < 1:
-            raise DiffsimError(f"must be >= 1, got {substeps}", where=f"{src}: substeps")
+        check_step(dt, substeps, src)
         if not (friction_smoothing > 0 and math.isfinite(friction_smoothing)):
             raise DiffsimError(f"must be > 0, got {friction_smoothing}", where=f"{src}: friction_smoothing")
         arrays = model.finalize()
@@ -149,23 +146,17 @@ class RigidSystem(System):
             raise DiffsimError(f"unknown parameter names {sorted(unknown)}", where="per_batch")
         self._build_fields(arrays)
 
-        self.controller = controller
-        self.has_controller = controller is not None
-        self.has_observation = bool(controller is not None and controller.needs_observation)
         n_act = model.n_actuators
         if n_act and controller is None:
             raise DiffsimError(f"{n_act} motors or springs are actuated but no controller is given", where=src)
         self.obs_per_body = 2 * dim + (2 if dim == 2 else 4) + (1 if dim == 2 else 3)
         self.n_obs = self.obs_per_body * n + 2 * self.nj
-        if controller is not None:
-            if controller.n_actions != n_act:
-                raise DiffsimError(
-                    f"controller has {controller.n_actions} outputs, the model has {n_act} actuators",
-                    where=f"{src}: controller",
-                )
-            controller.attach(self, self.params, n_obs=self.n_obs if controller.needs_observation else 0,
-                              dt=self.dt, substeps=self.substeps, serial=self.serial)
-        self._ctrl_sizes = list(controller.stage_sizes) if controller is not None else []
+        if controller is not None and controller.n_actions != n_act:
+            raise DiffsimError(
+                f"controller has {controller.n_actions} outputs, the model has {n_act} actuators",
+                where=f"{src}: controller",
+            )
+        self._attach_controller(controller, self.n_obs)
         self._checked_start = False
         self._check_time_step()
 
@@ -953,10 +944,7 @@ class RigidSystem(System):
                         base = ti.static(self.obs_per_body * self.n)
                         s.obs[f, b, base + 2 * j] = s.joint_q[f, b, j]
                         s.obs[f, b, base + 2 * j + 1] = s.joint_qd[f, b, j]
-            for k in ti.static(range(len(self._ctrl_sizes))):
-                ti.loop_config(serialize=ti.static(self.serial))
-                for b, j in ti.ndrange(self.batch, self._ctrl_sizes[k]):
-                    self.controller.run_stage(k, s, f, fg, b, j)
+            self.controller.run_stages(s, f, fg, self.serial)
 
         ti.loop_config(serialize=ti.static(self.serial))
         for b, i in ti.ndrange(self.batch, self.n):

@@ -15,7 +15,6 @@ Every constant is a parameter with a gradient: stiffness, damping, rest length, 
 height, friction, contact stiffness and damping, initial positions and velocities.
 """
 
-import math
 import warnings
 
 import numpy as np
@@ -23,7 +22,7 @@ import taichi as ti
 
 from ... import runtime
 from ...engine.state import FieldSpec
-from ...engine.system import System
+from ...engine.system import System, check_step
 from ...errors import DiffsimError
 from .model import SpringModel
 
@@ -51,10 +50,7 @@ class SpringSystem(System):
         per_batch: tuple[str, ...] = (),
     ):
         super().__init__(batch)
-        if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
-            raise DiffsimError(f"must be > 0, got {dt}", where=f"{model.source}: dt")
-        if int(substeps) < 1:
-            raise DiffsimError(f"must be >= 1, got {substeps}", where=f"{model.source}: substeps")
+        check_step(dt, substeps, model.source)
         arrays = model.finalize()
         self.model = model
         self.dim = model.dim
@@ -131,24 +127,16 @@ class SpringSystem(System):
         self.actuator.from_numpy((arrays["actuator"] if self.m else -np.ones(1)).astype(npi))
         self.pinned.from_numpy(arrays["pinned"].astype(npi))
 
-        self.controller = controller
-        self.has_controller = controller is not None
-        self.has_observation = bool(controller is not None and controller.needs_observation)
         n_act = model.n_actuators
         if n_act and controller is None:
             raise DiffsimError(f"{n_act} springs are actuated but no controller is given", where=model.source)
-        if controller is not None:
-            if controller.n_actions != n_act:
-                raise DiffsimError(
-                    f"controller has {controller.n_actions} outputs, the body has {n_act} actuators",
-                    where=f"{model.source}: controller",
-                )
-            n_obs = 2 * self.dim * self.n if controller.needs_observation else 0
-            controller.attach(
-                self, self.params, n_obs=n_obs, dt=self.dt, substeps=self.substeps, serial=self.serial
+        if controller is not None and controller.n_actions != n_act:
+            raise DiffsimError(
+                f"controller has {controller.n_actions} outputs, the body has {n_act} actuators",
+                where=f"{model.source}: controller",
             )
-        self._ctrl_sizes = list(controller.stage_sizes) if controller is not None else []
         self.n_obs = 2 * self.dim * self.n
+        self._attach_controller(controller, self.n_obs)
         self._check_time_step(arrays)
 
     # -- description --------------------------------------------------------------------------------------------
@@ -251,10 +239,7 @@ class SpringSystem(System):
                     for d in ti.static(range(self.dim)):
                         s.obs[f, b, 2 * self.dim * i + d] = rel_x[d]
                         s.obs[f, b, 2 * self.dim * i + self.dim + d] = rel_v[d]
-            for k in ti.static(range(len(self._ctrl_sizes))):
-                ti.loop_config(serialize=ti.static(self.serial))
-                for b, j in ti.ndrange(self.batch, self._ctrl_sizes[k]):
-                    self.controller.run_stage(k, s, f, fg, b, j)
+            self.controller.run_stages(s, f, fg, self.serial)
 
         ti.loop_config(serialize=ti.static(self.serial))
         for b, i in ti.ndrange(self.batch, self.n):
