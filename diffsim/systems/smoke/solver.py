@@ -379,6 +379,20 @@ class PressureSolver:
                             v[b, H] -= self.comp_sum[b, c] * self.inv_count[c]
 
     @ti.func
+    def _reduce_rows(self, rows: ti.template(), out: ti.template(), take_max: ti.template()):
+        """out[b] = the max (take_max) or the sum of the per-row partial results rows[b, :] (a serial top-level
+        loop: one short pass per copy)."""
+        ti.loop_config(serialize=True)
+        for b in range(self.batch):
+            acc = 0.0
+            for i in range(self.ext[0]):
+                if ti.static(take_max):
+                    acc = ti.max(acc, rows[b, i])
+                else:
+                    acc += rows[b, i]
+            out[b] = acc
+
+    @ti.func
     def _residual(self, x: ti.template()):
         """r = bvec - A x and per-copy max |r| into rmax (x's halo must be current)."""
         ti.loop_config(serialize=ti.static(self.serial))
@@ -391,12 +405,7 @@ class PressureSolver:
                     self.r[b, H] = ri
                     m = ti.max(m, ti.abs(ri))
             self.row_max[b, i] = m
-        ti.loop_config(serialize=True)
-        for b in range(self.batch):
-            m = 0.0
-            for i in range(self.ext[0]):
-                m = ti.max(m, self.row_max[b, i])
-            self.rmax[b] = m
+        self._reduce_rows(self.row_max, self.rmax, True)
 
     # -- kernels: set-up, iteration, check, finish ------------------------------------------------------------------
     @ti.kernel
@@ -553,12 +562,7 @@ class PressureSolver:
                     self.Ap[b, H] = q
                     acc += self.p[b, H] * q
             self.row_sum[b, i] = acc
-        ti.loop_config(serialize=True)
-        for b in range(self.batch):
-            acc = 0.0
-            for i in range(self.ext[0]):
-                acc += self.row_sum[b, i]
-            self.pAp[b] = acc
+        self._reduce_rows(self.row_sum, self.pAp, False)
         ti.loop_config(serialize=ti.static(self.serial))
         for b, i in ti.ndrange(self.batch, self.ext[0]):
             alpha = 0.0
@@ -573,12 +577,7 @@ class PressureSolver:
                     self.r[b, H] = ri
                     m = ti.max(m, ti.abs(ri))
             self.row_max[b, i] = m
-        ti.loop_config(serialize=True)
-        for b in range(self.batch):
-            m = 0.0
-            for i in range(self.ext[0]):
-                m = ti.max(m, self.row_max[b, i])
-            self.rmax[b] = m
+        self._reduce_rows(self.row_max, self.rmax, True)
         ti.loop_config(serialize=True)
         for _ in range(1):
             n = 0
