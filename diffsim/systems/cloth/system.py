@@ -14,7 +14,9 @@ One step (semi-implicit Euler, dt) is one kernel; its stages are top-level loops
    n its unit normal, A its area):  f = -k_D A |v_r . n| v_r + k_L A (v_r . n) (v_r (v_r . n) / |v_r| - n |v_r|);
 5. per hinge (two triangles sharing an edge), += the bending forces of the discrete-shell energy
    E = k_b w (theta - theta0)^2 / 2, w = 3 |e|^2 / (A1 + A2), with the dihedral angle's gradient from Bridson et
-   al. (2003), and the damping -c_b w dtheta/dt along the same gradient;
+   al. (2003), and the damping -c_b w dtheta/dt along the same gradient; or, with bending_model="quadratic"
+   (Bergou et al. 2006, flat rest shapes only), E = k_b |s|^2 / 2 with s = sum_i k_i x_i and constant cotangent
+   weights k_i (`model.quadratic_bending_weights`): f_i = -k_i (k_b s + c_b sum_j k_j v_j), linear in x and v;
 6. integrate: v* = v + dt f / m; friction with each collider acts on the tangential velocity relative to it,
    v_t <- v_t / (1 + mu f_n dt / (m sqrt(|v_t|^2 + eps^2))) (the smoothed Coulomb law of the mass-spring system);
    x' = x + dt v'. Pinned vertices stay; handles follow the controller (velocity mode: v' = scale * action;
@@ -111,6 +113,8 @@ class ClothSystem(System):
     """A cloth (`ClothModel`) in 3D, z up.
 
     dt: time step (s). gravity: (3,) m/s^2, default (0, 0, -9.81). material: "corotated" or "stvk".
+    bending_model: "dihedral" (default; any rest shape) or "quadratic" (Bergou et al. 2006; needs a flat rest shape:
+        a rest dihedral angle above QUADRATIC_MAX_REST_ANGLE raises DiffsimError).
     wind (m/s), drag and lift (k_D, k_L in kg/m^3, about half the air density times the coefficient):
         aerodynamics is compiled in when `aerodynamics` is True (default: when any of them is non-zero).
     colliders: list of `diffsim.colliders.Collider`. contact_stiffness k_c (N/m^3: pressure per metre of
