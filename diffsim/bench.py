@@ -103,10 +103,10 @@ for _n in (16, 32, 64, 128):
 
 # --- cloth ---
 
-def _cloth_throw_sim(**kw):
+def _cloth_throw_sim(overrides=(), **kw):
     from diffsim.scene import load_scene
 
-    _, sim, _ = load_scene("cloth_throw", **kw).build()
+    _, sim, _ = load_scene("cloth_throw", list(overrides), **kw).build()
     return sim
 
 
@@ -114,6 +114,12 @@ def _cloth_throw_sim(**kw):
 def cloth_throw():
     """Cloth throw (scenes/cloth_throw.toml): 17x17 vertices, 512 triangles, 1,920 steps (issue target: <= 0.2 s)."""
     return _cloth_throw_sim(), "fit"
+
+
+@case("cloth_throw_quadratic")
+def cloth_throw_quadratic():
+    """The cloth throw with the quadratic bending model (material.bending_model = "quadratic")."""
+    return _cloth_throw_sim(['material.bending_model="quadratic"']), "fit"
 
 
 @case("cloth_throw_20k_checkpointed")

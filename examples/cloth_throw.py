@@ -4,6 +4,7 @@ when the rollout ends (the task of Warp's cloth_throw example: 17 x 17 vertices,
     python examples/cloth_throw.py              # 30 L-BFGS-B evaluations; writes runs/cloth_throw/{loss.png,
                                                 # before.gif, after.gif, result.json}
     python examples/cloth_throw.py --iters 2 --steps 60 --no-render    # the short mode the tests run
+    python examples/cloth_throw.py --bending-model quadratic           # the quadratic bending model
 
 The scene is scenes/cloth_throw.toml. The target is 8 m ahead at the full 2 s horizon (4 m/s of horizontal
 travel); a shorter --steps moves it closer in proportion. The distance of the centre of mass to the target is
@@ -21,9 +22,10 @@ import diffsim
 from diffsim.scene import load_scene
 
 
-def build(steps: int | None = None):
+def build(steps: int | None = None, bending_model: str | None = None):
     """(scene, system, simulation, task) of scenes/cloth_throw.toml with the target scaled to the horizon."""
-    scene = load_scene("cloth_throw", steps=steps)
+    overrides = [f"material.bending_model={bending_model!r}"] if bending_model else []
+    scene = load_scene("cloth_throw", overrides, steps=steps)
     if steps is not None:
         full = 1920
         scene.data["task"]["loss"]["target"] = [8.0 * steps / full, 0.0, 0.0]
@@ -56,10 +58,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="runs/cloth_throw")
     parser.add_argument("--no-render", action="store_true")
     parser.add_argument("--arch", default=None)
+    parser.add_argument(
+        "--bending-model", choices=("dihedral", "quadratic"), default=None, help="default: the scene's (dihedral)"
+    )
     args = parser.parse_args(argv)
 
     diffsim.init(arch=args.arch, precision="f32")
-    scene, system, sim, task = build(args.steps)
+    scene, system, sim, task = build(args.steps, args.bending_model)
     target = np.asarray(scene.data["task"]["loss"]["target"])
     os.makedirs(args.out, exist_ok=True)
     if not args.no_render:

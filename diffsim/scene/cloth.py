@@ -121,6 +121,14 @@ MATERIAL = Table(
             "float", None, unit="m", min=0, min_exclusive=True, doc="h, with `youngs_modulus`."
         ),
         "poisson_ratio": Field("float", 0.3, min=-0.9, max=0.95, doc="nu (`material.poisson_ratio`)."),
+        "bending_model": Field(
+            "str",
+            "dihedral",
+            choices=("dihedral", "quadratic"),
+            doc="Bending energy: 'dihedral' (discrete shells, k_b w (theta - theta0)^2 / 2, any rest shape) or "
+            "'quadratic' (Bergou et al. 2006: constant cotangent weights, forces linear in the positions; "
+            "faster, for a flat rest shape and nearly isometric bending).",
+        ),
         "bending_stiffness": Field(
             "float",
             None,
@@ -378,6 +386,7 @@ def _reword(ctx: BuildContext, model, e: DiffsimError) -> DiffsimError:
             parts = ("cloth", head, int(index)) if index.isdigit() else ("cloth", head)
             return ctx.error(parts, e.reason)
         if head in (
+            "bending_model",
             "stretch_modulus",
             "youngs_modulus",
             "thickness",
@@ -426,6 +435,7 @@ def build_cloth(ctx: BuildContext):
             dt=sim["dt"],
             gravity=gravity,
             material=ctx.data["material"]["model"],
+            bending_model=ctx.data["material"]["bending_model"],
             wind=air["wind"],
             drag=air["drag"],
             lift=air["lift"],

@@ -47,7 +47,7 @@ def assert_gradcheck(sim, names, steps=FD_STEPS, **kw):
     return report
 
 
-def free_cloth(material="corotated", batch=1, per_batch=()):
+def free_cloth(material="corotated", batch=1, per_batch=(), bending_model="dihedral"):
     """A 4 x 4 cloth tumbling in the wind: tilted, perturbed (so it bends), one pinned corner, a load."""
     model = ClothModel.grid(
         size=(0.3, 0.3),
@@ -71,6 +71,7 @@ def free_cloth(material="corotated", batch=1, per_batch=()):
         model,
         dt=DT,
         material=material,
+        bending_model=bending_model,
         wind=(1.0, -0.5, 0.3),
         drag=0.3,
         lift=0.5,

@@ -72,6 +72,29 @@ def atan2(y, x):
     return np.where(swap, half - r, np.where(x >= 0, r, r + 2.0 * half))
 
 
+def _cot(v, u, w):
+    """Cotangent of the angle at v of the triangle (v, u, w), rows of points (n, 3)."""
+    e1, e2 = u - v, w - v
+    return np.einsum("nd,nd->n", e1, e2) / np.linalg.norm(np.cross(e1, e2), axis=1)
+
+
+def quadratic_bending_weights(x_rest: np.ndarray, hinges: np.ndarray, area_sum: np.ndarray) -> np.ndarray:
+    """Weights k (h, 4) of the quadratic bending model (Bergou et al. 2006) for the hinges (p, q, a, b): the
+    energy of a hinge is k_b |sum_i k_i x_i|^2 / 2, with k = sqrt(3 / (A1 + A2)) K and the cotangent weights
+
+        K_p = -(cot q1 + cot q2),  K_q = -(cot p1 + cot p2),  K_a = cot p1 + cot q1,  K_b = cot p2 + cot q2
+
+    (cot p1: the cotangent of the rest angle at p in the triangle (p, q, a); p2, q2 in (p, q, b)). sum K = 0 and,
+    on a flat hinge, sum K_i x_i = 0: rigid motions cost nothing. |K_a| = |e| / h_a (h_a: a's distance to the
+    edge), so bending one wing by a small angle theta gives k_b w theta^2 / 2 with w = 3 |e|^2 / (A1 + A2), the
+    dihedral model's energy, to O(theta^2) relative (exactly k_b w 4 sin^2(theta / 2) / 2)."""
+    p, q, a, b = (x_rest[hinges[:, k]] for k in range(4))
+    cp1, cq1 = _cot(p, q, a), _cot(q, p, a)
+    cp2, cq2 = _cot(p, q, b), _cot(q, p, b)
+    k = np.stack([-(cq1 + cq2), -(cp1 + cp2), cp1 + cq1, cp2 + cq2], axis=1)
+    return k * np.sqrt(3.0 / area_sum)[:, None]
+
+
 def dihedral_angles(x: np.ndarray, hinges: np.ndarray) -> np.ndarray:
     """Signed dihedral angle of each hinge (p, q, a, b): 0 for a flat pair, in (-pi, pi].
 
@@ -444,9 +467,11 @@ class ClothModel:
             edge_len = np.linalg.norm(x_rest[hinges[:, 1]] - x_rest[hinges[:, 0]], axis=1)
             hinge_weight = 3.0 * edge_len**2 / (area[hinge_faces[:, 0]] + area[hinge_faces[:, 1]])
             rest_angle = dihedral_angles(x_rest, hinges)
+            hinge_k = quadratic_bending_weights(x_rest, hinges, area[hinge_faces[:, 0]] + area[hinge_faces[:, 1]])
         else:
             hinge_weight = np.zeros(0)
             rest_angle = np.zeros(0)
+            hinge_k = np.zeros((0, 4))
         kind = np.zeros(n, dtype=np.int64)  # 0 free, 1 pinned, 2 handle
         kind[pins] = 1
         handle_index = -np.ones(n, dtype=np.int64)
@@ -464,6 +489,7 @@ class ClothModel:
             "hinges": hinges,
             "hinge_weight": hinge_weight,
             "rest_angle": rest_angle,
+            "hinge_k": hinge_k,
             "kind": kind,
             "handle_index": handle_index,
             "handles": np.asarray(handles, dtype=np.int64),

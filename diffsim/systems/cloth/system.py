@@ -14,7 +14,9 @@ One step (semi-implicit Euler, dt) is one kernel; its stages are top-level loops
    n its unit normal, A its area):  f = -k_D A |v_r . n| v_r + k_L A (v_r . n) (v_r (v_r . n) / |v_r| - n |v_r|);
 5. per hinge (two triangles sharing an edge), += the bending forces of the discrete-shell energy
    E = k_b w (theta - theta0)^2 / 2, w = 3 |e|^2 / (A1 + A2), with the dihedral angle's gradient from Bridson et
-   al. (2003), and the damping -c_b w dtheta/dt along the same gradient;
+   al. (2003), and the damping -c_b w dtheta/dt along the same gradient; or, with bending_model="quadratic"
+   (Bergou et al. 2006, flat rest shapes only), E = k_b |s|^2 / 2 with s = sum_i k_i x_i and constant cotangent
+   weights k_i (`model.quadratic_bending_weights`): f_i = -k_i (k_b s + c_b sum_j k_j v_j), linear in x and v;
 6. integrate: v* = v + dt f / m; friction with each collider acts on the tangential velocity relative to it,
    v_t <- v_t / (1 + mu f_n dt / (m sqrt(|v_t|^2 + eps^2))) (the smoothed Coulomb law of the mass-spring system);
    x' = x + dt v'. Pinned vertices stay; handles follow the controller (velocity mode: v' = scale * action;
@@ -45,6 +47,9 @@ from .model import ClothModel, dihedral_angles
 SERIAL_BELOW_CPU = 1_000_000
 
 MATERIALS = ("corotated", "stvk")
+BENDING_MODELS = ("dihedral", "quadratic")
+#: largest rest dihedral angle (rad) the quadratic bending model accepts: it is exact only for a flat rest shape
+QUADRATIC_MAX_REST_ANGLE = 1e-3
 HANDLE_MODES = ("velocity", "position")
 
 #: speed (m/s) below which the aerodynamic force's |.| and 1/|v| are smoothed
@@ -108,6 +113,8 @@ class ClothSystem(System):
     """A cloth (`ClothModel`) in 3D, z up.
 
     dt: time step (s). gravity: (3,) m/s^2, default (0, 0, -9.81). material: "corotated" or "stvk".
+    bending_model: "dihedral" (default; any rest shape) or "quadratic" (Bergou et al. 2006; needs a flat rest shape:
+        a rest dihedral angle above QUADRATIC_MAX_REST_ANGLE raises DiffsimError).
     wind (m/s), drag and lift (k_D, k_L in kg/m^3, about half the air density times the coefficient):
         aerodynamics is compiled in when `aerodynamics` is True (default: when any of them is non-zero).
     colliders: list of `diffsim.colliders.Collider`. contact_stiffness k_c (N/m^3: pressure per metre of
@@ -126,6 +133,7 @@ class ClothSystem(System):
         dt: float,
         gravity=None,
         material: str = "corotated",
+        bending_model: str = "dihedral",
         wind=(0.0, 0.0, 0.0),
         drag: float = 0.0,
         lift: float = 0.0,
@@ -154,6 +162,11 @@ class ClothSystem(System):
                 f"unknown material model {material!r}; choose {' or '.join(MATERIALS)}",
                 where=f"{src}: material",
             )
+        if bending_model not in BENDING_MODELS:
+            raise DiffsimError(
+                f"unknown bending model {bending_model!r}; choose {' or '.join(BENDING_MODELS)}",
+                where=f"{src}: bending_model",
+            )
         if handle_mode not in HANDLE_MODES:
             raise DiffsimError(
                 f"unknown handle mode {handle_mode!r}; choose {' or '.join(HANDLE_MODES)}",
@@ -172,6 +185,18 @@ class ClothSystem(System):
         self.n_handles = len(arrays["handles"])
         self.stvk = material == "stvk"
         self.material = material
+        self.bending_model = bending_model
+        self.quadratic = bending_model == "quadratic"
+        if self.quadratic and self.n_hinge:
+            worst = int(np.argmax(np.abs(arrays["rest_angle"])))
+            if abs(arrays["rest_angle"][worst]) > QUADRATIC_MAX_REST_ANGLE:
+                raise DiffsimError(
+                    f"the quadratic bending model needs a flat rest shape, and hinge {worst} (edge "
+                    f"{int(arrays['hinges'][worst, 0])}-{int(arrays['hinges'][worst, 1])}) has a rest dihedral "
+                    f"angle of {float(arrays['rest_angle'][worst]):.3g} rad (at most {QUADRATIC_MAX_REST_ANGLE:g}); "
+                    "use bending_model = 'dihedral'",
+                    where=f"{src}: bending_model",
+                )
         self.velocity_handles = handle_mode == "velocity"
         self.handle_mode = handle_mode
         self.handle_scale = float(handle_scale)
@@ -320,7 +345,12 @@ class ClothSystem(System):
         builder = ti.FieldsBuilder()
         builder.dense(ti.i, self.n_tri).place(self.tri, self.dm_inv, self.rest_area)
         builder.dense(ti.i, self.n).place(self.vertex_area, self.vertex_kind, self.handle_index)
-        builder.dense(ti.i, nh).place(self.hinge, self.hinge_weight, self.rest_angle)
+        if self.quadratic:
+            # sqrt(3 / (A1 + A2)) K_i per hinge vertex (p, q, a, b): the quadratic model's only hinge constants
+            self.hinge_k = ti.Vector.field(4, real)
+            builder.dense(ti.i, nh).place(self.hinge, self.hinge_weight, self.rest_angle, self.hinge_k)
+        else:
+            builder.dense(ti.i, nh).place(self.hinge, self.hinge_weight, self.rest_angle)
         builder.dense(ti.ij, (1, self.n)).place(self.mass_weight)
         self._mesh_tree = builder.finalize()
         self.tri.from_numpy(arrays["faces"].astype(npi))
@@ -337,6 +367,8 @@ class ClothSystem(System):
             self.hinge.from_numpy(arrays["hinges"].astype(npi))
             self.hinge_weight.from_numpy(arrays["hinge_weight"].astype(npr))
             self.rest_angle.from_numpy(arrays["rest_angle"].astype(npr))
+            if self.quadratic:
+                self.hinge_k.from_numpy(arrays["hinge_k"].astype(npr))
 
         self.controller = controller
         if controller is not None:
@@ -641,7 +673,34 @@ class ClothSystem(System):
                 s.force[f, b, tri[2]] += f2
 
         # 5. bending, per hinge (edge p-q, opposite vertices a and b)
-        if ti.static(self.n_hinge > 0):
+        if ti.static(self.n_hinge > 0 and self.quadratic):
+            # quadratic model (Bergou et al. 2006): E = k_b |s|^2 / 2, s = sum_i k_i x_i with the constant weights
+            # k_i = sqrt(3 / (A1 + A2)) K_i; forces -k_i (k_b s + c_b sum_j k_j v_j), linear in x and v
+            ti.loop_config(serialize=ti.static(self.serial_h))
+            for b, h in ti.ndrange(self.batch, self.n_hinge):
+                hv = self.hinge[h]
+                kw = self.hinge_k[h]
+                sx = (
+                    kw[0] * s.x[f, b, hv[0]]
+                    + kw[1] * s.x[f, b, hv[1]]
+                    + kw[2] * s.x[f, b, hv[2]]
+                    + kw[3] * s.x[f, b, hv[3]]
+                )
+                sv = (
+                    kw[0] * s.v[f, b, hv[0]]
+                    + kw[1] * s.v[f, b, hv[1]]
+                    + kw[2] * s.v[f, b, hv[2]]
+                    + kw[3] * s.v[f, b, hv[3]]
+                )
+                g = -(
+                    self.bending_stiffness.field[self.bending_stiffness.bi(b)] * sx
+                    + self.bending_damping.field[self.bending_damping.bi(b)] * sv
+                )
+                s.force[f, b, hv[0]] += kw[0] * g
+                s.force[f, b, hv[1]] += kw[1] * g
+                s.force[f, b, hv[2]] += kw[2] * g
+                s.force[f, b, hv[3]] += kw[3] * g
+        if ti.static(self.n_hinge > 0 and not self.quadratic):
             ti.loop_config(serialize=ti.static(self.serial_h))
             for b, h in ti.ndrange(self.batch, self.n_hinge):
                 hv = self.hinge[h]
@@ -742,7 +801,11 @@ class ClothSystem(System):
             e = sv - 1
         psi = mu * np.sum(e * e, axis=-1) + 0.5 * lam * np.sum(e, axis=-1) ** 2
         pe += np.einsum("fbt,t->fb", psi, a["area"])
-        if self.n_hinge:
+        if self.n_hinge and self.quadratic:
+            sx = np.einsum("hk,fbhkd->fbhd", a["hinge_k"], x[:, :, a["hinges"]])  # (frames, b, h, 3)
+            kb = bc(self.bending_stiffness)[None, :, None]
+            pe += 0.5 * np.sum(kb * np.sum(sx * sx, axis=-1), axis=-1)
+        elif self.n_hinge:
             theta = dihedral_angles(x, a["hinges"])  # (frames, b, h)
             kb = bc(self.bending_stiffness)[None, :, None]
             pe += 0.5 * np.sum(kb * a["hinge_weight"] * (theta - a["rest_angle"]) ** 2, axis=-1)
@@ -751,7 +814,8 @@ class ClothSystem(System):
     def describe(self) -> str:
         return (
             f"cloth: {self.n} vertices, {self.n_tri} triangles, {self.n_hinge} hinges, {self.material}, "
-            f"{self.n_col} colliders, {self.n_handles} handles, dt={self.dt:g} s, batch={self.batch}"
+            + ("quadratic bending, " if self.quadratic else "")
+            + f"{self.n_col} colliders, {self.n_handles} handles, dt={self.dt:g} s, batch={self.batch}"
         )
 
 
