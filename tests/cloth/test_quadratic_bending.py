@@ -112,34 +112,6 @@ def test_flat_cloth_at_rest_stays_still():
     assert np.abs(traj["v"]).max() < 1e-12
 
 
-def test_hanging_cloth_energy_never_rises_with_quadratic_bending():
-    """`test_physics.test_hanging_cloth_comes_to_rest_and_its_energy_never_rises` with the quadratic model (and a
-    bending stiffness 10x larger, so that bending matters): the total energy, with the quadratic bending energy,
-    falls at every step and the cloth comes to rest."""
-    model = ClothModel.grid(
-        size=(0.2, 0.2),
-        resolution=(5, 5),
-        center=(0.0, 0.0, 1.0),
-        stretch_modulus=50.0,
-        density=0.2,
-        bending_stiffness=1e-3,
-        stretch_damping=0.005,
-        bending_damping=1e-6,
-        mass_damping=5.0,
-    )
-    model.pin(0, 4)
-    system = ClothSystem(model, dt=1e-3, bending_model="quadratic")
-    sim = diffsim.Simulation(system, 4500)
-    sim.run()
-    traj = sim.trajectory()
-    energy = system.energy(traj)[:, 0]
-    assert np.all(np.diff(energy) <= 1e-12 * abs(energy[0])), np.diff(energy).max()
-    assert energy[0] - energy[-1] > 0.05 * abs(energy[0]), "it moved and lost energy"
-    kinetic = 0.5 * np.einsum("i,id->", system.masses()[0], traj["v"][-1, 0] ** 2)
-    assert kinetic < 1e-9 * abs(energy[0]), kinetic
-    assert np.abs(traj["v"][-1, 0]).max() < 1e-3
-
-
 def test_gradients_with_quadratic_bending():
     """Reverse mode against central finite differences (f64) for the bending constants and the initial state, on
     the tumbling 4 x 4 cloth of test_gradients (wind, a load, a pinned corner)."""
@@ -174,6 +146,8 @@ def test_bending_model_errors():
     bent = HINGE_VERTICES.copy()
     bent[3] = _rotate_x(bent[3:4], 0.2)[0]
     model = ClothModel(vertices=bent, faces=HINGE_FACES.copy(), stretch_modulus=10.0)
-    with pytest.raises(DiffsimError, match=r"cloth: bending_model: .*needs a flat rest shape.*hinge 0.*0\.2 rad"):
+    with pytest.raises(
+        DiffsimError, match=r"cloth: bending_model: .*needs a flat rest shape.*hinge 0.*0\.2 rad"
+    ):
         ClothSystem(model, dt=1e-3, bending_model="quadratic")
     ClothSystem(model, dt=1e-3)  # the dihedral model takes it
