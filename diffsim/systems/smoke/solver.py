@@ -149,6 +149,7 @@ class PressureSolver:
         self.rmax = ti.field(real, shape=(B,))
         self.tol = ti.field(real, shape=(B,))
         self.bnorm = ti.field(real, shape=(B,))  # max |b| of the current solve
+        self.xnorm = ti.field(real, shape=(B,))  # max |x| of its warm start
         self.rbest = ti.field(real, shape=(B,))  # smallest recursive max |r| since the last (re)start
         self.restarts = ti.field(ti.i32, shape=(B,))
         self.active = ti.field(real, shape=(B,))  # 1 while the copy iterates
@@ -442,7 +443,7 @@ class PressureSolver:
                 m = ti.max(m, self.row_max[b, i])
                 mx = ti.max(mx, self.row_sum[b, i])
             self.bnorm[b] = m
-            self.tol[b] = mx  # max |x_warm|, until the tolerance is set below
+            self.xnorm[b] = mx
         self._residual(self.x)
         # A warm start worse than zero (a residual above |b|: the previous step's pressure after a change of the
         # flow, e.g. the first step from a divergent initial velocity) is dropped: x = 0, r = b. Kept, it would
@@ -459,7 +460,7 @@ class PressureSolver:
         for _ in range(1):
             n = 0
             for b in range(self.batch):
-                mx = self.tol[b]
+                mx = self.xnorm[b]
                 if self.rmax[b] > self.bnorm[b]:
                     self.rmax[b] = self.bnorm[b]
                     mx = 0.0
