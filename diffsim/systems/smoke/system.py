@@ -596,7 +596,7 @@ class SmokeSystem(System):
             for i1 in range(self.cext[1]):
                 for i2 in range(self.cext[2]):
                     I = self._at(i0, i1, i2)
-                    vs = s.velocity_star
+                    vs = ti.static(s.velocity_star)
                     div = vs[f, b, I + ti.Vector.unit(self.dim, 0, ti.i32)][0] - vs[f, b, I][0]
                     for d in ti.static(range(1, self.dim)):
                         div = div + vs[f, b, I + ti.Vector.unit(self.dim, d, ti.i32)][d] - vs[f, b, I][d]
