@@ -133,6 +133,8 @@ class SmokeSystem(System):
         self.advection, self.backtrace = advection, backtrace
         self.has_viscosity = viscosity is not None
         self.has_vorticity = vorticity is not None
+        # forces added in the advection pass (see `_store_advected`)
+        self.fuse_forces = not (self.has_vorticity or self.has_viscosity)
         self.W = 1 if D == 2 else 3  # components of the vorticity
         cells = self.batch * int(np.prod(self.n))
         self.serial_light = cells < SERIAL_BELOW_LIGHT
@@ -144,7 +146,7 @@ class SmokeSystem(System):
 
         item = 8 if runtime.current()["precision"] == "f64" else 4
         need = estimate_bytes(self.n, frames=2, batch=self.batch, n_scalars=self.S, maccormack=self.maccormack,
-                              vorticity=self.has_vorticity, precision_bytes=item)
+                              vorticity=self.has_vorticity, viscosity=self.has_viscosity, precision_bytes=item)
         check_memory(need, f"a {'x'.join(map(str, self.n))} grid (batch {self.batch})", f"{src}: {model.prefix}resolution",
                      "use a smaller grid or batch")
 
@@ -256,8 +258,8 @@ class SmokeSystem(System):
         """Refuse, with the estimate, a rollout whose buffers would not fit in memory (called before allocating)."""
         item = 8 if runtime.current()["precision"] == "f64" else 4
         need = estimate_bytes(self.n, frames=frames, batch=self.batch, n_scalars=self.S,
-                              maccormack=self.maccormack, vorticity=self.has_vorticity, precision_bytes=item,
-                              snapshot_frames=snapshot_frames)
+                              maccormack=self.maccormack, vorticity=self.has_vorticity,
+                              viscosity=self.has_viscosity, precision_bytes=item, snapshot_frames=snapshot_frames)
         check_memory(need, f"a rollout window of {frames} frames of a {'x'.join(map(str, self.n))} grid (batch "
                      f"{self.batch})", f"{self.model.source}: steps", "use checkpointed storage (fewer frames kept), "
                      "fewer steps or a smaller grid")
@@ -268,10 +270,11 @@ class SmokeSystem(System):
             FieldSpec("velocity", self.vshape, D),
             FieldSpec("scalars", self.n, S),
             FieldSpec("pressure", self.n, None),  # phi = p dt / rho (m^2/s); state: it warm-starts the next solve
-            FieldSpec("advected_velocity", self.vshape, D, kind="scratch"),
             FieldSpec("velocity_star", self.vshape, D, kind="scratch"),
             FieldSpec("pressure_rhs", self.n, None, kind="scratch"),
         ]
+        if not self.fuse_forces:
+            specs.append(FieldSpec("advected_velocity", self.vshape, D, kind="scratch"))
         if self.maccormack:
             specs += [
                 FieldSpec("velocity_forward", self.vshape, D, kind="scratch"),
@@ -484,19 +487,23 @@ class SmokeSystem(System):
         v = s.velocity_forward[f, b, I][d] + 0.5 * (s.velocity[f, b, I][d] - s.velocity_backward[f, b, I][d])
         return ti.min(ti.max(v, lo), hi)
 
+    @ti.func
+    def _store_advected(self, s: ti.template(), f, fg, b, I, Ic, adv):
+        """Store the advected velocity of face slot I. Without vorticity confinement and viscosity (which read the
+        advected field at neighbouring faces) the forces are added here and u* stored directly: one pass over the
+        faces fewer, forward and in reverse."""
+        if ti.static(self.fuse_forces):
+            s.velocity_star[f, b, I] = ti.Vector([
+                (adv[d] + ti.static(self.dt) * self._acceleration(s, f, fg, b, Ic, d)) * self.face_open[I][d]
+                for d in ti.static(range(self.dim))])
+        else:
+            s.advected_velocity[f, b, I] = adv
+
     @ti.kernel
     def _advance(self, s: ti.template(), f: ti.i32, fg: ti.i32):
-        """Advection, sources, forces and the projection's right-hand side: frame f -> scratch of f, scalars f+1."""
+        """Advection, sources, forces and the projection's right-hand side: frame f -> scratch of f, scalars f+1.
+        The scalars go first: the buoyancy in the forces reads the advected ones."""
         if ti.static(not self.maccormack):
-            ti.loop_config(serialize=ti.static(self.serial_heavy))
-            for b, i0 in ti.ndrange(self.batch, self.vext[0]):
-                for i1 in range(self.vext[1]):
-                    for i2 in range(self.vext[2]):
-                        I = self._at(i0, i1, i2)
-                        Ic = self._canonical(I)
-                        s.advected_velocity[f, b, I] = ti.Vector([
-                            self._sample_face(s.velocity, f, b, d, self._face_departure(s.velocity, f, b, Ic, d, 1))
-                            * self.face_open[I][d] for d in ti.static(range(self.dim))])
             ti.loop_config(serialize=ti.static(self.serial_heavy))
             for b, i0 in ti.ndrange(self.batch, self.cext[0]):
                 for i1 in range(self.cext[1]):
@@ -505,6 +512,16 @@ class SmokeSystem(System):
                         xd = self._cell_departure(s.velocity, f, b, I, 1)
                         s.scalars[f + 1, b, I] = (self._sample_cells(s.scalars, f, b, xd)
                                                   + self._sources(b, I)) * self.fluid[I]
+            ti.loop_config(serialize=ti.static(self.serial_heavy))
+            for b, i0 in ti.ndrange(self.batch, self.vext[0]):
+                for i1 in range(self.vext[1]):
+                    for i2 in range(self.vext[2]):
+                        I = self._at(i0, i1, i2)
+                        Ic = self._canonical(I)
+                        adv = ti.Vector([
+                            self._sample_face(s.velocity, f, b, d, self._face_departure(s.velocity, f, b, Ic, d, 1))
+                            * self.face_open[I][d] for d in ti.static(range(self.dim))])
+                        self._store_advected(s, f, fg, b, I, Ic, adv)
         else:
             # MacCormack: the forward semi-Lagrangian step ...
             ti.loop_config(serialize=ti.static(self.serial_heavy))
@@ -543,15 +560,6 @@ class SmokeSystem(System):
                                                                          self._cell_departure(s.velocity, f, b, I, -1))
             # ... and the corrected value, clamped to the range the forward step interpolated from
             ti.loop_config(serialize=ti.static(self.serial_heavy))
-            for b, i0 in ti.ndrange(self.batch, self.vext[0]):
-                for i1 in range(self.vext[1]):
-                    for i2 in range(self.vext[2]):
-                        I = self._at(i0, i1, i2)
-                        Ic = self._canonical(I)
-                        s.advected_velocity[f, b, I] = ti.Vector([
-                            self._maccormack_face(s, f, b, Ic, d) * self.face_open[I][d]
-                            for d in ti.static(range(self.dim))])
-            ti.loop_config(serialize=ti.static(self.serial_heavy))
             for b, i0 in ti.ndrange(self.batch, self.cext[0]):
                 for i1 in range(self.cext[1]):
                     for i2 in range(self.cext[2]):
@@ -559,6 +567,15 @@ class SmokeSystem(System):
                         lo, hi = self._cell_bounds(s.scalars, f, b, self._cell_departure(s.velocity, f, b, I, 1))
                         q = s.scalars_forward[f, b, I] + 0.5 * (s.scalars[f, b, I] - s.scalars_backward[f, b, I])
                         s.scalars[f + 1, b, I] = (ti.min(ti.max(q, lo), hi) + self._sources(b, I)) * self.fluid[I]
+            ti.loop_config(serialize=ti.static(self.serial_heavy))
+            for b, i0 in ti.ndrange(self.batch, self.vext[0]):
+                for i1 in range(self.vext[1]):
+                    for i2 in range(self.vext[2]):
+                        I = self._at(i0, i1, i2)
+                        Ic = self._canonical(I)
+                        adv = ti.Vector([self._maccormack_face(s, f, b, Ic, d) * self.face_open[I][d]
+                                         for d in ti.static(range(self.dim))])
+                        self._store_advected(s, f, fg, b, I, Ic, adv)
 
         if ti.static(self.has_vorticity):
             ti.loop_config(serialize=ti.static(self.serial_light))
@@ -580,16 +597,17 @@ class SmokeSystem(System):
                         I = self._at(i0, i1, i2)
                         s.confinement[f, b, I] = self._confinement(s, f, b, I)
 
-        ti.loop_config(serialize=ti.static(self.serial_heavy))
-        for b, i0 in ti.ndrange(self.batch, self.vext[0]):
-            for i1 in range(self.vext[1]):
-                for i2 in range(self.vext[2]):
-                    I = self._at(i0, i1, i2)
-                    Ic = self._canonical(I)
-                    s.velocity_star[f, b, I] = ti.Vector([
-                        (s.advected_velocity[f, b, Ic][d]
-                         + ti.static(self.dt) * self._acceleration(s, f, fg, b, Ic, d)) * self.face_open[I][d]
-                        for d in ti.static(range(self.dim))])
+        if ti.static(not self.fuse_forces):
+            ti.loop_config(serialize=ti.static(self.serial_heavy))
+            for b, i0 in ti.ndrange(self.batch, self.vext[0]):
+                for i1 in range(self.vext[1]):
+                    for i2 in range(self.vext[2]):
+                        I = self._at(i0, i1, i2)
+                        Ic = self._canonical(I)
+                        s.velocity_star[f, b, I] = ti.Vector([
+                            (s.advected_velocity[f, b, Ic][d]
+                             + ti.static(self.dt) * self._acceleration(s, f, fg, b, Ic, d)) * self.face_open[I][d]
+                            for d in ti.static(range(self.dim))])
 
         ti.loop_config(serialize=ti.static(self.serial_light))
         for b, i0 in ti.ndrange(self.batch, self.cext[0]):
