@@ -187,7 +187,7 @@ def _refuse_if_too_large(ctx: BuildContext, resolution, n_scalars: int, fluid: d
         frames, snaps = steps + 1, 0
     need = estimate_bytes(resolution, frames=frames, batch=sim["batch"], n_scalars=n_scalars,
                           maccormack=fluid["advection"] == "maccormack", vorticity=fluid["vorticity"] is not None,
-                          precision_bytes=item, snapshot_frames=snaps)
+                          viscosity=fluid["viscosity"] is not None, precision_bytes=item, snapshot_frames=snaps)
     check_memory(need, f"{steps} steps of a {'x'.join(map(str, resolution))} grid ({sim['storage']} storage, "
                  f"{frames} frames kept)", ctx.where("grid", "resolution"),
                  "use checkpointed storage, fewer steps or a smaller grid")

@@ -403,14 +403,17 @@ def _vector(v, dim: int, where: str) -> np.ndarray:
 # Memory
 
 
-def per_frame_values(resolution, n_scalars: int = 1, maccormack: bool = False, vorticity: bool = False) -> int:
+def per_frame_values(resolution, n_scalars: int = 1, maccormack: bool = False, vorticity: bool = False,
+                     viscosity: bool = False) -> int:
     """Real numbers one frame of one copy holds (state and scratch), for the memory estimate."""
     D = len(resolution)
     cells = int(np.prod(resolution, dtype=np.int64))
     faces = int(np.prod([k + 1 for k in resolution], dtype=np.int64))
     vel = faces * D
     values = vel + cells * n_scalars + cells  # velocity, scalars, pressure
-    values += 2 * vel + cells  # advected velocity, velocity before projection, divergence
+    values += vel + cells  # velocity before projection, divergence
+    if vorticity or viscosity:
+        values += vel  # the advected velocity (otherwise the forces are added in the advection pass)
     if maccormack:
         values += 2 * vel + 2 * cells * n_scalars
     if vorticity:
@@ -419,10 +422,11 @@ def per_frame_values(resolution, n_scalars: int = 1, maccormack: bool = False, v
 
 
 def estimate_bytes(resolution, frames: int, batch: int = 1, n_scalars: int = 1, maccormack: bool = False,
-                   vorticity: bool = False, precision_bytes: int = 4, snapshot_frames: int = 0) -> int:
+                   vorticity: bool = False, precision_bytes: int = 4, snapshot_frames: int = 0,
+                   viscosity: bool = False) -> int:
     """Bytes a rollout holds: `frames` frames of state and scratch with gradients, snapshot frames of state, and
     the pressure solver's work vectors."""
-    per = per_frame_values(resolution, n_scalars, maccormack, vorticity) * batch
+    per = per_frame_values(resolution, n_scalars, maccormack, vorticity, viscosity) * batch
     cells = int(np.prod([k + 2 for k in resolution], dtype=np.int64))
     D = len(resolution)
     faces = int(np.prod([k + 1 for k in resolution], dtype=np.int64))
