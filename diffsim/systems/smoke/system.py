@@ -339,18 +339,10 @@ class SmokeSystem(System):
 
     # -- interpolation ------------------------------------------------------------------------------------------
     @ti.func
-    def _corner_weight(self, t, c: ti.template()):
-        """Multilinear weight of corner c (a tuple of 0/1) at fractional position t."""
-        w = (t[0] if ti.static(c[0]) else 1.0 - t[0]) * (t[1] if ti.static(c[1]) else 1.0 - t[1])
-        if ti.static(self.dim == 3):
-            w = w * (t[2] if ti.static(c[2]) else 1.0 - t[2])
-        return w
-
-    @ti.func
     def _lerp_corners(self, v: ti.template(), t):
         """Multilinear interpolation of the 2^D corner values v (a list in CORNERS order) at the fraction t: a lerp
-        per pair of corners, the last axis first (2^D - 1 lerps: fewer operations than the weighted sum of
-        `_corner_weight`, forward and in reverse)."""
+        per pair of corners, the last axis first (2^D - 1 lerps: fewer operations than a weighted sum of the
+        corners, forward and in reverse)."""
         if ti.static(self.dim == 2):
             a = v[0] + t[1] * (v[1] - v[0])
             c = v[2] + t[1] * (v[3] - v[2])
