@@ -142,7 +142,11 @@ class PressureSolver:
         self.upper = ti.Vector.field(D, real, shape=halo)  # MIC: coupling to I + e_k (no periodic wrap)
         self.component = ti.field(runtime.index_type(), shape=halo)
         nc = max(self.n_components, 1)
-        self.comp_sum = ti.field(real, shape=(B, nc))
+        self.comp_sum = ti.field(real, shape=(B, nc))  # of the right-hand side, then of x (comp_sum_x)
+        self.comp_sum_x = ti.field(real, shape=(B, nc))
+        # serial loops also accumulate the region sums P needs as they pass over the grid (in parallel loops the
+        # additions into a few slots would contend: separate passes there)
+        self.fuse_sums = self.serial and self.n_components > 0
         self.inv_count = ti.field(real, shape=(nc,))
         counts = np.bincount(component[component >= 0].ravel(), minlength=nc).astype(np.float64)
         self.inv_count.from_numpy((1.0 / np.maximum(counts, 1)).astype(runtime.np_real()))
@@ -359,13 +363,17 @@ class PressureSolver:
                     v[b, H + (na + 1) * e] = v[b, H + e]
 
     @ti.func
-    def _component_sums(self, v: ti.template()):
-        """comp_sum[b, c] = the sum of v over closed fluid region c (serial top-level loops; nothing when every region
-        touches an open boundary). The mean `comp_sum * inv_count` is what the projection P removes."""
+    def _zero_sums(self, sums: ti.template()):
+        ti.loop_config(serialize=True)
+        for b, c in ti.ndrange(self.batch, self.n_components):
+            sums[b, c] = 0.0
+
+    @ti.func
+    def _component_sums(self, v: ti.template(), sums: ti.template()):
+        """sums[b, c] = the sum of v over closed fluid region c (serial top-level loops; nothing when every region
+        touches an open boundary). The mean `sums * inv_count` is what the projection P removes."""
         if ti.static(self.n_components > 0):
-            ti.loop_config(serialize=True)
-            for b, c in ti.ndrange(self.batch, self.n_components):
-                self.comp_sum[b, c] = 0.0
+            self._zero_sums(sums)
             ti.loop_config(serialize=True)
             for b in range(self.batch):
                 for i in range(1, self.ext[0] + 1):
@@ -374,16 +382,16 @@ class PressureSolver:
                             H = self._at(i, j, k)
                             c = self.component[H]
                             if c >= 0:
-                                self.comp_sum[b, c] += v[b, H]
+                                sums[b, c] += v[b, H]
 
     @ti.func
-    def _mean(self, b, H):
-        """The mean P removes at cell H of copy b (after `_component_sums`; 0 where none is removed)."""
+    def _mean(self, b, H, sums: ti.template()):
+        """The mean P removes at cell H of copy b (from the region sums; 0 where none is removed)."""
         out = 0.0
         if ti.static(self.n_components > 0):
             c = self.component[H]
             if c >= 0:
-                out = self.comp_sum[b, c] * self.inv_count[c]
+                out = sums[b, c] * self.inv_count[c]
         return out
 
     @ti.func
@@ -403,7 +411,10 @@ class PressureSolver:
     @ti.func
     def _residual(self, x: ti.template(), project_b: ti.template()):
         """r = bvec - A x (x's halo must be current) in one pass, with the per-copy max |r| into rmax and max |x| into
-        xnorm. project_b: first apply P to bvec (after `_component_sums(bvec)`) and put max |P bvec| into bnorm."""
+        xnorm, and (`fuse_sums`) the region sums of x into comp_sum_x. project_b: first apply P to bvec (with the
+        region sums of bvec in comp_sum) and put max |P bvec| into bnorm."""
+        if ti.static(self.fuse_sums):
+            self._zero_sums(self.comp_sum_x)
         ti.loop_config(serialize=ti.static(self.serial))
         for b, i in ti.ndrange(self.batch, self.ext[0]):
             m = 0.0
@@ -414,13 +425,18 @@ class PressureSolver:
                     H = self._at(i + 1, j, k)
                     bi = self.bvec[b, H]
                     if ti.static(project_b):
-                        bi -= self._mean(b, H)
+                        bi -= self._mean(b, H, self.comp_sum)
                         self.bvec[b, H] = bi
                         mb = ti.max(mb, ti.abs(bi))
                     ri = bi - self._apply_A(x, b, H)
                     self.r[b, H] = ri
                     m = ti.max(m, ti.abs(ri))
-                    mx = ti.max(mx, ti.abs(x[b, H]))
+                    xi = x[b, H]
+                    mx = ti.max(mx, ti.abs(xi))
+                    if ti.static(self.fuse_sums):
+                        c = self.component[H]
+                        if c >= 0:
+                            self.comp_sum_x[b, c] += xi
             self.row_max[b, i] = m
             self.row_sum[b, i] = mx
             if ti.static(project_b):
@@ -446,21 +462,30 @@ class PressureSolver:
     @ti.kernel
     def _start(self, s: ti.template(), f: ti.i32, atol: float, rtol: float, adjoint: ti.i32, extrapolate: ti.i32):
         """Load the right-hand side and the warm start, project, residual, tolerance."""
+        if ti.static(self.fuse_sums):
+            self._zero_sums(self.comp_sum)
         ti.loop_config(serialize=ti.static(self.serial))
         for b, i in ti.ndrange(self.batch, self.ext[0]):
             for j in range(self.ext[1]):
                 for k in range(self.ext[2]):
                     I = self._at(i, j, k)
+                    bi = 0.0
                     if adjoint == 0:
                         self.x[b, I + 1] = s.pressure[f, b, I]
-                        self.bvec[b, I + 1] = s.pressure_rhs[f, b, I]
+                        bi = s.pressure_rhs[f, b, I]
                     else:
                         # extrapolated from the last two adjoint solutions: the right-hand sides of consecutive
                         # steps change smoothly, and a linear guess halves the adjoint iterations
                         lam = self.lam[b, I + 1]
                         self.x[b, I + 1] = lam + ti.cast(extrapolate, float) * (lam - self.lam_prev[b, I + 1])
-                        self.bvec[b, I + 1] = s.pressure.grad[f + 1, b, I]
-        self._component_sums(self.bvec)
+                        bi = s.pressure.grad[f + 1, b, I]
+                    self.bvec[b, I + 1] = bi
+                    if ti.static(self.fuse_sums):
+                        c = self.component[I + 1]
+                        if c >= 0:
+                            self.comp_sum[b, c] += bi
+        if ti.static(not self.fuse_sums):
+            self._component_sums(self.bvec, self.comp_sum)
         self._refresh_halo(self.x)
         self._residual(self.x, True)
         # A warm start worse than zero (a residual above |b|: the previous step's pressure after a change of the
@@ -482,6 +507,9 @@ class PressureSolver:
                 if self.rmax[b] > self.bnorm[b]:
                     self.rmax[b] = self.bnorm[b]
                     mx = 0.0
+                    if ti.static(self.fuse_sums):
+                        for c in range(self.n_components):
+                            self.comp_sum_x[b, c] = 0.0
                 # the rounding floor: b - A x cannot be computed more accurately than eps 4 D max|x|
                 self.tol[b] = ti.max(ti.max(atol, rtol * self.bnorm[b]), ti.static(self.rounding) * mx)
                 self.restart[b] = 1.0
@@ -639,15 +667,17 @@ class PressureSolver:
             self.flags[1] = n
 
     @ti.kernel
-    def _finish(self, s: ti.template(), f: ti.i32, adjoint: ti.i32):
-        """Write P x out: the pressure of frame f + 1, or the adjoint solution (kept for the next warm start)."""
-        self._component_sums(self.x)
+    def _finish(self, s: ti.template(), fresh: ti.template(), f: ti.i32, adjoint: ti.i32):
+        """Write P x out: the pressure of frame f + 1, or the adjoint solution (kept for the next warm start).
+        fresh: x has not changed since the last residual pass, whose region sums of x (`fuse_sums`) are current."""
+        if ti.static(not (fresh and self.fuse_sums)):
+            self._component_sums(self.x, self.comp_sum_x)
         ti.loop_config(serialize=ti.static(self.serial))
         for b, i in ti.ndrange(self.batch, self.ext[0]):
             for j in range(self.ext[1]):
                 for k in range(self.ext[2]):
                     I = self._at(i, j, k)
-                    xi = self.x[b, I + 1] - self._mean(b, I + 1)
+                    xi = self.x[b, I + 1] - self._mean(b, I + 1, self.comp_sum_x)
                     if adjoint == 0:
                         s.pressure[f + 1, b, I] = xi
                     else:
@@ -751,6 +781,15 @@ class PressureSolver:
                     else:
                         self._mg_half_sweep(b, lvl, color, 0)
 
+    def _restricted_children(self):
+        """The children whose residual the restriction sums (not a kernel). After one red-black sweep from zero
+        without periodic axes, the cells of the second colour satisfy their equations exactly (their residual is
+        zero up to rounding), so only the first colour's children count: half the residuals to compute. A child
+        c's colour, the parity of its haloed index 2 I_c + c + 1, is that of sum(c) + D."""
+        if self.mg_sweeps == 1 and not self.any_periodic:
+            return tuple(c for c in _CHILDREN[self.dim] if (sum(c) + self.dim) % 2 == 0)
+        return _CHILDREN[self.dim]
+
     @ti.func
     def _mg_restrict(self, lvl: ti.template()):
         """b[lvl + 1] = sum over the children of the residual b - A x of level lvl."""
@@ -763,7 +802,7 @@ class PressureSolver:
         for b, i, j, k in ti.ndrange(self.batch, ext_c[0], ext_c[1], ext_c[2]):
             Ic = self._at(i, j, k)
             total = 0.0
-            for c in ti.static(_CHILDREN[self.dim]):
+            for c in ti.static(self._restricted_children()):
                 C = Ic * 2 + ti.Vector(c)
                 if all(C < ti.Vector(nf)):
                     H = C + 1
@@ -804,7 +843,8 @@ class PressureSolver:
     def launchers(self, s):
         """(solve(f, atol, rtol, maxit), solve_adjoint(f, atol, rtol, maxit)) for the step loop."""
         start = FastKernel(self._start, s, types="iffii")
-        finish = FastKernel(self._finish, s, types="ii")
+        finish = FastKernel(self._finish, s, False, types="ii")
+        finish_fresh = FastKernel(self._finish, s, True, types="ii")
         if self.use_mg:
             precondition = FastKernel(self._precondition_mg, types="")
         elif self.use_mic:
@@ -826,15 +866,18 @@ class PressureSolver:
             start(f, atol, rtol, adjoint, extrapolate)
             active = flags[1]
             it = 0
+            fresh = True  # x unchanged since the last residual pass
             while active > 0 and it < maxit:
                 precondition()
                 direction()
                 update()
                 it += 1
+                fresh = False
                 if flags[0] > 0:
                     true_residual()  # confirm; a copy whose true residual disagrees restarts
+                    fresh = True
                     active = flags[1]
-            finish(f, adjoint)
+            (finish_fresh if fresh else finish)(f, adjoint)
 
         return (lambda f, atol, rtol, maxit: run(f, atol, rtol, maxit, 0),
                 lambda f, atol, rtol, maxit: run(f, atol, rtol, maxit, 1))
