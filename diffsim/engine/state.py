@@ -99,25 +99,44 @@ def copy_frame(src: ti.template(), dst: ti.template(), src_frame: ti.i32, dst_fr
         ]
 
 
-@ti.kernel
-def _first_bad_scalar(field: ti.template(), out: ti.template(), start: ti.i32, stop: ti.i32):
-    for idx in ti.grouped(field):
-        if start <= idx[0] < stop:
-            if _is_bad(field[idx], ti.static(field.dtype == ti.f64)):
-                ti.atomic_min(out[None], idx[0])
+@ti.func
+def _bad_element(v, is_vector: ti.template(), is_f64: ti.template()) -> bool:
+    bad = False
+    if ti.static(is_vector):
+        for k in ti.static(range(v.n)):
+            if _is_bad(v[k], is_f64):
+                bad = True
+    else:
+        bad = _is_bad(v, is_f64)
+    return bad
 
 
 @ti.kernel
-def _first_bad_vector(field: ti.template(), out: ti.template(), start: ti.i32, stop: ti.i32):
-    for idx in ti.grouped(field):
-        if start <= idx[0] < stop:
-            v = field[idx]
-            bad = False
-            for k in ti.static(range(field.n)):
-                if _is_bad(v[k], ti.static(field.dtype == ti.f64)):
+def _first_bad(field: ti.template(), out: ti.template(), start: ti.i32, stop: ti.i32):
+    """Lower out[None] to the first frame in [start, stop) holding NaN or Inf. Frames and copies are the parallel
+    loop, the element axes nested loops inside it (a grouped loop over every axis spent half its time decomposing
+    its index: 6.3 against 3.4 ms for a 101-frame 128^2 velocity field)."""
+    vec = ti.static(isinstance(field, ti.MatrixField))
+    f64 = ti.static(field.dtype == ti.f64)
+    nd = ti.static(len(field.shape))
+    for fr, b in ti.ndrange((start, stop), field.shape[1]):
+        bad = False
+        if ti.static(nd == 2):
+            bad = _bad_element(field[fr, b], vec, f64)
+        elif ti.static(nd == 3):
+            for i in range(field.shape[2]):
+                if _bad_element(field[fr, b, i], vec, f64):
                     bad = True
-            if bad:
-                ti.atomic_min(out[None], idx[0])
+        elif ti.static(nd == 4):
+            for i, j in ti.ndrange(field.shape[2], field.shape[3]):
+                if _bad_element(field[fr, b, i, j], vec, f64):
+                    bad = True
+        else:
+            for i, j, k in ti.ndrange(field.shape[2], field.shape[3], field.shape[4]):
+                if _bad_element(field[fr, b, i, j, k], vec, f64):
+                    bad = True
+        if bad:
+            ti.atomic_min(out[None], fr)
 
 
 @ti.func
@@ -132,6 +151,9 @@ def _is_bad(x, is_f64: ti.template()) -> bool:
 
 
 def nonfinite_kernel(field):
-    """The kernel that finds the first non-finite frame of `field`: ``kernel(field, out, start, stop)`` lowers
-    out[None] to the first frame in [start, stop) holding NaN or Inf."""
-    return _first_bad_vector if isinstance(field, ti.MatrixField) else _first_bad_scalar
+    """The kernel that finds the first non-finite frame of `field` (shape (frames, copies, *element axes), at most
+    three element axes): ``kernel(field, out, start, stop)`` lowers out[None] to the first frame in [start, stop)
+    holding NaN or Inf."""
+    if not 2 <= len(field.shape) <= 5:
+        raise ValueError(f"a state field has 2 to 5 axes (frames, copies, element axes), got shape {field.shape}")
+    return _first_bad
