@@ -112,14 +112,14 @@ def _bad_element(v, is_vector: ti.template(), is_f64: ti.template()) -> bool:
 
 
 @ti.kernel
-def _first_bad(field: ti.template(), out: ti.template(), start: ti.i32, stop: ti.i32):
-    """Lower out[None] to the first frame in [start, stop) holding NaN or Inf. Frames and copies are the parallel
-    loop, the element axes nested loops inside it (a grouped loop over every axis spent half its time decomposing
-    its index: 6.3 against 3.4 ms for a 101-frame 128^2 velocity field)."""
+def _first_bad_nested(field: ti.template(), out: ti.template(), start: ti.i32, stop: ti.i32):
+    """Lower out[None] to the first frame in [start, stop) holding NaN or Inf (CPU). Frames and copies are the
+    parallel loop, the element axes nested loops inside it (a grouped loop over every axis spent half its time
+    decomposing its index: 6.3 against 3.4 ms for a 101-frame 128^2 velocity field)."""
     vec = ti.static(isinstance(field, ti.MatrixField))
     f64 = ti.static(field.dtype == ti.f64)
     nd = ti.static(len(field.shape))
-    for fr, b in ti.ndrange((start, stop), field.shape[1]):
+    for fr, b in ti.ndrange((start, ti.min(stop, field.shape[0])), field.shape[1]):
         bad = False
         if ti.static(nd == 2):
             bad = _bad_element(field[fr, b], vec, f64)
@@ -139,6 +139,17 @@ def _first_bad(field: ti.template(), out: ti.template(), start: ti.i32, stop: ti
             ti.atomic_min(out[None], fr)
 
 
+@ti.kernel
+def _first_bad_grouped(field: ti.template(), out: ti.template(), start: ti.i32, stop: ti.i32):
+    """The same on GPUs: one thread per element (a few frames of a large grid would give the nested loop's frames
+    x copies too few threads)."""
+    for idx in ti.grouped(field):
+        if start <= idx[0] < stop:
+            vec = ti.static(isinstance(field, ti.MatrixField))
+            if _bad_element(field[idx], vec, ti.static(field.dtype == ti.f64)):
+                ti.atomic_min(out[None], idx[0])
+
+
 @ti.func
 def _is_bad(x, is_f64: ti.template()) -> bool:
     """NaN or Inf, by the exponent bits (all ones): comparisons with NaN are unreliable under fast math."""
@@ -154,6 +165,8 @@ def nonfinite_kernel(field):
     """The kernel that finds the first non-finite frame of `field` (shape (frames, copies, *element axes), at most
     three element axes): ``kernel(field, out, start, stop)`` lowers out[None] to the first frame in [start, stop)
     holding NaN or Inf."""
+    if runtime.current()["arch"] != "cpu":
+        return _first_bad_grouped
     if not 2 <= len(field.shape) <= 5:
         raise ValueError(f"a state field has 2 to 5 axes (frames, copies, element axes), got shape {field.shape}")
-    return _first_bad
+    return _first_bad_nested

@@ -85,8 +85,9 @@ def test_fast_fill_sets_every_element_of_scalar_vector_and_matrix_fields():
 def test_nonfinite_scan_finds_the_first_bad_frame_for_every_field_rank(precision):
     # The check after each rollout window: frames x copies x up to three element axes, scalar and vector fields.
     # A NaN and an Inf are planted in different frames, copies and elements; the scan must return the earlier
-    # frame inside [start, stop) and ignore bad values outside it.
-    from diffsim.engine.state import nonfinite_kernel
+    # frame inside [start, stop) and ignore bad values outside it. Both variants: the CPU's nested loops (what
+    # nonfinite_kernel picks here) and the GPUs' one thread per element.
+    from diffsim.engine.state import _first_bad_grouped, nonfinite_kernel
 
     use("cpu", precision)
     real = ti.f64 if precision == "f64" else ti.f32
@@ -95,19 +96,20 @@ def test_nonfinite_scan_finds_the_first_bad_frame_for_every_field_rank(precision
         for dim in (None, 3):
             shape = (9, 2, *tail)
             fld = ti.field(real, shape=shape) if dim is None else ti.Vector.field(dim, real, shape=shape)
-            kernel = nonfinite_kernel(fld)
+            for kernel in (nonfinite_kernel(fld), _first_bad_grouped):
 
-            def scan(start, stop):
-                out[None] = 2**30
-                kernel(fld, out, start, stop)
-                return int(out[None])
+                def scan(start, stop, kernel=kernel, fld=fld):
+                    out[None] = 2**30
+                    kernel(fld, out, start, stop)
+                    return int(out[None])
 
-            arr = np.zeros(fld.shape + (() if dim is None else (dim,)))
-            assert scan(0, 9) == 2**30
-            last = (1, *[k - 1 for k in tail]) + (() if dim is None else (dim - 1,))
-            arr[(6, *last)] = np.inf  # the last copy, the last element, the last component
-            arr[(2, 0) + (0,) * len(tail) + (() if dim is None else (1,))] = np.nan
-            fld.from_numpy(arr)
-            assert scan(0, 9) == 2
-            assert scan(3, 9) == 6  # the NaN lies before the window
-            assert scan(3, 6) == 2**30  # and the Inf after it
+                arr = np.zeros(fld.shape + (() if dim is None else (dim,)))
+                fld.from_numpy(arr)
+                assert scan(0, 9) == 2**30
+                last = (1, *[k - 1 for k in tail]) + (() if dim is None else (dim - 1,))
+                arr[(6, *last)] = np.inf  # the last copy, the last element, the last component
+                arr[(2, 0) + (0,) * len(tail) + (() if dim is None else (1,))] = np.nan
+                fld.from_numpy(arr)
+                assert scan(0, 9) == 2
+                assert scan(3, 9) == 6  # the NaN lies before the window
+                assert scan(3, 6) == 2**30  # and the Inf after it

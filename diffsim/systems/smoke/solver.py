@@ -142,8 +142,8 @@ class PressureSolver:
         self.upper = ti.Vector.field(D, real, shape=halo)  # MIC: coupling to I + e_k (no periodic wrap)
         self.component = ti.field(runtime.index_type(), shape=halo)
         nc = max(self.n_components, 1)
-        self.comp_sum = ti.field(real, shape=(B, nc))  # of the right-hand side, then of x (comp_sum_x)
-        self.comp_sum_x = ti.field(real, shape=(B, nc))
+        self.comp_sum = ti.field(real, shape=(B, nc))  # per-region sums of the right-hand side
+        self.comp_sum_x = ti.field(real, shape=(B, nc))  # and of x (see `_residual`, `_finish`)
         # serial loops also accumulate the region sums P needs as they pass over the grid (in parallel loops the
         # additions into a few slots would contend: separate passes there)
         self.fuse_sums = self.serial and self.n_components > 0
@@ -156,7 +156,7 @@ class PressureSolver:
         self.rmax = ti.field(real, shape=(B,))
         self.tol = ti.field(real, shape=(B,))
         self.bnorm = ti.field(real, shape=(B,))  # max |b| of the current solve
-        self.xnorm = ti.field(real, shape=(B,))  # max |x| of its warm start
+        self.xnorm = ti.field(real, shape=(B,))  # max |x| at the last residual pass
         self.rbest = ti.field(real, shape=(B,))  # smallest recursive max |r| since the last (re)start
         self.restarts = ti.field(ti.i32, shape=(B,))
         self.active = ti.field(real, shape=(B,))  # 1 while the copy iterates

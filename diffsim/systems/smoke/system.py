@@ -14,7 +14,8 @@ One step (Stam 1999, "Stable fluids", with the MAC grid of Harlow and Welch 1965
 4. projection: A phi = -h^2 div u* solved by preconditioned CG (`solver.py`), u' = u* - grad(phi) / h on the
    open faces, 0 on closed ones. The divergence after projection is the solver's residual: below its tolerance.
 
-Kernels: step 1-3 and the right-hand side of 4 are one kernel (`_advance`, each stage a top-level loop; Taichi
+Kernels: step 1-3 and the right-hand side of 4 are one kernel (`_advance`: top-level loops over the grid; the
+forces are added in the velocity advection loop when nothing else reads the advected velocity; Taichi
 differentiates it), the solve is the solver's kernel (its adjoint is an adjoint solve, not the differentiated
 iterations), the velocity update is `_project`. The engine's `step_launchers` gets forward = advance, solve,
 project and adjoint = project^T, adjoint solve, advance^T.
