@@ -494,6 +494,18 @@ class SmokeSystem(System):
         return ti.min(ti.max(v, lo), hi)
 
     @ti.func
+    def _advected_faces(self, q: ti.template(), s: ti.template(), f, b, I, Ic, sign: ti.template()):
+        """Face slot I advected semi-Lagrangian: q sampled at the departure points of the faces Ic, traced through
+        s.velocity over sign * dt (closed faces 0)."""
+        return ti.Vector([self._sample_face(q, f, b, d, self._face_departure(s.velocity, f, b, Ic, d, sign))
+                          * self.face_open[I][d] for d in ti.static(range(self.dim))])
+
+    @ti.func
+    def _advected_cells(self, q: ti.template(), s: ti.template(), f, b, I, sign: ti.template()):
+        """The scalars q at cell I advected semi-Lagrangian (traced through s.velocity over sign * dt)."""
+        return self._sample_cells(q, f, b, self._cell_departure(s.velocity, f, b, I, sign))
+
+    @ti.func
     def _store_advected(self, s: ti.template(), f, fg, b, I, Ic, adv):
         """Store the advected velocity of face slot I. Without vorticity confinement and viscosity (which read the
         advected field at neighbouring faces) the forces are added here and u* stored directly: one pass over the
@@ -515,8 +527,7 @@ class SmokeSystem(System):
                 for i1 in range(self.cext[1]):
                     for i2 in range(self.cext[2]):
                         I = self._at(i0, i1, i2)
-                        xd = self._cell_departure(s.velocity, f, b, I, 1)
-                        s.scalars[f + 1, b, I] = (self._sample_cells(s.scalars, f, b, xd)
+                        s.scalars[f + 1, b, I] = (self._advected_cells(s.scalars, s, f, b, I, 1)
                                                   + self._sources(b, I)) * self.fluid[I]
             ti.loop_config(serialize=ti.static(self.serial_heavy))
             for b, i0 in ti.ndrange(self.batch, self.vext[0]):
@@ -524,10 +535,7 @@ class SmokeSystem(System):
                     for i2 in range(self.vext[2]):
                         I = self._at(i0, i1, i2)
                         Ic = self._canonical(I)
-                        adv = ti.Vector([
-                            self._sample_face(s.velocity, f, b, d, self._face_departure(s.velocity, f, b, Ic, d, 1))
-                            * self.face_open[I][d] for d in ti.static(range(self.dim))])
-                        self._store_advected(s, f, fg, b, I, Ic, adv)
+                        self._store_advected(s, f, fg, b, I, Ic, self._advected_faces(s.velocity, s, f, b, I, Ic, 1))
         else:
             # MacCormack: the forward semi-Lagrangian step ...
             ti.loop_config(serialize=ti.static(self.serial_heavy))
@@ -536,16 +544,13 @@ class SmokeSystem(System):
                     for i2 in range(self.vext[2]):
                         I = self._at(i0, i1, i2)
                         Ic = self._canonical(I)
-                        s.velocity_forward[f, b, I] = ti.Vector([
-                            self._sample_face(s.velocity, f, b, d, self._face_departure(s.velocity, f, b, Ic, d, 1))
-                            * self.face_open[I][d] for d in ti.static(range(self.dim))])
+                        s.velocity_forward[f, b, I] = self._advected_faces(s.velocity, s, f, b, I, Ic, 1)
             ti.loop_config(serialize=ti.static(self.serial_heavy))
             for b, i0 in ti.ndrange(self.batch, self.cext[0]):
                 for i1 in range(self.cext[1]):
                     for i2 in range(self.cext[2]):
                         I = self._at(i0, i1, i2)
-                        s.scalars_forward[f, b, I] = self._sample_cells(s.scalars, f, b,
-                                                                        self._cell_departure(s.velocity, f, b, I, 1))
+                        s.scalars_forward[f, b, I] = self._advected_cells(s.scalars, s, f, b, I, 1)
             # ... the backward step of its result with the same velocity ...
             ti.loop_config(serialize=ti.static(self.serial_heavy))
             for b, i0 in ti.ndrange(self.batch, self.vext[0]):
@@ -553,17 +558,13 @@ class SmokeSystem(System):
                     for i2 in range(self.vext[2]):
                         I = self._at(i0, i1, i2)
                         Ic = self._canonical(I)
-                        s.velocity_backward[f, b, I] = ti.Vector([
-                            self._sample_face(s.velocity_forward, f, b, d,
-                                              self._face_departure(s.velocity, f, b, Ic, d, -1))
-                            * self.face_open[I][d] for d in ti.static(range(self.dim))])
+                        s.velocity_backward[f, b, I] = self._advected_faces(s.velocity_forward, s, f, b, I, Ic, -1)
             ti.loop_config(serialize=ti.static(self.serial_heavy))
             for b, i0 in ti.ndrange(self.batch, self.cext[0]):
                 for i1 in range(self.cext[1]):
                     for i2 in range(self.cext[2]):
                         I = self._at(i0, i1, i2)
-                        s.scalars_backward[f, b, I] = self._sample_cells(s.scalars_forward, f, b,
-                                                                         self._cell_departure(s.velocity, f, b, I, -1))
+                        s.scalars_backward[f, b, I] = self._advected_cells(s.scalars_forward, s, f, b, I, -1)
             # ... and the corrected value, clamped to the range the forward step interpolated from
             ti.loop_config(serialize=ti.static(self.serial_heavy))
             for b, i0 in ti.ndrange(self.batch, self.cext[0]):
