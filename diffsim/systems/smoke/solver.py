@@ -15,7 +15,10 @@ removed, P b) and so is the solution, so phi = P A^+ P b.
 
 Solver: preconditioned conjugate gradients (Saad, "Iterative Methods for Sparse Linear Systems", alg. 9.1),
 warm-started from the previous step's pressure, until max |r| <= max(atol h^2, rtol max |b|) on the recursive
-residual, confirmed on the true residual b - A phi (restarting if they disagree). Preconditioners:
+residual, confirmed on the true residual b - A phi (restarting if they disagree). One update after a residual pass
+(a warm-started solve usually takes one iteration) the recursive residual differs from the true one by that update's
+rounding only: below the tolerance by more than a bound on it, the solve stops without the confirming pass.
+Preconditioners:
 
 - "mg" (default): one multigrid V-cycle. Level l + 1 aggregates 2^D cells of level l; its operator is the Galerkin
   product P^T A P of the piecewise-constant prolongation P, again a face-weighted Laplacian whose face weight is the
