@@ -506,14 +506,19 @@ class SmokeSystem(System):
         return self._sample_cells(q, f, b, self._cell_departure(s.velocity, f, b, I, sign))
 
     @ti.func
+    def _star_faces(self, s: ti.template(), f, fg, b, I, Ic, adv):
+        """u* of face slot I: the advected velocity adv plus dt times the forces (closed faces 0)."""
+        return ti.Vector([
+            (adv[d] + ti.static(self.dt) * self._acceleration(s, f, fg, b, Ic, d)) * self.face_open[I][d]
+            for d in ti.static(range(self.dim))])
+
+    @ti.func
     def _store_advected(self, s: ti.template(), f, fg, b, I, Ic, adv):
         """Store the advected velocity of face slot I. Without vorticity confinement and viscosity (which read the
         advected field at neighbouring faces) the forces are added here and u* stored directly: one pass over the
         faces fewer, forward and in reverse."""
         if ti.static(self.fuse_forces):
-            s.velocity_star[f, b, I] = ti.Vector([
-                (adv[d] + ti.static(self.dt) * self._acceleration(s, f, fg, b, Ic, d)) * self.face_open[I][d]
-                for d in ti.static(range(self.dim))])
+            s.velocity_star[f, b, I] = self._star_faces(s, f, fg, b, I, Ic, adv)
         else:
             s.advected_velocity[f, b, I] = adv
 
@@ -611,10 +616,8 @@ class SmokeSystem(System):
                     for i2 in range(self.vext[2]):
                         I = self._at(i0, i1, i2)
                         Ic = self._canonical(I)
-                        s.velocity_star[f, b, I] = ti.Vector([
-                            (s.advected_velocity[f, b, Ic][d]
-                             + ti.static(self.dt) * self._acceleration(s, f, fg, b, Ic, d)) * self.face_open[I][d]
-                            for d in ti.static(range(self.dim))])
+                        adv = s.advected_velocity[f, b, Ic]
+                        s.velocity_star[f, b, I] = self._star_faces(s, f, fg, b, I, Ic, adv)
 
         ti.loop_config(serialize=ti.static(self.serial_light))
         for b, i0 in ti.ndrange(self.batch, self.cext[0]):
