@@ -59,6 +59,9 @@ CASES = {
         ((0.3, 0.2, 0.3), (0.6, 0.5, 0.6)),
         5.0,
     ),
+    # no periodic axis: the prolongation corrects one colour only (solver._mg_prolong), in its 3D form. Measured
+    # cond(M A) 2.21 (cond(A) 178); with the other colour corrected instead, 39.6 (2D, closed_2d: 168)
+    "closed_3d": ((8, 8, 12), "closed", ((0.3, 0.2, 0.3), (0.7, 0.5, 0.6)), 5.0),
 }
 
 
@@ -125,11 +128,12 @@ def test_f32_solves_reach_their_tolerance_from_a_divergent_start():
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_recursive_residual_stays_within_its_rounding_bound_after_one_update(case):
-    """A solve stops without a true-residual pass when its recursive residual, one update after a residual pass, is
-    below the tolerance by more than `_drift`, the rounding of that update. f32 warm-started solves of a rollout
-    (the pressure is much larger than the right-hand side, as in a fit): the recursive residual after the first
-    update differs from the recomputed one by at most the bound, and at most a little of it."""
+def test_recursive_residual_stays_within_its_rounding_estimate(case):
+    """A solve stops without the confirming true-residual pass when, one update after a residual pass, its recursive
+    residual is below the tolerance by more than `_drift`, an estimate of that update's rounding. f32 solves along a
+    rollout, from the previous pressure (a rollout's warm start) and from zero: after the first update the recursive
+    residual differs from the recomputed one by at most half the estimate; and whole solves to relative tolerances from
+    1e-1 to 1e-3, some of which stop early, end with a recomputed residual within their tolerance."""
     use("cpu", "f32")
     res, bnd, (lo, hi), _bound = CASES[case]
     m = SmokeModel(res, boundary=bnd)
@@ -140,16 +144,33 @@ def test_recursive_residual_stays_within_its_rounding_bound_after_one_update(cas
     sim = Simulation(system, 6, loss=ScalarLoss(np.zeros(res), "density"))
     sim.forward()
     solver, s = system.solver, sim.state
-    eps, D = solver.eps, solver.dim
     used = []
     for f in range(1, 6):
-        solver._start(s, f, 0.0, 1e-3, 0, 0)
-        solver._precondition_mg()
-        solver._update(True)
-        recursive = solver.r.to_numpy()
-        bound = eps * (solver.bnorm[0] + 4 * D * (solver.xnorm[0] + solver.xmax[0]) + 2 * solver.rcheck[0])
-        solver._true_residual()
-        diff = np.abs(solver.r.to_numpy() - recursive).max()
-        used.append(diff / bound)
-    print(case, np.round(used, 3))
-    assert max(used) <= 1.0
+        for warm in (True, False):
+            if not warm:
+                p = s.pressure.to_numpy()
+                p[f] = 0.0
+                s.pressure.from_numpy(p)
+            solver._start(s, f, 0.0, 1e-3, 0, 0)
+            assert solver.flags[1] == 1  # the copy iterates
+            solver._precondition_mg()
+            solver._update(True)
+            assert solver.iters[0] == 1
+            recursive = solver.r.to_numpy()
+            drift = solver.drift[0]
+            solver._true_residual()
+            used.append(np.abs(solver.r.to_numpy() - recursive).max() / drift)
+    print(case, "difference / estimate:", np.round(used, 3))
+    assert 0 < max(used) <= 0.5
+
+    solve, _adjoint = solver.launchers(s)
+    solver.reset_stats()
+    for rtol in (1e-1, 1e-2, 1e-3):
+        for f in range(1, 6):
+            solve(f, 0.0, rtol, 100)
+            tol = solver.tol[0]
+            solver._true_residual()
+            assert solver.rmax[0] <= tol, (rtol, f)
+    stats = solver.stats()
+    print(stats)
+    assert stats["early_stops"] > 0 and stats["unconverged"] == 0
