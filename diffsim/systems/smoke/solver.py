@@ -17,7 +17,7 @@ Solver: preconditioned conjugate gradients (Saad, "Iterative Methods for Sparse 
 warm-started from the previous step's pressure, until max |r| <= max(atol h^2, rtol max |b|) on the recursive
 residual, confirmed on the true residual b - A phi (restarting if they disagree). One update after a residual pass
 (a warm-started solve usually takes one iteration) the recursive residual differs from the true one by that update's
-rounding only: below the tolerance by more than a bound on it, the solve stops without the confirming pass.
+rounding only: below the tolerance by more than an estimate of it, the solve stops without the confirming pass.
 Preconditioners:
 
 - "mg" (default): one multigrid V-cycle. Level l + 1 aggregates 2^D cells of level l; its operator is the Galerkin
@@ -676,8 +676,8 @@ class PressureSolver:
                     self.iters[b] += 1
                     self.restart[b] = 0.0
                     # broken down (see DIVERGENCE), or converged: the true residual decides, except right after a
-                    # residual pass, when the recursive residual's distance from the true one is bounded by the
-                    # rounding of one update (`_drift`): below the tolerance by more than that, the copy stops
+                    # residual pass, when the recursive residual's distance from the true one is the rounding of
+                    # one update (estimated by `_drift`): below the tolerance by more than that, the copy stops
                     broke = self.pAp[b] <= 0 or self.rmax[b] > ti.static(DIVERGENCE) * self.rbest[b]
                     tol = ti.max(self.tol[b], ti.static(self.rounding) * self.xmax[b])
                     drift = self._drift(b)
