@@ -44,6 +44,7 @@ class Simulation:
         check_finite: bool = True,
     ):
         system.check_alive()
+        system.params.check_requires_grad()
         if int(steps) < 1:
             raise DiffsimError(f"must be >= 1, got {steps}", where="steps")
         if checkpoint_every is not None and storage == "full":
@@ -202,7 +203,8 @@ class Simulation:
 
     # -- backward -----------------------------------------------------------------------------------------------
     def backward(self) -> None:
-        """Accumulate d(total loss)/d(parameter) into every parameter's gradient (zeroed first)."""
+        """Accumulate d(total loss)/d(parameter) into every parameter's gradient (zeroed first); parameters built
+        without one (the system's requires_grad) are skipped."""
         if self.loss is None:
             raise DiffsimError("backward() needs a loss; pass loss= to Simulation or call set_loss()")
         if not self._forward_done:
@@ -236,10 +238,12 @@ class Simulation:
                     self._copy(s.field(spec.name).grad, 0, self.carry.field(spec.name), 0)
 
     def value_and_grad(self, names=None) -> tuple[float, dict[str, np.ndarray]]:
-        """Forward, backward; the total loss and d loss / d value for the named parameters (all by default)."""
+        """Forward, backward; the total loss and d loss / d value for the named parameters (by default every one
+        that has a gradient: see the system's requires_grad)."""
+        params = self.system.params.with_grad(names)
         value = self.forward()
         self.backward()
-        return value, {p.name: p.grad() for p in self.system.params.select(names)}
+        return value, {p.name: p.grad() for p in params}
 
     # -- results ------------------------------------------------------------------------------------------------
     def trajectory(self, names: list[str] | None = None, every: int = 1) -> dict[str, np.ndarray]:

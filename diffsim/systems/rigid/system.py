@@ -103,8 +103,9 @@ class RigidSystem(System):
         substeps: int = 1,
         batch: int = 1,
         per_batch: tuple[str, ...] = (),
+        requires_grad=None,
     ):
-        super().__init__(batch)
+        super().__init__(batch, requires_grad=requires_grad)
         src = model.source
         check_step(dt, substeps, src)
         if not (friction_smoothing > 0 and math.isfinite(friction_smoothing)):

@@ -48,8 +48,9 @@ class SpringSystem(System):
         substeps: int = 1,
         batch: int = 1,
         per_batch: tuple[str, ...] = (),
+        requires_grad=None,
     ):
-        super().__init__(batch)
+        super().__init__(batch, requires_grad=requires_grad)
         check_step(dt, substeps, model.source)
         arrays = model.finalize()
         self.model = model
