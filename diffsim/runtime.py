@@ -22,9 +22,9 @@ PRECISIONS = ("f32", "f64")
 # CPU backend in a probe (DESIGN.md rule 9), so it is fixed here. 512 covers the deepest serial loop we compile.
 AD_STACK_SIZE = 512
 
-#: Taichi keeps the fields of a process in at most 512 SNode trees (kMaxNumSnodeTreesLlvm; each field allocated on its
-#: own after the first kernel launch takes one) and crashes with a segmentation fault past that. diffsim refuses to
-#: allocate within FIELD_GROUP_MARGIN of it, with an error that says how to free them.
+#: Taichi's LLVM backends (CPU, CUDA) keep the fields of a process in at most 512 SNode trees (kMaxNumSnodeTreesLlvm;
+#: each field allocated on its own after the first kernel launch takes one) and crash with a segmentation fault past
+#: that. diffsim refuses to allocate within FIELD_GROUP_MARGIN of it, with an error that says how to free them.
 FIELD_GROUP_LIMIT = 512
 FIELD_GROUP_MARGIN = 16
 
@@ -160,6 +160,8 @@ def field_groups() -> int:
 def check_field_capacity(needed: int, what: str) -> None:
     """Raise DiffsimError if allocating `needed` more groups of fields (for `what`) would come near Taichi's limit,
     past which it crashes instead of raising."""
+    if _state["arch"] not in ("cpu", "cuda"):  # the limit is the LLVM backends' (Vulkan and Metal have none)
+        return
     held = field_groups()
     if held + needed > FIELD_GROUP_LIMIT - FIELD_GROUP_MARGIN:
         raise DiffsimError(

@@ -79,6 +79,8 @@ def gradcheck(
         raise DiffsimError("gradcheck needs f64: call diffsim.init(precision='f64') first", where="precision")
     rng = np.random.default_rng(seed)
     params = sim.system.params.with_grad(names)
+    if not params:
+        raise DiffsimError("no parameters to check (the system was built without gradients)", where="gradcheck")
     sim.forward()
     sim.backward()
     grads = {p.name: p.grad().copy() for p in params}

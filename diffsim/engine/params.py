@@ -243,7 +243,9 @@ class ParameterSet:
     def check_requires_grad(self) -> None:
         if self.requires_grad is None:
             return
-        unknown = sorted(pat for pat in self.requires_grad if not fnmatch.filter(self._params, pat))
+        unknown = sorted(
+            pat for pat in self.requires_grad if not any(fnmatch.fnmatchcase(n, pat) for n in self._params)
+        )
         if unknown:
             raise DiffsimError(
                 f"names no parameter: {unknown}; available: {', '.join(self._params)}", where="requires_grad"
@@ -261,6 +263,10 @@ class ParameterSet:
     def add(self, p: Parameter) -> Parameter:
         if p.name in self._params:
             raise ValueError(f"duplicate parameter name {p.name!r}")
+        if p.requires_grad and not self.wants_grad(p.name):
+            # made without asking wants_grad (a user's controller): it keeps its gradient storage, but it is left
+            # out as requires_grad says, so that nothing reads or fits it by default
+            p.requires_grad = False
         self._params[p.name] = p
         return p
 

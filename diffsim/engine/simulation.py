@@ -75,6 +75,7 @@ class Simulation:
             )
             self.carry = State(self._state_specs, frames=1, batch=self.batch, needs_grad=False)
         self._step, self._step_grad = system.step_launchers(self.state)
+        self._steps = system.multi_step_launcher(self.state)
         self._copies = {}
         self._checks = {}
         self._bad = ti.field(runtime.index_type(), shape=())
@@ -121,9 +122,7 @@ class Simulation:
             self._load_segment_start(j)
             if j == 0:
                 self._eval_loss(0, 0)
-            for k in range(b - a):
-                self._step(k, a + k)
-                self._eval_loss(k + 1, a + k + 1)
+            self._run_steps(a, b, loss=True)
             self._check(0, b - a + 1, a)
             if self.storage == "checkpointed":
                 for spec in self._state_specs:
@@ -144,6 +143,26 @@ class Simulation:
     def run(self) -> None:
         """Forward without caring about the loss."""
         self.forward()
+
+    def _run_steps(self, a: int, b: int, loss: bool) -> None:
+        """Steps a .. b - 1 (window frames 0 .. b - a), evaluating the loss after every frame that has terms when
+        `loss`. With the system's multi-step launcher, the steps between two such frames are one launch."""
+        n = b - a
+        if self._steps is None:
+            for k in range(n):
+                self._step(k, a + k)
+                if loss:
+                    self._eval_loss(k + 1, a + k + 1)
+            return
+        stops = {n}
+        if loss:
+            stops.update(fg - a for fg in self._schedule if a < fg <= b)
+        k = 0
+        for stop in sorted(stops):
+            self._steps(k, a + k, stop - k)
+            k = stop
+            if loss:
+                self._eval_loss(k, a + k)
 
     def _copy(self, src, src_frame: int, dst, dst_frame: int) -> None:
         """dst[dst_frame] = src[src_frame], launched through the fast path (one launcher per field pair)."""
@@ -221,8 +240,7 @@ class Simulation:
             # Recompute the segment's frames from its snapshot (the window still holds the last segment).
             if j != last:
                 self._load_segment_start(j)
-                for k in range(n):
-                    self._step(k, a + k)
+                self._run_steps(a, b, loss=False)
             s.zero_grad()
             if j != last:
                 for spec in self._state_specs:

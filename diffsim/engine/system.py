@@ -71,6 +71,13 @@ class System:
         """(forward, adjoint) callables taking (f, fg) for the step loop; fast launches of `self._step`."""
         return FastKernel(self._step, s), FastKernel(self._step, s, grad=True)
 
+    def multi_step_launcher(self, s: State):
+        """A callable ``(f, fg, n)`` that runs n steps from window frame f (global step fg) in one kernel launch, or
+        None (the default). Where a system provides it, the forward pass launches once per stretch of steps between
+        frames with loss terms instead of once per step: a launch costs about 5 us of Python and pybind, as much as
+        a small system's whole step. The adjoint still runs one step at a time (`step_launchers`)."""
+        return None
+
     # -- shared helpers -----------------------------------------------------------------------------------------
     def add_param(self, name: str, shape, value, **kw) -> Parameter:
         return self.params.add(

@@ -254,3 +254,29 @@ def test_gradients_for_some_parameters_only_equal_those_of_all():
         diffsim.fit(diffsim.Simulation(some, STEPS, loss=loss), ["air.drag"], iters=1, progress=False)
     with pytest.raises(diffsim.DiffsimError, match=r"requires_grad: names no parameter: \['air.speed'\]"):
         diffsim.Simulation(free_cloth(requires_grad=["initial.velocity", "air.speed"]), STEPS)
+    with pytest.raises(diffsim.DiffsimError, match=r"requires_grad: names no parameter: \['Air.drag'\]"):
+        diffsim.Simulation(free_cloth(requires_grad=["Air.drag"]), STEPS)  # case matters, on every platform
+    none = diffsim.Simulation(free_cloth(requires_grad=[]), STEPS, loss=loss)
+    assert none.value_and_grad()[1] == {}
+    with pytest.raises(diffsim.DiffsimError, match="gradcheck: no parameters to check"):
+        diffsim.gradcheck(none)
+
+
+def test_steps_launched_together_equal_steps_launched_one_by_one():
+    """The forward pass runs the steps between loss frames as one launch (`multi_step_launcher`); one launch per
+    step gives the same rollout, loss and gradients, with full and with checkpointed storage."""
+    system = free_cloth()
+    loss = loss_for(system)  # a term every 5 frames and one at the end
+    for every in (None, 15):  # full storage, checkpoints every 15 steps
+        together = diffsim.Simulation(system, STEPS, loss=loss, checkpoint_every=every)
+        assert together._steps is not None and together.storage == ("full" if every is None else "checkpointed")
+        one_by_one = diffsim.Simulation(system, STEPS, loss=loss, checkpoint_every=every)
+        one_by_one._steps = None
+        v1, g1 = together.value_and_grad()
+        x1 = together.trajectory()["x"]
+        v2, g2 = one_by_one.value_and_grad()
+        np.testing.assert_allclose(together.trajectory()["x"], x1)  # unchanged by the backward pass
+        np.testing.assert_allclose(one_by_one.trajectory()["x"], x1, rtol=0, atol=1e-14)
+        assert v1 == pytest.approx(v2, rel=1e-13)
+        for name in g1:
+            np.testing.assert_allclose(g1[name], g2[name], rtol=1e-10, atol=1e-14, err_msg=name)

@@ -56,11 +56,11 @@ def error(data: dict, *overrides, **kw) -> str:
     return str(info.value)
 
 
-def built_error(data: dict, *overrides) -> str:
+def built_error(data: dict, *overrides, grads: str = "all") -> str:
     use("cpu", "f64")
     scene = Scene.from_dict(data, "s.toml", list(overrides))
     with pytest.raises(DiffsimError) as info:
-        scene.build()
+        scene.build(grads=grads)
     return str(info.value)
 
 
@@ -321,9 +321,10 @@ def test_final_position_inline_target_and_points():
         ({"fit": ["gravity"], "transforms": {"gravity": "log"}}, 's.toml: task.transforms."gravity": a log'),
     ],
 )
-def test_task_errors_name_the_key(task, expected):
+@pytest.mark.parametrize("grads", ["all", "task"])
+def test_task_errors_name_the_key(task, expected, grads):
     task = {"loss": {"kind": "com_displacement"}, **task}
-    assert built_error(small(task=task)).startswith(expected)
+    assert built_error(small(task=task), grads=grads).startswith(expected)
 
 
 def test_trajectory_target_of_wrong_size():

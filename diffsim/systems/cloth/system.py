@@ -35,6 +35,7 @@ import taichi as ti
 
 from ... import runtime
 from ...colliders import KIND_ID, local_distance, rotation_from_vector
+from ...engine.launch import FastKernel
 from ...engine.state import FieldSpec
 from ...engine.system import System
 from ...errors import DiffsimError
@@ -623,6 +624,25 @@ class ClothSystem(System):
 
     @ti.kernel
     def _step(self, s: ti.template(), f: ti.i32, fg: ti.i32):
+        self._step_body(s, f, fg)
+
+    @ti.kernel
+    def _steps(self, s: ti.template(), f: ti.i32, fg: ti.i32, n: ti.i32):
+        """n steps from frame f in one launch (forward only; see `multi_step_launcher`)."""
+        ti.loop_config(serialize=True)
+        for k in range(n):
+            self._step_body(s, f + k, fg + k)
+
+    def multi_step_launcher(self, s):
+        # only when every loop of the step runs serially: inside the loop over steps, they could not be parallel
+        if runtime.current()["arch"] != "cpu" or not (self.serial_v and self.serial_t and self.serial_h):
+            return None
+        return FastKernel(self._steps, s, types="iii")
+
+    @ti.func
+    def _step_body(self, s: ti.template(), f: ti.template(), fg: ti.template()):
+        """One step, frame f -> f + 1 (fg: the global step index). f and fg are templates, passed by reference: a
+        copied argument would be a statement outside every loop, which Taichi's reverse mode does not allow."""
         if ti.static(self.has_controller):
             for k in ti.static(range(len(self._ctrl_sizes))):
                 ti.loop_config(serialize=True)
