@@ -22,6 +22,7 @@ from ..errors import DiffsimError
 from .launch import FastKernel
 from .params import Parameter, ParameterSet
 from .state import FieldSpec, State
+from .stepper import StepKernels
 
 
 def check_step(dt, substeps, source: str) -> None:
@@ -33,7 +34,7 @@ def check_step(dt, substeps, source: str) -> None:
         raise DiffsimError(f"must be >= 1, got {substeps}", where=f"{source}: substeps")
 
 
-class System:
+class System(StepKernels):
     """Base class. Subclasses set `self.params`, `self.dt`, `self.batch`, and define the kernels."""
 
     #: name of the system kind, for scenes and messages
@@ -73,10 +74,21 @@ class System:
 
     def multi_step_launcher(self, s: State):
         """A callable ``(f, fg, n)`` that runs n steps from window frame f (global step fg) in one kernel launch, or
-        None (the default). Where a system provides it, the forward pass launches once per stretch of steps between
-        frames with loss terms instead of once per step: a launch costs about 5 us of Python and pybind, as much as
-        a small system's whole step. The adjoint still runs one step at a time (`step_launchers`)."""
-        return None
+        None. The forward pass then launches once per stretch of steps between frames with loss terms instead of
+        once per step: a launch costs about 5 us of Python and pybind, as much as a small system's whole step. The
+        adjoint still runs one step at a time (`step_launchers`).
+
+        Provided on the CPU for systems that write their step as ``_step_body(s, f, fg)`` (a ``ti.func`` whose f
+        and fg are templates; `_step` and `_steps` below launch it) and whose loops all run serially
+        (`serial_steps()`): nested in the loop over steps, they could not run in parallel."""
+        if not hasattr(self, "_step_body") or runtime.current()["arch"] != "cpu" or not self.serial_steps():
+            return None
+        return FastKernel(self._steps, s, types="iii")
+
+    def serial_steps(self) -> bool:
+        """Whether every loop of the step runs serially (see `multi_step_launcher`)."""
+        return False
+
 
     # -- shared helpers -----------------------------------------------------------------------------------------
     def add_param(self, name: str, shape, value, **kw) -> Parameter:

@@ -35,7 +35,6 @@ import taichi as ti
 
 from ... import runtime
 from ...colliders import KIND_ID, local_distance, rotation_from_vector
-from ...engine.launch import FastKernel
 from ...engine.state import FieldSpec
 from ...engine.system import System
 from ...errors import DiffsimError
@@ -622,22 +621,8 @@ class ClothSystem(System):
             - (kl * vn * speed) * cr
         )
 
-    @ti.kernel
-    def _step(self, s: ti.template(), f: ti.i32, fg: ti.i32):
-        self._step_body(s, f, fg)
-
-    @ti.kernel
-    def _steps(self, s: ti.template(), f: ti.i32, fg: ti.i32, n: ti.i32):
-        """n steps from frame f in one launch (forward only; see `multi_step_launcher`)."""
-        ti.loop_config(serialize=True)
-        for k in range(n):
-            self._step_body(s, f + k, fg + k)
-
-    def multi_step_launcher(self, s):
-        # only when every loop of the step runs serially: inside the loop over steps, they could not be parallel
-        if runtime.current()["arch"] != "cpu" or not (self.serial_v and self.serial_t and self.serial_h):
-            return None
-        return FastKernel(self._steps, s, types="iii")
+    def serial_steps(self) -> bool:
+        return self.serial_v and self.serial_t and self.serial_h
 
     @ti.func
     def _step_body(self, s: ti.template(), f: ti.template(), fg: ti.template()):

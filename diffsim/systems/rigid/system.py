@@ -906,8 +906,14 @@ class RigidSystem(System):
                           + "; the contact force will push them apart violently", stacklevel=4)
 
     # -- the step -----------------------------------------------------------------------------------------------
-    @ti.kernel
-    def _step(self, s: ti.template(), f: ti.i32, fg: ti.i32):
+    def serial_steps(self) -> bool:
+        return self.serial
+
+    @ti.func
+    def _step_body(self, s: ti.template(), f: ti.template(), fg: ti.template()):
+        """One step, frame f -> f + 1 (fg: the global step index), launched by `System._step` and `_steps`. f and
+        fg are templates, passed by reference: a copied argument would be a statement outside every loop, which
+        Taichi's reverse mode does not allow."""
         dim = ti.static(self.dim)
         dt = ti.static(self.dt)
         # (kernel arguments may only be used inside loops: every stage is a loop written out here)
