@@ -14,7 +14,10 @@ def f64():
     use("cpu", "f64")
 
 
-@pytest.mark.parametrize("case", ["walker2d", "billiards", "rigid_walker2d"])
+@pytest.mark.parametrize(
+    "case",
+    ["billiards", pytest.param("walker2d", marks=pytest.mark.slow), pytest.param("rigid_walker2d", marks=pytest.mark.slow)],
+)
 def test_steps_launched_together_equal_steps_launched_one_by_one(case):
     sim, _ = bench.CASES[case]()
     assert sim._steps is not None
