@@ -106,7 +106,7 @@ for _n in (16, 32, 64, 128):
 def _cloth_throw_sim(overrides=(), **kw):
     from diffsim.scene import load_scene
 
-    _, sim, _ = load_scene("cloth_throw", list(overrides), **kw).build()
+    _, sim, _ = load_scene("cloth_throw", list(overrides), **kw).build(grads="task")
     return sim
 
 
@@ -216,7 +216,7 @@ def _smoke_target2d_sim(n=128):
         path = os.path.join(tempfile.gettempdir(), f"diffsim_smoke_target{n}.npy")
         np.save(path, target_image("taijitu", (n, n)))
         overrides = [f"grid.resolution=[{n}, {n}]", f"initial[0].cells={max(1, n // 8)}", f"task.loss.target={path}"]
-    system, sim, _ = load_scene("smoke_target2d", overrides).build()
+    system, sim, _ = load_scene("smoke_target2d", overrides).build(grads="task")
     system.v0.set(_smoke_velocity(system))
     return sim
 
@@ -250,7 +250,7 @@ for _n in (64, 128, 256):
 def _rigid_scene_sim(name, **kw):
     from diffsim.scene import load_scene
 
-    _, sim, _ = load_scene(name, **kw).build()
+    _, sim, _ = load_scene(name, **kw).build(grads="task")
     return sim
 
 

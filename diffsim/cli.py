@@ -332,7 +332,7 @@ def _optimize(args, scene, folder: Path, render: bool, label: str = "") -> int:
             where=scene.source,
         )
     backend = _init(args, scene)
-    system, sim, task = scene.build()
+    system, sim, task = scene.build(grads="task")  # gradients for the fitted parameters only
     _load_params_file(args, system)
     drawing = scene.drawing(system)
     pset = system.params
@@ -467,7 +467,7 @@ def cmd_gradcheck(args) -> int:
             where=scene.source,
         )
     _init(args, scene, precision="f64")
-    system, sim, task = scene.build()
+    system, sim, task = scene.build(grads="task")
     _load_params_file(args, system)
     report = diffsim.gradcheck(
         sim,

@@ -22,6 +22,12 @@ PRECISIONS = ("f32", "f64")
 # CPU backend in a probe (DESIGN.md rule 9), so it is fixed here. 512 covers the deepest serial loop we compile.
 AD_STACK_SIZE = 512
 
+#: Taichi's LLVM backends (CPU, CUDA) keep the fields of a process in at most 512 SNode trees (kMaxNumSnodeTreesLlvm;
+#: each field allocated on its own after the first kernel launch takes one) and crash with a segmentation fault past
+#: that. diffsim refuses to allocate within FIELD_GROUP_MARGIN of it, with an error that says how to free them.
+FIELD_GROUP_LIMIT = 512
+FIELD_GROUP_MARGIN = 16
+
 _state = {"initialized": False, "arch": None, "precision": None, "debug": False, "generation": 0}
 
 
@@ -142,6 +148,28 @@ def current() -> dict:
 def generation() -> int:
     """Counts `init()` calls; objects built under an older generation hold dead fields."""
     return _state["generation"]
+
+
+def field_groups() -> int:
+    """How many SNode trees (groups of fields) Taichi holds in this process; 0 before `init`."""
+    if not _state["initialized"]:
+        return 0
+    return int(ti.lang.impl.get_runtime().prog.get_snode_tree_size())
+
+
+def check_field_capacity(needed: int, what: str) -> None:
+    """Raise DiffsimError if allocating `needed` more groups of fields (for `what`) would come near Taichi's limit,
+    past which it crashes instead of raising."""
+    if _state["arch"] not in ("cpu", "cuda"):  # the limit is the LLVM backends' (Vulkan and Metal have none)
+        return
+    held = field_groups()
+    if held + needed > FIELD_GROUP_LIMIT - FIELD_GROUP_MARGIN:
+        raise DiffsimError(
+            f"this process already holds {held} groups of Taichi fields, near Taichi's limit of "
+            f"{FIELD_GROUP_LIMIT} (past it Taichi crashes): call diffsim.init() to free them all (systems and "
+            "simulations built before must then be built again), or build fewer systems per process",
+            where=what,
+        )
 
 
 def real():

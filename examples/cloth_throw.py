@@ -29,7 +29,8 @@ def build(steps: int | None = None, bending_model: str | None = None):
     if steps is not None:
         full = 1920
         scene.data["task"]["loss"]["target"] = [8.0 * steps / full, 0.0, 0.0]
-    system, sim, task = scene.build()
+    # gradients for the fitted initial velocities only: the backward pass skips the material's (about 5 % faster)
+    system, sim, task = scene.build(grads="task")
     return scene, system, sim, task
 
 

@@ -13,10 +13,15 @@ from diffsim import runtime
 
 
 def use(arch: str = "cpu", precision: str = "f64") -> None:
-    """Initialise Taichi unless it already runs with these settings."""
+    """Initialise Taichi unless it already runs with these settings and has room for a module's fields: a test
+    process runs many modules, and Taichi holds at most 512 groups of fields (runtime.FIELD_GROUP_LIMIT)."""
     cur = runtime._state
     if not (
-        cur["initialized"] and cur["arch"] == arch and cur["precision"] == precision and not cur["debug"]
+        cur["initialized"]
+        and cur["arch"] == arch
+        and cur["precision"] == precision
+        and not cur["debug"]
+        and runtime.field_groups() < runtime.FIELD_GROUP_LIMIT // 2
     ):
         diffsim.init(arch=arch, precision=precision)
 

@@ -105,6 +105,7 @@ class OpenLoop(Controller):
                 per_batch=self.per_batch,
                 bounds=self.bounds,
                 doc="actions per control step",
+                requires_grad=params.wants_grad("controller.actions"),
             )
         )
 
@@ -155,6 +156,7 @@ class Periodic(Controller):
                 batch=self.batch,
                 per_batch=self.per_batch,
                 doc="[bias, sin_1, cos_1, sin_2, cos_2, ...] per action",
+                requires_grad=params.wants_grad("controller.weights"),
             )
         )
         self.frequency = params.add(
@@ -166,6 +168,7 @@ class Periodic(Controller):
                 per_batch=self.per_batch,
                 transform="log",
                 unit="Hz",
+                requires_grad=params.wants_grad("controller.frequency"),
             )
         )
 
@@ -225,10 +228,24 @@ class MLP(Controller):
         for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             w = rng.normal(0.0, self.init_scale / math.sqrt(n_in), size=(n_out, n_in))
             W = params.add(
-                Parameter(f"controller.w{layer}", w.shape, w, batch=self.batch, per_batch=self.per_batch)
+                Parameter(
+                    f"controller.w{layer}",
+                    w.shape,
+                    w,
+                    batch=self.batch,
+                    per_batch=self.per_batch,
+                    requires_grad=params.wants_grad(f"controller.w{layer}"),
+                )
             )
             bias = params.add(
-                Parameter(f"controller.b{layer}", (n_out,), 0.0, batch=self.batch, per_batch=self.per_batch)
+                Parameter(
+                    f"controller.b{layer}",
+                    (n_out,),
+                    0.0,
+                    batch=self.batch,
+                    per_batch=self.per_batch,
+                    requires_grad=params.wants_grad(f"controller.b{layer}"),
+                )
             )
             self.layers.append((W, bias))
         # Taichi's ti.static accepts fields, not Parameter objects: keep the fields and batch strides in lists.

@@ -68,7 +68,8 @@ def gradcheck(
     seed: int = 0,
     relative_step: bool = True,
 ) -> GradcheckReport:
-    """Check d loss / d parameter of `sim` (a `Simulation` with a loss) for the named parameters (all by default).
+    """Check d loss / d parameter of `sim` (a `Simulation` with a loss) for the named parameters (by default every one
+    that has a gradient).
 
     directions: random unit directions per parameter; coordinates: single coordinates per parameter (all of them if
     the parameter has fewer). steps: finite-difference step sizes, relative to max(1, |value|) when
@@ -77,7 +78,9 @@ def gradcheck(
     if runtime.current()["precision"] != "f64":
         raise DiffsimError("gradcheck needs f64: call diffsim.init(precision='f64') first", where="precision")
     rng = np.random.default_rng(seed)
-    params = sim.system.params.select(names)
+    params = sim.system.params.with_grad(names)
+    if not params:
+        raise DiffsimError("no parameters to check (the system was built without gradients)", where="gradcheck")
     sim.forward()
     sim.backward()
     grads = {p.name: p.grad().copy() for p in params}

@@ -1,6 +1,8 @@
 """Named, differentiable parameters: the quantities users fit.
 
-A `Parameter` owns a Taichi field with a gradient. Its value has a user-facing shape (`shape`, e.g. ``()`` for a
+A `Parameter` owns a Taichi field, with a gradient unless it was built with ``requires_grad=False`` (see
+`ParameterSet`: a system built with ``requires_grad=[names]`` gives gradients to those parameters only, and its
+adjoint kernels skip the arithmetic of the others). Its value has a user-facing shape (`shape`, e.g. ``()`` for a
 scalar, ``(n_springs,)`` for a per-spring array, ``(n, dim)`` for initial positions). A parameter is either shared by
 all batch copies or has one value per copy (`per_batch=True`); kernels read it with ``p.field[p.bi(b), ...]``, which
 is index 0 for a shared parameter and `b` for a per-copy one.
@@ -11,6 +13,7 @@ Optimizers work on an unconstrained vector `u`. The transform maps it to the val
 - ``"sigmoid"``: value = lo + (hi - lo) * sigmoid(u), for a quantity in an open range (friction in (0, 2)).
 """
 
+import fnmatch
 import json
 import math
 import os
@@ -50,6 +53,7 @@ class Parameter:
         vector_dim: int | None = None,
         unit: str = "",
         doc: str = "",
+        requires_grad: bool = True,
     ):
         runtime.ensure_init()
         if transform not in TRANSFORMS:
@@ -65,20 +69,21 @@ class Parameter:
         self.vector_dim = vector_dim
         self.unit = unit
         self.doc = doc
-        self.requires_grad = True
+        self.requires_grad = bool(requires_grad)
         if transform == "sigmoid" and (self.bounds[0] is None or self.bounds[1] is None):
             raise DiffsimError("a sigmoid transform needs finite bounds (lo, hi)", where=name)
         dtype = runtime.real()
+        runtime.check_field_capacity(1, name)
         if vector_dim is not None:
             if not self.shape or self.shape[-1] != vector_dim:
                 raise ValueError(
                     f"{name}: vector_dim {vector_dim} must be the last axis of shape {self.shape}"
                 )
             self.field = ti.Vector.field(
-                vector_dim, dtype, shape=(self.copies, *self.shape[:-1]), needs_grad=True
+                vector_dim, dtype, shape=(self.copies, *self.shape[:-1]), needs_grad=self.requires_grad
             )
         else:
-            self.field = ti.field(dtype, shape=(self.copies, *self.shape), needs_grad=True)
+            self.field = ti.field(dtype, shape=(self.copies, *self.shape), needs_grad=self.requires_grad)
         self._zeroer = None  # launcher of field.grad.fill(0), made on first use
         self.set(value)
 
@@ -104,6 +109,7 @@ class Parameter:
 
     def grad(self) -> np.ndarray:
         """d loss / d value, same layout as `numpy()`."""
+        self.check_grad()
         arr = self.field.grad.to_numpy().astype(np.float64).reshape(self.full_shape)
         return arr if self.per_batch else arr[0]
 
@@ -129,7 +135,18 @@ class Parameter:
             raise DiffsimError(f"must be > 0 (log transform), got {arr.min():g}", where=self.name)
         self.field.from_numpy(np.ascontiguousarray(arr, dtype=runtime.np_real()))
 
+    def check_grad(self) -> None:
+        """Raise if this parameter has no gradient (built with requires_grad=False)."""
+        if not self.requires_grad:
+            raise DiffsimError(
+                "this parameter was built without a gradient: the system's requires_grad does not name it; "
+                "build the system with it in requires_grad (or with requires_grad=None: every parameter)",
+                where=self.name,
+            )
+
     def zero_grad(self) -> None:
+        if not self.requires_grad:
+            return
         if self._zeroer is None:
             self._zeroer = filler(self.field.grad)
         self._zeroer(0.0)
@@ -206,16 +223,50 @@ def _fmt(x) -> str:
 
 
 class ParameterSet:
-    """An ordered collection of parameters, with the flat unconstrained view optimizers use."""
+    """An ordered collection of parameters, with the flat unconstrained view optimizers use.
 
-    def __init__(self, params: Iterable[Parameter] = ()):
+    requires_grad: names (or fnmatch patterns, as a scene's task.fit: ``"controller.*"``) of the parameters that
+    get a gradient, or None (default) for all. Whoever creates a parameter for this set asks `wants_grad(name)`;
+    `check_requires_grad` (called when a `Simulation` is made) refuses an entry that matches no parameter."""
+
+    def __init__(self, params: Iterable[Parameter] = (), requires_grad: Iterable[str] | None = None):
+        if isinstance(requires_grad, str):
+            requires_grad = [requires_grad]
+        self.requires_grad = None if requires_grad is None else frozenset(requires_grad)
         self._params: dict[str, Parameter] = {}
         for p in params:
             self.add(p)
 
+    def wants_grad(self, name: str) -> bool:
+        return self.requires_grad is None or any(fnmatch.fnmatchcase(name, pat) for pat in self.requires_grad)
+
+    def check_requires_grad(self) -> None:
+        if self.requires_grad is None:
+            return
+        unknown = sorted(
+            pat for pat in self.requires_grad if not any(fnmatch.fnmatchcase(n, pat) for n in self._params)
+        )
+        if unknown:
+            raise DiffsimError(
+                f"names no parameter: {unknown}; available: {', '.join(self._params)}", where="requires_grad"
+            )
+
+    def with_grad(self, names: Iterable[str] | None = None) -> list[Parameter]:
+        """The named parameters (by default: every one that has a gradient); raises if a named one has none."""
+        if names is None:
+            return [p for p in self if p.requires_grad]
+        out = self.select(names)
+        for p in out:
+            p.check_grad()
+        return out
+
     def add(self, p: Parameter) -> Parameter:
         if p.name in self._params:
             raise ValueError(f"duplicate parameter name {p.name!r}")
+        if p.requires_grad and not self.wants_grad(p.name):
+            # made without asking wants_grad (a user's controller): it keeps its gradient storage, but it is left
+            # out as requires_grad says, so that nothing reads or fits it by default
+            p.requires_grad = False
         self._params[p.name] = p
         return p
 

@@ -44,6 +44,7 @@ class Simulation:
         check_finite: bool = True,
     ):
         system.check_alive()
+        system.params.check_requires_grad()
         if int(steps) < 1:
             raise DiffsimError(f"must be >= 1, got {steps}", where="steps")
         if checkpoint_every is not None and storage == "full":
@@ -74,6 +75,7 @@ class Simulation:
             )
             self.carry = State(self._state_specs, frames=1, batch=self.batch, needs_grad=False)
         self._step, self._step_grad = system.step_launchers(self.state)
+        self._steps = system.multi_step_launcher(self.state)
         self._copies = {}
         self._checks = {}
         self._bad = ti.field(runtime.index_type(), shape=())
@@ -120,9 +122,7 @@ class Simulation:
             self._load_segment_start(j)
             if j == 0:
                 self._eval_loss(0, 0)
-            for k in range(b - a):
-                self._step(k, a + k)
-                self._eval_loss(k + 1, a + k + 1)
+            self._run_steps(a, b, loss=True)
             self._check(0, b - a + 1, a)
             if self.storage == "checkpointed":
                 for spec in self._state_specs:
@@ -143,6 +143,26 @@ class Simulation:
     def run(self) -> None:
         """Forward without caring about the loss."""
         self.forward()
+
+    def _run_steps(self, a: int, b: int, loss: bool) -> None:
+        """Steps a .. b - 1 (window frames 0 .. b - a), evaluating the loss after every frame that has terms when
+        `loss`. With the system's multi-step launcher, the steps between two such frames are one launch."""
+        n = b - a
+        if self._steps is None:
+            for k in range(n):
+                self._step(k, a + k)
+                if loss:
+                    self._eval_loss(k + 1, a + k + 1)
+            return
+        stops = {n}
+        if loss:
+            stops.update(fg - a for fg in self._schedule if a < fg <= b)
+        k = 0
+        for stop in sorted(stops):
+            self._steps(k, a + k, stop - k)
+            k = stop
+            if loss:
+                self._eval_loss(k, a + k)
 
     def _copy(self, src, src_frame: int, dst, dst_frame: int) -> None:
         """dst[dst_frame] = src[src_frame], launched through the fast path (one launcher per field pair)."""
@@ -202,7 +222,8 @@ class Simulation:
 
     # -- backward -----------------------------------------------------------------------------------------------
     def backward(self) -> None:
-        """Accumulate d(total loss)/d(parameter) into every parameter's gradient (zeroed first)."""
+        """Accumulate d(total loss)/d(parameter) into every parameter's gradient (zeroed first); parameters built
+        without one (the system's requires_grad) are skipped."""
         if self.loss is None:
             raise DiffsimError("backward() needs a loss; pass loss= to Simulation or call set_loss()")
         if not self._forward_done:
@@ -219,8 +240,7 @@ class Simulation:
             # Recompute the segment's frames from its snapshot (the window still holds the last segment).
             if j != last:
                 self._load_segment_start(j)
-                for k in range(n):
-                    self._step(k, a + k)
+                self._run_steps(a, b, loss=False)
             s.zero_grad()
             if j != last:
                 for spec in self._state_specs:
@@ -236,10 +256,12 @@ class Simulation:
                     self._copy(s.field(spec.name).grad, 0, self.carry.field(spec.name), 0)
 
     def value_and_grad(self, names=None) -> tuple[float, dict[str, np.ndarray]]:
-        """Forward, backward; the total loss and d loss / d value for the named parameters (all by default)."""
+        """Forward, backward; the total loss and d loss / d value for the named parameters (by default every one
+        that has a gradient: see the system's requires_grad)."""
+        params = self.system.params.with_grad(names)
         value = self.forward()
         self.backward()
-        return value, {p.name: p.grad() for p in self.system.params.select(names)}
+        return value, {p.name: p.grad() for p in params}
 
     # -- results ------------------------------------------------------------------------------------------------
     def trajectory(self, names: list[str] | None = None, every: int = 1) -> dict[str, np.ndarray]:

@@ -52,6 +52,7 @@ class State:
         self.frames = int(frames)
         self.batch = int(batch)
         real = runtime.real()
+        runtime.check_field_capacity(len(self.specs), "simulation state")
         for spec in self.specs:
             dtype = runtime.index_type() if spec.dtype == "i32" else real
             shape = (self.frames, self.batch, *spec.shape)

@@ -134,7 +134,7 @@ def fit(
     restore_best: bool = True,
     lr: float | None = None,
 ) -> FitResult:
-    """Minimise the simulation's loss over the named parameters (all by default).
+    """Minimise the simulation's loss over the named parameters (by default every one that has a gradient).
 
     tol: stop when the loss falls below `tol`, or changes by less than tol * max(1, |loss|) for `patience`
         iterations in a row. callback(iteration, record, sim) may return True to stop.
@@ -146,7 +146,7 @@ def fit(
     if isinstance(optimizer, str):
         optimizer = make_optimizer(optimizer, lr)
     pset = sim.system.params
-    selected = [p.name for p in pset.select(names)]
+    selected = [p.name for p in pset.with_grad(names)]
     if not selected:
         raise DiffsimError("no parameters to fit", where="fit")
     if resume:

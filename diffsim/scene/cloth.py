@@ -451,6 +451,7 @@ def build_cloth(ctx: BuildContext):
             substeps=sim["substeps"],
             batch=sim["batch"],
             per_batch=tuple(n for n in per_batch if not n.startswith("controller.")),
+            requires_grad=ctx.requires_grad,
         )
     except DiffsimError as e:
         if e.where == "per_batch":

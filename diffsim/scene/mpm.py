@@ -354,6 +354,7 @@ def build_mpm(ctx: BuildContext):
             substeps=sim["substeps"],
             batch=sim["batch"],
             per_batch=per_batch,
+            requires_grad=ctx.requires_grad,
         )
 
     # the system's errors about these arguments are reported at their scene keys

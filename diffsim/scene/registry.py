@@ -67,12 +67,15 @@ class Drawing:
 
 @dataclass
 class BuildContext:
-    """Passed to a system's builder: the validated scene (`data`), the file name for errors, the horizon."""
+    """Passed to a system's builder: the validated scene (`data`), the file name for errors, the horizon, and the
+    parameters that need gradients."""
 
     data: dict
     source: str
     steps: int
     extras: dict = field(default_factory=dict)
+    #: names of the parameters that get gradients (None: all); builders pass it to the system
+    requires_grad: list[str] | None = None
 
     def where(self, *parts: str | int) -> str:
         """``scenes/x.toml: springs[3].stiffness`` for parts ``("springs", 3, "stiffness")``."""

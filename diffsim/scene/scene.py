@@ -433,13 +433,14 @@ class Scene:
         return runtime.current()
 
     # -- building -------------------------------------------------------------------------------------------
-    def build_system(self):
-        """The system with the scene's [params] applied (Taichi must be initialised; see `init_backend`)."""
+    def build_system(self, requires_grad=None):
+        """The system with the scene's [params] applied (Taichi must be initialised; see `init_backend`).
+        requires_grad: the parameters (names or patterns) that get gradients; None: all."""
         from diffsim import runtime  # noqa: PLC0415
 
         if not runtime._state["initialized"]:
             self.init_backend()
-        ctx = BuildContext(self.data, self.source, self.steps)
+        ctx = BuildContext(self.data, self.source, self.steps, requires_grad=requires_grad)
         system = self.kind.build(ctx)
         apply_named_values(
             system.params,
@@ -448,12 +449,21 @@ class Scene:
         )
         return system
 
-    def build(self, task: bool = True, storage: str | None = None):
+    def build(self, task: bool = True, storage: str | None = None, grads: str = "all"):
         """(system, simulation, task): the simulation has the task's loss attached; task is None when the scene
-        has no [task] or `task` is False. storage: "full" or "checkpointed" instead of the scene's."""
+        has no [task] or `task` is False. storage: "full" or "checkpointed" instead of the scene's.
+        grads: "all" (every parameter gets a gradient) or "task" (only the task's fitted ones, as `diffsim
+        optimize` does: backward() then skips the others' arithmetic)."""
         import diffsim  # noqa: PLC0415
 
-        system = self.build_system()
+        if grads not in ("all", "task"):
+            raise DiffsimError(f"must be 'all' or 'task', got {grads!r}", where="grads")
+        fitted = grads == "task" and task and self.has_task
+        system = self.build_system(requires_grad=list(self.data["task"]["fit"]) if fitted else None)
+        if fitted:  # a pattern that matches nothing: the task's error (file, key, suggestion), not requires_grad's
+            from diffsim.scene.task import resolve_fit  # noqa: PLC0415
+
+            resolve_fit(self.data["task"]["fit"], system.params.names(), self.source)
         sim_spec = self.data["sim"]
         storage = storage or sim_spec["storage"]
         sim = diffsim.Simulation(

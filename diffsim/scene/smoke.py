@@ -234,6 +234,7 @@ def build_smoke(ctx: BuildContext):
             max_iters=solver["max_iters"],
             batch=sim["batch"],
             per_batch=tuple(sim["per_batch"]),
+            requires_grad=ctx.requires_grad,
         )
     except DiffsimError as e:
         if e.where == "per_batch":

@@ -251,6 +251,7 @@ def build_springs(ctx: BuildContext):
             substeps=sim["substeps"],
             batch=sim["batch"],
             per_batch=per_batch,
+            requires_grad=ctx.requires_grad,
         )
 
     return build_with_controller(ctx, model.n_actuators, make, list_controller_params=True)

@@ -296,6 +296,22 @@ def register_loss(kind: str, table: Table, build) -> None:
     LOSS_BUILDERS[kind] = build
 
 
+def resolve_fit(patterns: list[str], names: list[str], source: str) -> list[str]:
+    """The parameter names the task's fit patterns match, in order; an error names the pattern that matches none."""
+    where = _Where(source)
+    fit: list[str] = []
+    for i, pattern in enumerate(patterns):
+        matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if not matched:
+            raise DiffsimError(
+                f"no parameter matches {pattern!r}{_suggest(pattern, names)}", where=where("task", "fit", i)
+            )
+        fit += [n for n in matched if n not in fit]
+    if not fit:
+        raise DiffsimError("no parameters to fit", where=where("task", "fit"))
+    return fit
+
+
 def build_task(spec: dict, source: str, system, sim) -> Task:
     """Build the task of a validated ``[task]`` table for `system`, and attach its loss to `sim`."""
     import diffsim  # noqa: PLC0415
@@ -305,17 +321,7 @@ def build_task(spec: dict, source: str, system, sim) -> Task:
     where = _Where(source)
     pset = system.params
     names = pset.names()
-
-    fit: list[str] = []
-    for i, pattern in enumerate(spec["fit"]):
-        matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-        if not matched:
-            raise DiffsimError(
-                f"no parameter matches {pattern!r}{_suggest(pattern, names)}", where=where("task", "fit", i)
-            )
-        fit += [n for n in matched if n not in fit]
-    if not fit:
-        raise DiffsimError("no parameters to fit", where=where("task", "fit"))
+    fit = resolve_fit(spec["fit"], names, source)
 
     for name, value in flatten_names(spec["bounds"]).items():
         at = _names_where(source, "task.bounds", name)

@@ -47,7 +47,7 @@ def assert_gradcheck(sim, names, steps=FD_STEPS, **kw):
     return report
 
 
-def free_cloth(material="corotated", batch=1, per_batch=(), bending_model="dihedral"):
+def free_cloth(material="corotated", batch=1, per_batch=(), bending_model="dihedral", requires_grad=None):
     """A 4 x 4 cloth tumbling in the wind: tilted, perturbed (so it bends), one pinned corner, a load."""
     model = ClothModel.grid(
         size=(0.3, 0.3),
@@ -77,6 +77,7 @@ def free_cloth(material="corotated", batch=1, per_batch=(), bending_model="dihed
         lift=0.5,
         batch=batch,
         per_batch=per_batch,
+        requires_grad=requires_grad,
     )
 
 
@@ -230,3 +231,52 @@ def test_checkpointed_gradients_equal_full():
         np.testing.assert_allclose(
             g_ck[name], g, rtol=0, atol=1e-10 * max(np.abs(g).max(), 1e-30), err_msg=name
         )
+
+
+def test_gradients_for_some_parameters_only_equal_those_of_all():
+    """A system built with requires_grad gives its named parameters the same gradients as one built with every
+    gradient (the others' adjoints are skipped, not the state's); the others have none, and say so."""
+    names = ["initial.velocity", "material.*"]
+    full = free_cloth()
+    loss = loss_for(full)
+    want = diffsim.Simulation(full, STEPS, loss=loss).value_and_grad()[1]
+    some = free_cloth(requires_grad=names)
+    value, got = diffsim.Simulation(some, STEPS, loss=loss).value_and_grad()
+    fitted = ["initial.velocity", "material.stretch_modulus", "material.poisson_ratio", "material.bending_stiffness",
+              "material.density"]
+    assert sorted(got) == sorted(fitted)
+    for n in fitted:
+        np.testing.assert_allclose(got[n], want[n], rtol=1e-12, atol=0, err_msg=n)
+        assert np.abs(got[n]).max() > 0, n
+    with pytest.raises(diffsim.DiffsimError, match=r"damping.stretch: this parameter was built without a gradient"):
+        some.params["damping.stretch"].grad()
+    with pytest.raises(diffsim.DiffsimError, match="air.drag: this parameter was built without a gradient"):
+        diffsim.fit(diffsim.Simulation(some, STEPS, loss=loss), ["air.drag"], iters=1, progress=False)
+    with pytest.raises(diffsim.DiffsimError, match=r"requires_grad: names no parameter: \['air.speed'\]"):
+        diffsim.Simulation(free_cloth(requires_grad=["initial.velocity", "air.speed"]), STEPS)
+    with pytest.raises(diffsim.DiffsimError, match=r"requires_grad: names no parameter: \['Air.drag'\]"):
+        diffsim.Simulation(free_cloth(requires_grad=["Air.drag"]), STEPS)  # case matters, on every platform
+    none = diffsim.Simulation(free_cloth(requires_grad=[]), STEPS, loss=loss)
+    assert none.value_and_grad()[1] == {}
+    with pytest.raises(diffsim.DiffsimError, match="gradcheck: no parameters to check"):
+        diffsim.gradcheck(none)
+
+
+def test_steps_launched_together_equal_steps_launched_one_by_one():
+    """The forward pass runs the steps between loss frames as one launch (`multi_step_launcher`); one launch per
+    step gives the same rollout, loss and gradients, with full and with checkpointed storage."""
+    system = free_cloth()
+    loss = loss_for(system)  # a term every 5 frames and one at the end
+    for every in (None, 15):  # full storage, checkpoints every 15 steps
+        together = diffsim.Simulation(system, STEPS, loss=loss, checkpoint_every=every)
+        assert together._steps is not None and together.storage == ("full" if every is None else "checkpointed")
+        one_by_one = diffsim.Simulation(system, STEPS, loss=loss, checkpoint_every=every)
+        one_by_one._steps = None
+        v1, g1 = together.value_and_grad()
+        x1 = together.trajectory()["x"]
+        v2, g2 = one_by_one.value_and_grad()
+        np.testing.assert_allclose(together.trajectory()["x"], x1)  # unchanged by the backward pass
+        np.testing.assert_allclose(one_by_one.trajectory()["x"], x1, rtol=0, atol=1e-14)
+        assert v1 == pytest.approx(v2, rel=1e-13)
+        for name in g1:
+            np.testing.assert_allclose(g1[name], g2[name], rtol=1e-10, atol=1e-14, err_msg=name)

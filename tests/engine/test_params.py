@@ -71,3 +71,14 @@ def test_save_load_json(tmp_path):
         ps.load_dict({"c": 1.0}, source="x.json")
     with pytest.raises(DiffsimError, match="missing.json: file not found"):
         ps.load(str(tmp_path / "missing.json"))
+
+
+def test_a_parameter_made_without_asking_wants_grad_is_left_out():
+    """A user's controller that makes its Parameter without requires_grad=params.wants_grad(name) still gets the
+    set's rule: reading its gradient raises, and default selections leave it out."""
+    ps = ParameterSet(requires_grad=["a"])
+    ps.add(Parameter("a", (), 1.0))
+    b = ps.add(Parameter("b", (), 2.0))
+    assert [p.name for p in ps.with_grad()] == ["a"]
+    with pytest.raises(DiffsimError, match="b: this parameter was built without a gradient"):
+        b.grad()

@@ -21,6 +21,24 @@ def test_environment_gives_the_defaults(monkeypatch):
     use("cpu", "f64")
 
 
+def test_too_many_field_groups_raise_a_clear_error_instead_of_crashing():
+    """Taichi crashes (segmentation fault) past 512 SNode trees per process; diffsim refuses before that, names
+    what it was allocating, and says that init() frees them."""
+    diffsim.init(arch="cpu", precision="f32")
+    made = []
+    message = r"p\d+: this process already holds \d+ groups of Taichi fields"
+    with pytest.raises(diffsim.DiffsimError, match=message) as info:
+        for k in range(runtime.FIELD_GROUP_LIMIT):
+            made.append(diffsim.Parameter(f"p{k}", (2,), 1.0))  # each a field of its own, after the first launch
+    assert "diffsim.init()" in str(info.value)
+    assert runtime.FIELD_GROUP_LIMIT - 2 * runtime.FIELD_GROUP_MARGIN < runtime.field_groups()
+    assert runtime.field_groups() <= runtime.FIELD_GROUP_LIMIT - runtime.FIELD_GROUP_MARGIN
+    assert float(made[-1].numpy()[0]) == 1.0  # what was made still works
+    diffsim.init(arch="cpu", precision="f32")
+    assert runtime.field_groups() < 8
+    use("cpu", "f64")
+
+
 @ti.data_oriented
 class HeightAboveLoss(LeafLoss):
     """A user loss: sum over frames of max(0, y - ceiling)^2 for every point (penalise flying too high)."""

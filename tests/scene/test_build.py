@@ -56,11 +56,11 @@ def error(data: dict, *overrides, **kw) -> str:
     return str(info.value)
 
 
-def built_error(data: dict, *overrides) -> str:
+def built_error(data: dict, *overrides, grads: str = "all") -> str:
     use("cpu", "f64")
     scene = Scene.from_dict(data, "s.toml", list(overrides))
     with pytest.raises(DiffsimError) as info:
-        scene.build()
+        scene.build(grads=grads)
     return str(info.value)
 
 
@@ -223,6 +223,26 @@ def test_build_sysid_scene_generates_its_target():
     assert system.params["springs.stiffness"].grad().sum() < 0  # too soft: stiffer springs lower the loss
 
 
+def test_task_grads_give_gradients_to_the_fitted_parameters_only():
+    """build(grads="task"), as `diffsim optimize` builds: the task's fitted parameters have gradients, equal to
+    those of the default build (every parameter); the others have none."""
+    use("cpu", "f64")
+    _, sim_all, task = load_scene(SYSID, ["sim.steps=40"]).build()
+    system, sim, task2 = load_scene(SYSID, ["sim.steps=40"]).build(grads="task")
+    assert [p.name for p in system.params.with_grad()] == task2.fit == task.fit
+    assert len(system.params) > len(task.fit)
+    _, want = sim_all.value_and_grad()
+    _, got = sim.value_and_grad()
+    assert sorted(got) == sorted(task.fit)
+    for name in task.fit:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-12, atol=0, err_msg=name)
+    other = next(p for p in system.params if p.name not in task.fit)
+    with pytest.raises(DiffsimError, match="built without a gradient"):
+        other.grad()
+    with pytest.raises(DiffsimError, match="grads: must be 'all' or 'task'"):
+        load_scene(SYSID, ["sim.steps=40"]).build(grads="fitted")
+
+
 def test_generated_target_equals_a_rollout_with_the_true_values():
     use("cpu", "f64")
     truth = load_scene(SYSID, ["sim.steps=30", "springs.stiffness=100", "springs.damping=0.5"])
@@ -301,9 +321,10 @@ def test_final_position_inline_target_and_points():
         ({"fit": ["gravity"], "transforms": {"gravity": "log"}}, 's.toml: task.transforms."gravity": a log'),
     ],
 )
-def test_task_errors_name_the_key(task, expected):
+@pytest.mark.parametrize("grads", ["all", "task"])
+def test_task_errors_name_the_key(task, expected, grads):
     task = {"loss": {"kind": "com_displacement"}, **task}
-    assert built_error(small(task=task)).startswith(expected)
+    assert built_error(small(task=task), grads=grads).startswith(expected)
 
 
 def test_trajectory_target_of_wrong_size():

@@ -123,6 +123,7 @@ class ClothSystem(System):
     controller: drives the handles (3 actions per handle); handle_mode "velocity" or "position";
         handle_scale: m/s (or m) per unit action. substeps: integration steps per control step.
     per_batch: names of the parameters that get one value per batch copy.
+    requires_grad: names of the parameters that get gradients (default None: all; see `System`).
     """
 
     kind = "cloth"
@@ -149,9 +150,10 @@ class ClothSystem(System):
         substeps: int = 1,
         batch: int = 1,
         per_batch: tuple[str, ...] = (),
+        requires_grad=None,
         check_dt: bool = True,
     ):
-        super().__init__(batch)
+        super().__init__(batch, requires_grad=requires_grad)
         src = model.source
         if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
             raise DiffsimError(f"must be > 0, got {dt}", where=f"{src}: dt")
@@ -604,22 +606,28 @@ class ClothSystem(System):
 
     @ti.func
     def _aerodynamic(self, b, e1, e2, vel):
-        """Drag and lift on one triangle (edges e1, e2, mean velocity vel), a third of it per vertex."""
+        """Drag and lift on one triangle (edges e1, e2, mean velocity vel), a third of it per vertex. Written with
+        the unnormalised normal c = e1 x e2 = 2 A n, so that only 1 / |c| and 1 / speed are divisions."""
         cr = e1.cross(e2)
         cn = ti.sqrt(_dot(cr, cr) + 1e-30)
-        n = cr / cn
         vr = vel - self.wind.field[self.wind.bi(b)]
-        vn = _dot(vr, n)
+        vn = _dot(vr, cr) * (1.0 / cn)  # v_r . n
         speed = ti.sqrt(_dot(vr, vr) + ti.static(AIR_SMOOTHING**2))
         kd = self.drag.field[self.drag.bi(b)]
         kl = self.lift.field[self.lift.bi(b)]
-        return (cn / 6.0) * (
-            -kd * ti.sqrt(vn * vn + ti.static(AIR_SMOOTHING**2)) * vr
-            + kl * vn * (vr * (vn / speed) - n * speed)
+        # (A / 3) (-k_D |v_n| v_r + k_L v_n (v_r v_n / speed - n speed)), with A n = c / 2
+        return (1.0 / 6.0) * (
+            (kl * vn * vn * cn / speed - kd * cn * ti.sqrt(vn * vn + ti.static(AIR_SMOOTHING**2))) * vr
+            - (kl * vn * speed) * cr
         )
 
-    @ti.kernel
-    def _step(self, s: ti.template(), f: ti.i32, fg: ti.i32):
+    def serial_steps(self) -> bool:
+        return self.serial_v and self.serial_t and self.serial_h
+
+    @ti.func
+    def _step_body(self, s: ti.template(), f: ti.template(), fg: ti.template()):
+        """One step, frame f -> f + 1 (fg: the global step index). f and fg are templates, passed by reference: a
+        copied argument would be a statement outside every loop, which Taichi's reverse mode does not allow."""
         if ti.static(self.has_controller):
             for k in ti.static(range(len(self._ctrl_sizes))):
                 ti.loop_config(serialize=True)

@@ -143,6 +143,7 @@ class MPMSystem(System):
         with actuator k is strength_k act_k (F d_k)(F d_k)^T, d_k the actuator's material direction.
     friction_smoothing: slip speed (m/s) below which Coulomb friction is smoothed: |v_t| ~ sqrt(|v_t|^2 + eps^2).
     batch, per_batch: copies simulated side by side, and the parameters that get one value per copy.
+    requires_grad: names of the parameters that get gradients (default None: all; see `System`).
     unroll_stencil: unroll the 3^dim-node B-spline stencil at compile time (default in 2D: about twice as fast) or
         loop over it at run time (default in 3D: the unrolled 3D adjoint took many minutes to compile).
     """
@@ -164,9 +165,10 @@ class MPMSystem(System):
         substeps: int = 1,
         batch: int = 1,
         per_batch: tuple[str, ...] = (),
+        requires_grad=None,
         unroll_stencil: bool | None = None,
     ):
-        super().__init__(batch)
+        super().__init__(batch, requires_grad=requires_grad)
         src = model.source
         check_step(dt, substeps, src)
         arrays = model.finalize()

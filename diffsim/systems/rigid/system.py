@@ -103,8 +103,9 @@ class RigidSystem(System):
         substeps: int = 1,
         batch: int = 1,
         per_batch: tuple[str, ...] = (),
+        requires_grad=None,
     ):
-        super().__init__(batch)
+        super().__init__(batch, requires_grad=requires_grad)
         src = model.source
         check_step(dt, substeps, src)
         if not (friction_smoothing > 0 and math.isfinite(friction_smoothing)):
@@ -905,8 +906,14 @@ class RigidSystem(System):
                           + "; the contact force will push them apart violently", stacklevel=4)
 
     # -- the step -----------------------------------------------------------------------------------------------
-    @ti.kernel
-    def _step(self, s: ti.template(), f: ti.i32, fg: ti.i32):
+    def serial_steps(self) -> bool:
+        return self.serial
+
+    @ti.func
+    def _step_body(self, s: ti.template(), f: ti.template(), fg: ti.template()):
+        """One step, frame f -> f + 1 (fg: the global step index), launched by `System._step` and `_steps`. f and
+        fg are templates, passed by reference: a copied argument would be a statement outside every loop, which
+        Taichi's reverse mode does not allow."""
         dim = ti.static(self.dim)
         dt = ti.static(self.dt)
         # (kernel arguments may only be used inside loops: every stage is a loop written out here)

@@ -74,6 +74,7 @@ class SmokeSystem(System):
     solver: "adjoint" (default: CG forward, adjoint CG backward) or "unrolled" (reference for tests: `unrolled_iters`
         plain CG iterations differentiated through).
     per_batch: names of the parameters that get one value per batch copy.
+    requires_grad: names of the parameters that get gradients (default None: all; see `System`).
     """
 
     kind = "smoke"
@@ -98,8 +99,9 @@ class SmokeSystem(System):
         unrolled_iters: int = 100,
         batch: int = 1,
         per_batch: tuple[str, ...] = (),
+        requires_grad=None,
     ):
-        super().__init__(batch)
+        super().__init__(batch, requires_grad=requires_grad)
         src = model.source
         if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
             raise DiffsimError(f"must be > 0, got {dt}", where=f"{src}: dt")

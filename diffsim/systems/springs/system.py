@@ -48,8 +48,9 @@ class SpringSystem(System):
         substeps: int = 1,
         batch: int = 1,
         per_batch: tuple[str, ...] = (),
+        requires_grad=None,
     ):
-        super().__init__(batch)
+        super().__init__(batch, requires_grad=requires_grad)
         check_step(dt, substeps, model.source)
         arrays = model.finalize()
         self.model = model
@@ -217,8 +218,14 @@ class SpringSystem(System):
                 fn = ti.max(kc * pen - cc * s.v[f, b, i][self.dim - 1], 0.0)
         return fn
 
-    @ti.kernel
-    def _step(self, s: ti.template(), f: ti.i32, fg: ti.i32):
+    def serial_steps(self) -> bool:
+        return self.serial
+
+    @ti.func
+    def _step_body(self, s: ti.template(), f: ti.template(), fg: ti.template()):
+        """One step, frame f -> f + 1 (fg: the global step index), launched by `System._step` and `_steps`. f and
+        fg are templates, passed by reference: a copied argument would be a statement outside every loop, which
+        Taichi's reverse mode does not allow."""
         if ti.static(self.has_controller):
             if ti.static(self.has_observation):
                 ti.loop_config(serialize=ti.static(self.serial))
