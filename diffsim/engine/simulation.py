@@ -15,6 +15,8 @@ policies treat them the same way.
 
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 import taichi as ti
 
@@ -89,6 +91,7 @@ class Simulation:
         """Attach a loss (or None). Binding checks its targets against this system and horizon."""
         self.loss = loss
         self._schedule: dict[int, list] = {}
+        self._loss_frames: list[int] = []
         if loss is None:
             return
         for leaf, _weight in loss.terms():
@@ -100,6 +103,7 @@ class Simulation:
                 if not 0 <= fg <= self.steps:
                     raise DiffsimError(f"loss frame {fg} outside the rollout [0, {self.steps}]", where="loss")
                 self._schedule.setdefault(fg, []).append((launch, grad, row, float(coef)))
+        self._loss_frames = sorted(self._schedule)
 
     def _eval_loss(self, f: int, fg: int) -> None:
         for launch, _grad, row, coef in self._schedule.get(fg, ()):
@@ -155,8 +159,9 @@ class Simulation:
                     self._eval_loss(k + 1, a + k + 1)
             return
         stops = {n}
-        if loss:
-            stops.update(fg - a for fg in self._schedule if a < fg <= b)
+        if loss:  # the frames in (a, b] with loss terms, found by bisection in the sorted schedule
+            frames = self._loss_frames
+            stops.update(fg - a for fg in frames[bisect.bisect_right(frames, a) : bisect.bisect_right(frames, b)])
         k = 0
         for stop in sorted(stops):
             self._steps(k, a + k, stop - k)
