@@ -1,5 +1,6 @@
 """The kernels that launch a system's step written as ``_step_body(s, f, fg)`` (a ``ti.func`` with f and fg as
-templates): one step (`_step`), or n steps in one launch (`_steps`, see `System.multi_step_launcher`). A system
+templates, passed by reference: a copied argument would be a statement outside every loop, which Taichi's reverse
+mode does not allow): one step (`_step`), or n steps in one launch (`_steps`, see `System.multi_step_launcher`). A system
 that writes its own `_step` kernel overrides them. (No ``from __future__ import annotations`` in this module:
 Taichi reads a kernel's annotations as objects.)"""
 

@@ -626,8 +626,7 @@ class ClothSystem(System):
 
     @ti.func
     def _step_body(self, s: ti.template(), f: ti.template(), fg: ti.template()):
-        """One step, frame f -> f + 1 (fg: the global step index). f and fg are templates, passed by reference: a
-        copied argument would be a statement outside every loop, which Taichi's reverse mode does not allow."""
+        """One step, frame f -> f + 1 (fg: the global step index); launched by engine/stepper.py."""
         if ti.static(self.has_controller):
             for k in ti.static(range(len(self._ctrl_sizes))):
                 ti.loop_config(serialize=True)
