@@ -82,6 +82,18 @@ def test_run_quiet_prints_nothing_and_render_animates(tmp_path):
     assert_animated(tmp_path / "w" / "animation.gif")
 
 
+def test_quiet_silences_taichi_warnings_too(tmp_path):
+    # a kernel cache whose lock another process holds: Taichi warns on stderr, and --quiet must silence it too
+    cache = tmp_path / "ticache"
+    cache.mkdir()
+    (cache / "ticache.lock").touch()
+    env = {"TI_OFFLINE_CACHE_FILE_PATH": str(cache)}
+    loud = ok(diffsim("run", "walker2d", "--out", "w", "--steps", "5", cwd=tmp_path, env=env))
+    assert "ticache.lock" in loud.stderr
+    quiet = ok(diffsim("run", "walker2d", "--out", "w", "--steps", "5", "--quiet", cwd=tmp_path, env=env))
+    assert quiet.stdout == "" and quiet.stderr == ""
+
+
 def test_params_table_and_json(tmp_path):
     text = ok(diffsim("params", SYSID, cwd=tmp_path)).stdout
     assert "springs.stiffness" in text and "70 (all 6)" in text
