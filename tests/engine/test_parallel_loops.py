@@ -28,6 +28,15 @@ def _springs():
     return diffsim.Simulation(system, 100, loss=loss)
 
 
+def _rigid():
+    """The rigid gradient tests' 2D mechanism: ground and body contact, a limited hinge with a PD motor, a spring;
+    150 steps."""
+    from tests.rigid.test_gradients import STEPS, loss_2d, mechanism_2d
+
+    system = mechanism_2d()
+    return run(diffsim.Simulation(system, STEPS, loss=loss_2d(system)))
+
+
 def _mpm():
     """MPM's backend-agreement set-up: a jelly and a fluid blob thrown onto a friction floor, 20 steps."""
     from tests.mpm.test_backends import rollout
@@ -39,11 +48,9 @@ def _mpm():
 #: each case's (loss, trajectory, gradients) of one forward and backward pass
 CASES = {
     "springs": lambda: run(_springs()),
+    "rigid": _rigid,
     "mpm": _mpm,
-    **{
-        name: (lambda name=name: run(bench.CASES[name]()[0]))
-        for name in ("billiards_4balls", "cloth17", "smoke64")
-    },
+    **{name: (lambda name=name: run(bench.CASES[name]()[0])) for name in ("cloth17", "smoke64")},
 }
 
 
@@ -60,7 +67,7 @@ def test_loops_run_serially_only_on_the_cpu_and_below_the_threshold(monkeypatch)
     "case",
     [
         "springs",
-        "billiards_4balls",
+        pytest.param("rigid", marks=pytest.mark.slow),  # compiling its adjoint twice: about 2 minutes
         pytest.param("cloth17", marks=pytest.mark.slow),
         pytest.param("smoke64", marks=pytest.mark.slow),
         pytest.param("mpm", marks=pytest.mark.slow),
