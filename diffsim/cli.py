@@ -138,9 +138,14 @@ def _load(args, **flags):
 
 def _init(args, scene, precision: str | None = None) -> dict:
     _quiet_taichi_probe()
-    return scene.init_backend(
+    backend = scene.init_backend(
         arch=args.arch, precision=precision or args.precision, debug=args.debug, seed=args.seed
     )
+    if args.quiet:  # Taichi's own warnings too (e.g. its kernel cache's lock, held by another process)
+        from taichi._logging import set_logging_level  # noqa: PLC0415
+
+        set_logging_level("error")
+    return backend
 
 
 def _load_params_file(args, system) -> None:

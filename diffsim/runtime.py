@@ -172,6 +172,17 @@ def check_field_capacity(needed: int, what: str) -> None:
         )
 
 
+def serial_loops(elements: int, cpu_below: int) -> bool:
+    """Whether a loop over `elements` items (copies x items) should run serially (``ti.loop_config(serialize=...)``).
+
+    On the CPU backend, below `cpu_below`: waking the worker threads for a parallel loop costs tens of microseconds,
+    more than a small loop's work, and the adjoint of a serial loop adds its contributions without atomics (each
+    caller's threshold is measured; see docs/performance.md). Never on a GPU backend (CUDA, Vulkan, Metal): there a
+    serial loop runs on a single GPU thread."""
+    ensure_init()
+    return _state["arch"] == "cpu" and int(elements) < int(cpu_below)
+
+
 def real():
     """The Taichi float type of the active precision."""
     ensure_init()

@@ -2,10 +2,11 @@
 
 import taichi as ti
 
+from .. import runtime
 from .launch import FastKernel
 
-#: fields with fewer scalars than this are filled by a serial loop: a parallel loop's dispatch (waking the CPU
-#: backend's worker threads) costs more than the work
+#: on the CPU, fields with fewer scalars than this are filled by a serial loop: a parallel loop's dispatch (waking
+#: the worker threads) costs more than the work (`runtime.serial_loops`)
 SERIAL_FILL_BELOW = 1 << 17
 
 
@@ -37,7 +38,7 @@ def filler(field) -> FastKernel:
     size = n
     for k in shape:
         size *= int(k)
-    serial = size < SERIAL_FILL_BELOW
+    serial = runtime.serial_loops(size, SERIAL_FILL_BELOW)
     if isinstance(field, ti.MatrixField):
         return FastKernel(_fill_matrix, field, serial, types="f")
     return FastKernel(_fill_scalar, field, serial, types="f")

@@ -160,7 +160,7 @@ class PointLoss(LeafLoss):
             )
             self.index = ti.field(runtime.index_type(), shape=(len(points),))
             self._per_copy = 1 if per_copy else 0
-            self._serial = system.batch * len(points) < SERIAL_BELOW
+            self._serial = runtime.serial_loops(system.batch * len(points), SERIAL_BELOW)
             self._bound_key = key
         tt = t if per_copy else t[:, None]
         self.target.from_numpy(tt.astype(runtime.np_real()))

@@ -70,16 +70,23 @@ def test_run_writes_trajectory_and_resolved_scene(tmp_path):
 
 
 def test_run_quiet_prints_nothing_and_render_animates(tmp_path):
-    # its own Taichi kernel cache: with the shared one, another test process holding the cache's lock makes Taichi
-    # print a warning about the lock (seen once in CI), which is not diffsim's output
-    cache = {"TI_OFFLINE_CACHE_FILE_PATH": str(tmp_path / "ticache")}
-    proc = ok(
-        diffsim("run", "walker2d", "--out", "w", "--steps", "60", "--render", "--quiet", cwd=tmp_path, env=cache)
-    )
+    proc = ok(diffsim("run", "walker2d", "--out", "w", "--steps", "60", "--render", "--quiet", cwd=tmp_path))
     assert proc.stdout == "" and proc.stderr == ""
     with np.load(tmp_path / "w" / "trajectory.npz") as npz:
         assert npz["act"].shape == (60, 8) and npz["x"].shape == (61, 18, 2)
     assert_animated(tmp_path / "w" / "animation.gif")
+
+
+def test_quiet_silences_taichi_warnings_too(tmp_path):
+    # a kernel cache whose lock another process holds: Taichi warns on stderr, and --quiet must silence it too
+    cache = tmp_path / "ticache"
+    cache.mkdir()
+    (cache / "ticache.lock").touch()
+    env = {"TI_OFFLINE_CACHE_FILE_PATH": str(cache)}
+    loud = ok(diffsim("run", "walker2d", "--out", "w", "--steps", "5", cwd=tmp_path, env=env))
+    assert "ticache.lock" in loud.stderr
+    quiet = ok(diffsim("run", "walker2d", "--out", "w", "--steps", "5", "--quiet", cwd=tmp_path, env=env))
+    assert quiet.stdout == "" and quiet.stderr == ""
 
 
 def test_params_table_and_json(tmp_path):

@@ -227,10 +227,9 @@ class ClothSystem(System):
             raise DiffsimError(
                 "a controller drives handles, and the cloth has none", where=f"{src}: controller"
             )
-        limit = SERIAL_BELOW_CPU if runtime.current()["arch"] == "cpu" else 1
-        self.serial_v = self.batch * self.n < limit
-        self.serial_t = self.batch * self.n_tri < limit
-        self.serial_h = self.batch * max(self.n_hinge, 1) < limit
+        self.serial_v = runtime.serial_loops(self.batch * self.n, SERIAL_BELOW_CPU)
+        self.serial_t = runtime.serial_loops(self.batch * self.n_tri, SERIAL_BELOW_CPU)
+        self.serial_h = runtime.serial_loops(self.batch * max(self.n_hinge, 1), SERIAL_BELOW_CPU)
 
         pb = set(per_batch)
         known = {

@@ -193,9 +193,8 @@ class MPMSystem(System):
             )
         self.bound = int(bound)
         self.n_nodes = int(np.prod(self.res))
-        on_cpu = runtime.current()["arch"] == "cpu"
-        self.serial_p = on_cpu and self.batch * self.n < SERIAL_PARTICLES_BELOW
-        self.serial_g = on_cpu and self.batch * self.n_nodes < SERIAL_NODES_BELOW
+        self.serial_p = runtime.serial_loops(self.batch * self.n, SERIAL_PARTICLES_BELOW)
+        self.serial_g = runtime.serial_loops(self.batch * self.n_nodes, SERIAL_NODES_BELOW)
         self.serial = self.serial_p  # controllers' stages
         # Stencil loops: unrolled at compile time (faster), or runtime loops (the adjoint of a 3D kernel unrolled
         # over 27 nodes took many minutes to compile)

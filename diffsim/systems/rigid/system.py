@@ -64,8 +64,11 @@ from .model import (
     contact_candidates,
 )
 
-#: below this many elements (batch x items) a loop runs serially: parallel dispatch costs more than it saves
-SERIAL_BELOW = 20000
+#: on the CPU, below this many elements (batch x max(bodies, shapes, contact candidates, joints)) the loops run
+#: serially (`runtime.serial_loops`). Measured on 2 cores (docs/performance.md): billiards racks of 211 and 466
+#: balls (23k and 110k candidates) took 0.46-0.60 and 2.0-3.2 s per iteration serially, 1.06-1.20 and 3.3-4.3 s
+#: with parallel loops (the parallel adjoint's atomic adds).
+SERIAL_BELOW = 1_000_000
 
 #: (m) width below which the step-averaged contact force is not smoothed further (resting contacts)
 CONTACT_WIDTH = 1e-5
@@ -131,7 +134,7 @@ class RigidSystem(System):
         self.candidates = contact_candidates(arrays, self.has_ground, model.body_collisions)
         self.nc = len(self.candidates)
         self.has_contact_material = any(c[6] == 1 for c in self.candidates)
-        self.serial = self.batch * max(n, self.ns, self.nc, self.nj, 1) < SERIAL_BELOW
+        self.serial = runtime.serial_loops(self.batch * max(n, self.ns, self.nc, self.nj, 1), SERIAL_BELOW)
         up = np.zeros(dim)
         up[-1] = 1.0
         gravity = -9.81 * up if gravity is None else np.asarray(gravity, dtype=np.float64)

@@ -14,9 +14,12 @@ from ... import runtime
 from ...errors import DiffsimError
 from ...optim.losses import LeafLoss
 
+#: on the CPU, grid losses over fewer cells (times copies) than this run serially (`runtime.serial_loops`)
+SERIAL_BELOW = 65536
+
 
 def _serial(system) -> bool:
-    return system.batch * int(np.prod(system.n)) < 65536
+    return runtime.serial_loops(system.batch * int(np.prod(system.n)), SERIAL_BELOW)
 
 
 @ti.data_oriented

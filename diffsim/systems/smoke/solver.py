@@ -88,7 +88,7 @@ ROUNDING_FACTOR = 4.0
 #: true residual and restarted, at most MAX_RESTARTS times per solve; then it stops (counted as unconverged)
 DIVERGENCE = 10.0
 MAX_RESTARTS = 3
-#: below this many cells (times copies) the row loops run serially
+#: on the CPU, below this many cells (times copies) the row loops run serially (`runtime.serial_loops`)
 SERIAL_BELOW = 262144
 
 
@@ -126,7 +126,7 @@ class PressureSolver:
         eps = 2.0**-52 if runtime.current()["precision"] == "f64" else 2.0**-23
         self.eps = eps
         self.rounding = ROUNDING_FACTOR * eps * 2 * D
-        self.serial = B * int(np.prod(self.n)) < SERIAL_BELOW
+        self.serial = runtime.serial_loops(B * int(np.prod(self.n)), SERIAL_BELOW)
         # loop extents: the third is 1 in 2D
         self.ext = (*self.n, 1) if D == 2 else self.n
         real = runtime.real()

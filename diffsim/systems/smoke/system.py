@@ -44,7 +44,8 @@ from .solver import PressureSolver, UnrolledCG
 ADVECTION = ("semi_lagrangian", "maccormack")
 BACKTRACE = ("euler", "rk2")
 
-#: below this many (batch x cells), loops doing little work per cell run serially (dispatch costs more)
+#: on the CPU, below this many (batch x cells), loops doing little work per cell run serially (dispatch costs more;
+#: `runtime.serial_loops`)
 SERIAL_BELOW_LIGHT = 262144
 #: below this many, also the heavy loops (interpolation) run serially
 SERIAL_BELOW_HEAVY = 100000
@@ -140,8 +141,8 @@ class SmokeSystem(System):
         self.fuse_forces = not (self.has_vorticity or self.has_viscosity)
         self.W = 1 if D == 2 else 3  # components of the vorticity
         cells = self.batch * int(np.prod(self.n))
-        self.serial_light = cells < SERIAL_BELOW_LIGHT
-        self.serial_heavy = cells < SERIAL_BELOW_HEAVY
+        self.serial_light = runtime.serial_loops(cells, SERIAL_BELOW_LIGHT)
+        self.serial_heavy = runtime.serial_loops(cells, SERIAL_BELOW_HEAVY)
         self.tolerance = float(tolerance)
         self.relative_tolerance = float(relative_tolerance)
         self.adjoint_tolerance = float(adjoint_tolerance)

@@ -26,8 +26,11 @@ from ...engine.system import System, check_step
 from ...errors import DiffsimError
 from .model import SpringModel
 
-#: below this many elements (batch x particles) a loop runs serially: parallel dispatch costs more than it saves
-SERIAL_BELOW = 20000
+#: on the CPU, below this many elements (batch x max(particles, springs)) the loops run serially
+#: (`runtime.serial_loops`). Measured on 2 cores (docs/performance.md): the 128 x 128 grid (49k springs) took
+#: 1.91-1.97 s per iteration with parallel loops and 0.61-0.79 s with serial ones; the parallel adjoint's atomic
+#: adds were most of the difference.
+SERIAL_BELOW = 1_000_000
 
 
 @ti.data_oriented
@@ -61,7 +64,7 @@ class SpringSystem(System):
         self.substeps = int(substeps)
         self.has_ground = ground is not None
         self.friction_smoothing = float(friction_smoothing)
-        self.serial = self.batch * max(self.n, self.m) < SERIAL_BELOW
+        self.serial = runtime.serial_loops(self.batch * max(self.n, self.m), SERIAL_BELOW)
         up = np.zeros(self.dim)
         up[-1] = 1.0
         gravity = -9.81 * up if gravity is None else np.asarray(gravity, dtype=np.float64)
