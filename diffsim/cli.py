@@ -683,7 +683,7 @@ def _common(parser: argparse.ArgumentParser, top: bool) -> None:
         help="override a scene key (sim.steps=200, springs[3].stiffness=2e4) or a parameter's initial "
         "value (springs.stiffness=800, gravity=0,-5); repeatable",
     )
-    g.add_argument("--quiet", "-q", action="store_true", default=d(False), help="print nothing but errors")
+    g.add_argument("--quiet", "-q", action="store_true", default=d(False), help="print nothing but warnings and errors (Taichi's own log lines included)")
     g.add_argument(
         "--debug",
         action="store_true",

@@ -272,7 +272,7 @@ class CenterOfMassLoss(_MassWeightedLoss):
         for b in range(x.shape[1]):
             self.moment[row, b] = 0.0
             self.total[row, b] = 0.0
-        ti.loop_config(serialize=ti.static(x.shape[1] * x.shape[2] < SERIAL_BELOW))
+        ti.loop_config(serialize=ti.static(runtime.serial_loops(x.shape[1] * x.shape[2], SERIAL_BELOW)))
         for b, i in ti.ndrange(x.shape[1], x.shape[2]):
             m = self._mass(b, i)
             self.moment[row, b] += m * x[f, b, i].dot(self.direction[None])
@@ -340,7 +340,7 @@ class CenterOfMassTargetLoss(_MassWeightedLoss):
         for b in range(x.shape[1]):
             self.moment[b] = self.moment[b] * 0.0
             self.total[b] = 0.0
-        ti.loop_config(serialize=ti.static(x.shape[1] * x.shape[2] < SERIAL_BELOW))
+        ti.loop_config(serialize=ti.static(runtime.serial_loops(x.shape[1] * x.shape[2], SERIAL_BELOW)))
         for b, i in ti.ndrange(x.shape[1], x.shape[2]):
             m = self._mass(b, i)
             self.moment[b] += m * x[f, b, i]

@@ -2,6 +2,8 @@
 in parallel. Both must give the same rollouts and gradients: each system's parallel path is checked here on the
 CPU against its serial one, in f64 (the parallel adjoint adds with atomics, in another order: rounding only)."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -76,9 +78,19 @@ def test_loops_run_serially_only_on_the_cpu_and_below_the_threshold(monkeypatch)
 def test_parallel_loops_give_the_serial_rollout_and_gradients(case, monkeypatch):
     use("cpu", "f64")
     serial = CASES[case]()
-    asked = []
-    monkeypatch.setattr(runtime, "serial_loops", lambda elements, cpu_below: asked.append(elements) and False)
+    asked = set()
+
+    def parallel_loops(elements, cpu_below):
+        asked.add(sys._getframe(1).f_globals["__name__"])  # the module deciding
+        return False
+
+    monkeypatch.setattr(runtime, "serial_loops", parallel_loops)
     parallel = CASES[case]()
-    assert asked, "the system chose its loops without runtime.serial_loops"
+    kind = "springs" if case == "springs" else case.rstrip("0123456789")
+    assert f"diffsim.systems.{kind}.system" in asked, asked
+    if kind in ("springs", "rigid"):  # their losses: centre of mass, points
+        assert "diffsim.optim.losses" in asked, asked
+    if kind == "smoke":
+        assert "diffsim.systems.smoke.solver" in asked, asked
     assert np.isfinite(serial[0]) and serial[0] != 0.0
     assert_agree(serial, parallel, loss=1e-12, traj=1e-10, grads=1e-9)

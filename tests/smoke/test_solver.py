@@ -7,7 +7,7 @@ used to stall a solve at the precision floor (848 iterations at 128^2 before the
 import numpy as np
 import pytest
 
-from diffsim import Simulation
+from diffsim import Simulation, runtime
 from diffsim.systems.smoke import ScalarLoss, SmokeModel, SmokeSystem
 from tests.conftest import use
 
@@ -84,6 +84,24 @@ def test_multigrid_preconditioner_is_symmetric_positive_definite(case):
     cond, cond_a = ev.max() / ev.min(), ev_a.max() / ev_a.min()
     print(f"{case}: cond(M A) = {cond:.3g}, cond(A) = {cond_a:.3g}")
     assert cond < bound < cond_a / 10
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_multigrid_half_sweeps_in_parallel_give_the_serial_preconditioner(case, monkeypatch):
+    """Off the CPU (and above the CPU's threshold) each red-black half-sweep is a parallel loop over (copy, row):
+    the cells of one colour read only the other colour's, so the V-cycle is the same operator, to rounding."""
+    use("cpu", "f64")
+    res, bnd, (lo, hi), _bound = CASES[case]
+
+    def preconditioner():
+        m = SmokeModel(res, boundary=bnd)
+        m.add_obstacle(lo=lo, hi=hi)
+        return _preconditioner(SmokeSystem(m, dt=0.01).solver)
+
+    serial = preconditioner()
+    monkeypatch.setattr(runtime, "serial_loops", lambda elements, cpu_below: False)
+    parallel = preconditioner()
+    assert np.abs(parallel - serial).max() <= 1e-13 * np.abs(serial).max()
 
 
 def test_f32_solves_reach_their_tolerance_from_a_divergent_start():

@@ -43,8 +43,8 @@ Implementation. Each kernel holds a few top-level loops (Taichi compiles one fun
 kernel holding a whole solve had ~25 loop nests in one function and took 20 s to compile, growing quadratically).
 Python drives the iterations; the bookkeeping (which copies are active, their iteration counts, the statistics)
 stays on the device, and Python reads one integer per iteration (how many copies need their residual confirmed,
-or whether any still iterates): each readback costs about a kernel launch. Small grids (below SERIAL_BELOW cells) run every loop serially on the
-calling thread: a parallel loop wakes the CPU backend's worker threads, which on a 2-core machine cost more than
+or whether any still iterates): each readback costs about a kernel launch. On the CPU, small grids (below SERIAL_BELOW cells) run every loop serially on
+the calling thread: a parallel loop wakes the CPU backend's worker threads, which on a 2-core machine cost more than
 the loop's work (measured at 128^2 under load: parallel loops averaged 0.1-0.2 ms against their 5-10 us minimum). Every per-cell array has a one-cell halo, so the stencils need no
 bounds tests: vectors are zero in solid cells and in the halo of non-periodic axes (a closed wall is left out of
 the diagonal; an open boundary counts and its outside value is 0), and the halo of a periodic axis holds the
@@ -382,19 +382,19 @@ class PressureSolver:
 
     @ti.func
     def _component_sums(self, v: ti.template(), sums: ti.template()):
-        """sums[b, c] = the sum of v over closed fluid region c (serial top-level loops; nothing when every region
-        touches an open boundary). The mean `sums * inv_count` is what the projection P removes."""
+        """sums[b, c] = the sum of v over closed fluid region c (nothing when every region touches an open
+        boundary). The mean `sums * inv_count` is what the projection P removes. On the CPU one serial pass (the
+        additions into a few slots would contend between threads); on a GPU one thread per row, adding atomically."""
         if ti.static(self.n_components > 0):
             self._zero_sums(sums)
-            ti.loop_config(serialize=True)
-            for b in range(self.batch):
-                for i in range(1, self.ext[0] + 1):
-                    for j in range(1, self.ext[1] + 1):
-                        for k in range(1, self.ext[2] + 1):
-                            H = self._at(i, j, k)
-                            c = self.component[H]
-                            if c >= 0:
-                                sums[b, c] += v[b, H]
+            ti.loop_config(serialize=ti.static(runtime.current()["arch"] == "cpu"))
+            for b, i in ti.ndrange(self.batch, (1, self.ext[0] + 1)):
+                for j in range(1, self.ext[1] + 1):
+                    for k in range(1, self.ext[2] + 1):
+                        H = self._at(i, j, k)
+                        c = self.component[H]
+                        if c >= 0:
+                            sums[b, c] += v[b, H]
 
     @ti.func
     def _mean(self, b, H, sums: ti.template()):
@@ -816,18 +816,22 @@ class PressureSolver:
         """Relax the cells of one colour (the parity of the sum of the haloed index): they couple only to cells of
         the other colour, so the updates of a half-sweep are independent of each other (no dependency chain from
         one cell to the next, which made a lexicographic sweep latency-bound)."""
+        for i in range(1, ti.static(self.mg_ext[lvl][0]) + 1):
+            self._mg_half_row(b, lvl, color, mode, i)
+
+    @ti.func
+    def _mg_half_row(self, b, lvl: ti.template(), color, mode: ti.template(), i):
+        """The cells of one colour in row i (2D) or slab i (3D) of a level."""
         ext = ti.static(self.mg_ext[lvl])
         if ti.static(self.dim == 2):
-            for i in range(1, ext[0] + 1):
-                j0 = 1 + (color + i + 1) % 2
-                for jj in range((ext[1] - j0 + 2) // 2):
-                    self._mg_relax(b, lvl, ti.Vector([i, j0 + 2 * jj]), mode)
+            j0 = 1 + (color + i + 1) % 2
+            for jj in range((ext[1] - j0 + 2) // 2):
+                self._mg_relax(b, lvl, ti.Vector([i, j0 + 2 * jj]), mode)
         else:
-            for i in range(1, ext[0] + 1):
-                for j in range(1, ext[1] + 1):
-                    k0 = 1 + (color + i + j + 1) % 2
-                    for kk in range((ext[2] - k0 + 2) // 2):
-                        self._mg_relax(b, lvl, ti.Vector([i, j, k0 + 2 * kk]), mode)
+            for j in range(1, ext[1] + 1):
+                k0 = 1 + (color + i + j + 1) % 2
+                for kk in range((ext[2] - k0 + 2) // 2):
+                    self._mg_relax(b, lvl, ti.Vector([i, j, k0 + 2 * kk]), mode)
 
     @ti.func
     def _mg_sweep(self, lvl: ti.template(), forward: ti.template(), first: ti.template(), repeat: ti.template()):
@@ -835,23 +839,41 @@ class PressureSolver:
         otherwise (the transpose), alternating after the first. `first`: x is zero before the first sweep."""
         if ti.static(not first):
             self._mg_halo(lvl)
-        ti.loop_config(serialize=ti.static(self.serial))
-        for b in range(self.batch):  # sequential within a copy
-            for s_ in range(repeat):
-                # the halo of a periodic axis holds the values from before each sweep: the couplings across the wrap
-                # use them in both half-sweeps, so a sweep and its reverse are transposes of each other
-                if ti.static(self.any_periodic):
-                    if s_ > 0:
-                        self._mg_halo_copy(b, lvl)
-                for half in ti.static(range(2)):
-                    color = (half + s_ + ti.static(0 if forward else 1)) % 2
-                    if ti.static(first):
-                        if s_ == 0:
-                            self._mg_half_sweep(b, lvl, color, half + 1)
+        if ti.static(self.serial or lvl == len(self.levels) - 1):
+            # small grids on the CPU, and the coarsest level: each copy's sweeps in one iteration of one loop
+            ti.loop_config(serialize=ti.static(self.serial))
+            for b in range(self.batch):  # sequential within a copy
+                for s_ in range(repeat):
+                    # the halo of a periodic axis holds the values from before each sweep: the couplings across the
+                    # wrap use them in both half-sweeps, so a sweep and its reverse are transposes of each other
+                    if ti.static(self.any_periodic):
+                        if s_ > 0:
+                            self._mg_halo_copy(b, lvl)
+                    for half in ti.static(range(2)):
+                        color = (half + s_ + ti.static(0 if forward else 1)) % 2
+                        if ti.static(first):
+                            if s_ == 0:
+                                self._mg_half_sweep(b, lvl, color, half + 1)
+                            else:
+                                self._mg_half_sweep(b, lvl, color, 0)
                         else:
                             self._mg_half_sweep(b, lvl, color, 0)
-                    else:
-                        self._mg_half_sweep(b, lvl, color, 0)
+        else:
+            # GPUs (and large grids on the CPU): every half-sweep is a parallel loop over (copy, row), since the
+            # cells of one colour are independent; the same updates as above, in another order
+            for s_ in ti.static(range(repeat)):
+                if ti.static(self.any_periodic and s_ > 0):
+                    for b in range(self.batch):
+                        self._mg_halo_copy(b, lvl)
+                for half in ti.static(range(2)):
+                    for b, i in ti.ndrange(self.batch, (1, ti.static(self.mg_ext[lvl][0]) + 1)):
+                        self._mg_half_row(
+                            b,
+                            lvl,
+                            ti.static((half + s_ + (0 if forward else 1)) % 2),
+                            ti.static(half + 1 if first and s_ == 0 else 0),
+                            i,
+                        )
 
     def _restricted_children(self):
         """The children whose residual the restriction sums (not a kernel). After one red-black sweep from zero

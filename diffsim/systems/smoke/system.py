@@ -47,7 +47,7 @@ BACKTRACE = ("euler", "rk2")
 #: on the CPU, below this many (batch x cells), loops doing little work per cell run serially (dispatch costs more;
 #: `runtime.serial_loops`)
 SERIAL_BELOW_LIGHT = 262144
-#: below this many, also the heavy loops (interpolation) run serially
+#: on the CPU, below this many, also the heavy loops (interpolation) run serially
 SERIAL_BELOW_HEAVY = 100000
 
 #: smoothing of |omega| and |grad |omega|| in vorticity confinement, in units of 1/s (keeps N differentiable)
