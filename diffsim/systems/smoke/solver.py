@@ -90,6 +90,9 @@ DIVERGENCE = 10.0
 MAX_RESTARTS = 3
 #: on the CPU, below this many cells (times copies) the row loops run serially (`runtime.serial_loops`)
 SERIAL_BELOW = 262144
+#: on the CPU the multigrid sweeps run per copy at every size: as parallel loops over rows (what GPUs run) they
+#: were no faster at 512^2 (smoke_target2d on 2 cores: 14.9 s per iteration, against 14.9-15.8 s)
+SERIAL_SWEEPS_BELOW = 1 << 62
 
 
 @ti.data_oriented
@@ -298,6 +301,11 @@ class PressureSolver:
             w_f.from_numpy(w_h.astype(npr))
             invd_f.from_numpy(invd.astype(npr))
         self.mg_ext = [(*m, 1) if D == 2 else tuple(m) for m in sizes]
+        # per level: sweep each copy in one loop (on the CPU; on GPUs the coarsest level), or each half-sweep as a
+        # parallel loop over (copy, row) (`_mg_sweep`)
+        self.mg_serial = [runtime.serial_loops(B * int(np.prod(m)), SERIAL_SWEEPS_BELOW) for m in sizes[:-1]]
+        self.mg_serial.append(True)
+        self.serial_copies = runtime.serial_loops(B, SERIAL_BELOW)  # a loop over the copies alone
         self.mg_slabs = [[tuple(1 if c == a else m[c] + 2 for c in range(D)) + ((1,) if D == 2 else ())
                           for a in range(D)] for m in sizes]
 
@@ -839,9 +847,10 @@ class PressureSolver:
         otherwise (the transpose), alternating after the first. `first`: x is zero before the first sweep."""
         if ti.static(not first):
             self._mg_halo(lvl)
-        if ti.static(self.serial or lvl == len(self.levels) - 1):
-            # small grids on the CPU, and the coarsest level: each copy's sweeps in one iteration of one loop
-            ti.loop_config(serialize=ti.static(self.serial))
+        if ti.static(self.mg_serial[lvl]):
+            # the CPU, and the coarsest level: each copy's sweeps in one iteration of one loop (parallel over copies
+            # off the CPU)
+            ti.loop_config(serialize=ti.static(self.serial_copies))
             for b in range(self.batch):  # sequential within a copy
                 for s_ in range(repeat):
                     # the halo of a periodic axis holds the values from before each sweep: the couplings across the
@@ -859,8 +868,8 @@ class PressureSolver:
                         else:
                             self._mg_half_sweep(b, lvl, color, 0)
         else:
-            # GPUs (and large grids on the CPU): every half-sweep is a parallel loop over (copy, row), since the
-            # cells of one colour are independent; the same updates as above, in another order
+            # GPUs: every half-sweep is a parallel loop over (copy, row), since the cells of one colour are
+            # independent; the same updates as above, in another order
             for s_ in ti.static(range(repeat)):
                 if ti.static(self.any_periodic and s_ > 0):
                     for b in range(self.batch):
