@@ -11,23 +11,13 @@ import diffsim
 from diffsim import bench, runtime
 from tests.backends import assert_agree, run
 from tests.conftest import use
-from tests.springs.bodies import square
 
 
 def _springs():
-    """An actuated square on the ground (contact and friction), driven by an MLP: 100 steps."""
-    system = diffsim.SpringSystem(
-        square(actuated=True),
-        dt=2e-3,
-        friction=0.6,
-        contact_stiffness=3000.0,
-        contact_damping=5.0,
-        controller=diffsim.MLP(2, hidden=(8,), n_phases=2, init_scale=1.5),
-    )
-    loss = diffsim.CenterOfMassLoss(direction=(1.0, 0.0)) + diffsim.FinalPositionLoss(
-        [[0.2, 0.05]], points=[0]
-    )
-    return diffsim.Simulation(system, 100, loss=loss)
+    """The springs backend test's set-up: an actuated square on the ground (contact, friction), an MLP, 100 steps."""
+    from tests.springs.test_backends import rollout
+
+    return rollout("cpu", "f64")
 
 
 def _rigid():
@@ -49,7 +39,7 @@ def _mpm():
 
 #: each case's (loss, trajectory, gradients) of one forward and backward pass
 CASES = {
-    "springs": lambda: run(_springs()),
+    "springs": _springs,
     "rigid": _rigid,
     "mpm": _mpm,
     **{name: (lambda name=name: run(bench.CASES[name]()[0])) for name in ("cloth17", "smoke64")},
