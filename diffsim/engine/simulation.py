@@ -23,7 +23,8 @@ import taichi as ti
 from .. import runtime
 from ..errors import DiffsimError, SimulationError
 from .launch import FastKernel
-from .state import FieldSpec, State, copy_frame, nonfinite_kernel
+from .memory import check_memory
+from .state import FieldSpec, State, copy_frame, nonfinite_kernel, state_nbytes
 from .system import System
 
 STORAGE = ("full", "checkpointed")
@@ -69,8 +70,9 @@ class Simulation:
         self.segments = [(a, min(a + self.K, self.steps)) for a in range(0, self.steps, self.K)]
         self.check_finite = check_finite
         specs = system.field_specs()
-        self.state = State(specs, frames=self.K + 1, batch=self.batch)
         self._state_specs = [s for s in specs if s.kind == "state"]
+        self._check_memory(specs)
+        self.state = State(specs, frames=self.K + 1, batch=self.batch)
         if storage == "checkpointed":
             self.snapshots = State(
                 self._state_specs, frames=len(self.segments) + 1, batch=self.batch, needs_grad=False
@@ -85,6 +87,19 @@ class Simulation:
         self.set_loss(loss)
         self.loss_value = None
         self._forward_done = False
+
+    def _check_memory(self, specs) -> None:
+        """Refuse, with the estimate, a rollout whose buffers would not fit in memory (before allocating them)."""
+        need = state_nbytes(specs, self.K + 1, self.batch)
+        if self.storage == "checkpointed":
+            need += state_nbytes(self._state_specs, len(self.segments) + 2, self.batch, needs_grad=False)
+        check_memory(
+            need,
+            f"a rollout of {self.steps} steps keeping {self.K + 1} frames ({self.storage} storage, batch "
+            f"{self.batch}) of {self.system.kind}",
+            "steps",
+            "use checkpointed storage (checkpoint_every: fewer frames kept), fewer steps, a smaller batch or model",
+        )
 
     # -- loss ---------------------------------------------------------------------------------------------------
     def set_loss(self, loss) -> None:
@@ -302,6 +317,3 @@ class Simulation:
             + ")"
         )
 
-
-def _arch_name() -> str:
-    return runtime.current()["arch"]

@@ -79,16 +79,17 @@ class State:
 
     def nbytes(self, with_grad: bool = True) -> int:
         """Bytes held by the fields (and their gradients), counted from the shapes."""
-        item = 8 if runtime.current()["precision"] == "f64" else 4
-        total = 0
-        for spec in self.specs:
-            n = self.frames * spec.elements_per_frame(self.batch)
-            total += (
-                n
-                * (4 if spec.dtype == "i32" else item)
-                * (2 if with_grad and self.needs_grad and spec.dtype != "i32" else 1)
-            )
-        return total
+        return state_nbytes(self.specs, self.frames, self.batch, with_grad and self.needs_grad)
+
+
+def state_nbytes(specs: list[FieldSpec], frames: int, batch: int, needs_grad: bool = True) -> int:
+    """Bytes a `State` of these specs takes (with gradients when `needs_grad`), known before it is allocated."""
+    item = 8 if runtime.current()["precision"] == "f64" else 4
+    total = 0
+    for spec in specs:
+        n = frames * spec.elements_per_frame(batch)
+        total += n * (4 if spec.dtype == "i32" else item) * (2 if needs_grad and spec.dtype != "i32" else 1)
+    return total
 
 
 @ti.kernel

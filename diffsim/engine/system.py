@@ -6,8 +6,9 @@ quantities it needs (`field_specs`); the `Simulation` allocates them for a windo
     system.initialize(s)          write frame 0 from the initial-state parameters
     system.step(s, f, fg)         read frame f, write frame f + 1; fg is the global step index (controls, phase)
 
-and, in reverse, `initialize_grad` and `step_grad`, which are the Taichi-generated adjoints of the same kernels.
-Every kernel follows DESIGN.md: values are never overwritten after being read, stages that depend on each other are
+and, in reverse, `initialize_grad` and the adjoint of the step, the Taichi-generated adjoints of the same kernels;
+`step_launchers(s)` hands the engine both launches of a step. Every kernel follows the Taichi rules of
+docs/developing.md: values are never overwritten after being read, stages that depend on each other are
 separate top-level loops of one kernel (Taichi reverses top-level loops correctly, but not loops nested in a loop).
 """
 
@@ -64,9 +65,6 @@ class System(StepKernels):
     def step(self, s: State, f: int, fg: int) -> None:
         """One step: read frame f of `s`, write frame f + 1. The default launches the kernel `self._step`."""
         self._step(s, f, fg)
-
-    def step_grad(self, s: State, f: int, fg: int) -> None:
-        self._step.grad(s, f, fg)
 
     def step_launchers(self, s: State):
         """(forward, adjoint) callables taking (f, fg) for the step loop; fast launches of `self._step`."""

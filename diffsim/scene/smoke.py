@@ -176,7 +176,8 @@ def _load_grid_array(path: str, resolution, where: str) -> np.ndarray:
 
 def _refuse_if_too_large(ctx: BuildContext, resolution, n_scalars: int, fluid: dict, sim: dict) -> None:
     from diffsim import runtime  # noqa: PLC0415
-    from diffsim.systems.smoke.model import check_memory, estimate_bytes  # noqa: PLC0415
+    from diffsim.engine.memory import check_memory  # noqa: PLC0415
+    from diffsim.systems.smoke.model import estimate_bytes  # noqa: PLC0415
 
     item = 8 if runtime.current()["precision"] == "f64" else 4
     steps = ctx.steps

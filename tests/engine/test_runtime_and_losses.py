@@ -131,3 +131,20 @@ def test_nonfinite_scan_finds_the_first_bad_frame_for_every_field_rank(precision
                 assert scan(0, 9) == 2
                 assert scan(3, 9) == 6  # the NaN lies before the window
                 assert scan(3, 6) == 2**30  # and the Inf after it
+
+
+def test_a_rollout_too_large_for_memory_is_refused_before_allocation(monkeypatch):
+    """Any system's Simulation estimates its window (and snapshots) from the field specs and refuses, with the
+    figure and the remedy, what would not fit, instead of allocating it."""
+    from diffsim.engine import memory
+    from tests.springs.bodies import square
+
+    use("cpu", "f64")
+    system = diffsim.SpringSystem(square(dim=2), dt=1e-3)
+    monkeypatch.setattr(memory, "available_bytes", lambda: 64 * 2**20)
+    # 4 masses, 2D, x and v (+ forces and gradients) in f64: a few hundred bytes per frame -> 10^6 frames is > 64 MiB
+    with pytest.raises(diffsim.DiffsimError, match=r"steps: a rollout of 1000000 steps keeping 1000001 frames .* "
+                       r"needs about .* more than the 64 MiB available; use checkpointed storage"):
+        diffsim.Simulation(system, 1_000_000)
+    sim = diffsim.Simulation(system, 1_000_000, checkpoint_every=1000)  # 1,001 + 1,002 frames fit
+    assert sim.memory_bytes()["total"] < 64 * 2**20

@@ -16,6 +16,7 @@ import pytest
 import diffsim
 from diffsim.systems.mpm import MPMSystem
 from tests.conftest import use
+from tests.gradients import assert_gradcheck
 from tests.mpm.bodies import colliders, mixed_model
 
 STEPS = 30
@@ -150,17 +151,6 @@ def build(storage="full", k=None, batch=1, per_batch=()):
 @pytest.fixture(scope="module")
 def mixed():
     return build()
-
-
-def assert_gradcheck(sim, names, **kw):
-    report = diffsim.gradcheck(sim, names, tolerance=1e-6, **kw)
-    failed = {
-        n: [(c["kind"], c["index"], c["ad"], c["fd"], c["rel_error"]) for c in r.checks]
-        for n, r in report.params.items()
-        if not r.passed
-    }
-    assert report.passed, report.summary() + "\n" + str(failed)
-    return report
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ import pytest
 
 import diffsim
 from tests.conftest import use
+from tests.gradients import assert_gradcheck
 from tests.springs.bodies import square, trajectory_target
 
 STEPS = 120
@@ -33,14 +34,6 @@ def build(controller=None, actuated=False, ground=True, storage="full", k=None, 
         direction=[1.0] + [0.0] * (dim - 1)
     )
     return diffsim.Simulation(system, STEPS, loss=loss, storage=storage, checkpoint_every=k)
-
-
-def assert_gradcheck(sim, names, **kw):
-    report = diffsim.gradcheck(sim, names, tolerance=1e-6, **kw)
-    assert report.passed, (
-        report.summary() + "\n" + str({n: r.checks for n, r in report.params.items() if not r.passed})
-    )
-    return report
 
 
 @pytest.mark.parametrize("dim", [2, 3])

@@ -35,6 +35,7 @@ import taichi as ti
 
 from ... import runtime
 from ...colliders import KIND_ID, local_distance, rotation_from_vector
+from ...engine.fields import MassView
 from ...engine.state import FieldSpec
 from ...engine.system import System
 from ...errors import DiffsimError
@@ -361,7 +362,7 @@ class ClothSystem(System):
         self.mass_weight.from_numpy(arrays["vertex_area"][None].astype(npr))
         # Centre-of-mass losses weigh vertex i by point_mass.field[b * bstride, i]: the lumped areas (the area
         # density is uniform, so it cancels in the centre of mass)
-        self.point_mass = _MassView(self.mass_weight)
+        self.point_mass = MassView(self.mass_weight, bstride=0)
         self.vertex_kind.from_numpy(arrays["kind"].astype(npi))
         self.handle_index.from_numpy(arrays["handle_index"].astype(npi))
         if self.n_hinge:
@@ -823,11 +824,3 @@ class ClothSystem(System):
             + ("quadratic bending, " if self.quadratic else "")
             + f"{self.n_col} colliders, {self.n_handles} handles, dt={self.dt:g} s, batch={self.batch}"
         )
-
-
-class _MassView:
-    """What centre-of-mass losses read as a system's `point_mass`: a field [copy, vertex] and the copy stride."""
-
-    def __init__(self, fld):
-        self.field = fld
-        self.bstride = 0

@@ -1076,10 +1076,6 @@ class MPMSystem(System):
         self._clear(s, f)
         self._advance(s, f, fg)
 
-    def step_grad(self, s, f, fg):
-        self._regrid(s, True, f, fg)
-        self._advance.grad(s, f, fg)
-
     def step_launchers(self, s):
         """Forward: the fused step. Adjoint: recompute step f's grid (its gradients zeroed), then the step's adjoint
         (G2P.grad, grid_update.grad, P2G.grad, control.grad)."""

@@ -275,12 +275,6 @@ class RigidModel:
             raise DiffsimError(f"must be finite, got {arr.tolist()}", where=where)
         return arr
 
-    def _positive(self, value, where: str) -> float:
-        v = float(value)
-        if not (v > 0 and math.isfinite(v)):
-            raise DiffsimError(f"must be > 0, got {value:g}", where=where)
-        return v
-
     def _rotation(self, value, where: str) -> np.ndarray:
         if self.dim == 2:
             angle = 0.0 if value is None else float(np.ravel([value])[0])

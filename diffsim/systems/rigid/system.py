@@ -44,6 +44,7 @@ import taichi as ti
 
 from ... import runtime
 from ...engine import tmath
+from ...engine.fields import FieldGroup, MassView
 from ...engine.state import FieldSpec
 from ...engine.system import System, check_step
 from ...errors import DiffsimError
@@ -171,7 +172,6 @@ class RigidSystem(System):
 
     def _build_params(self, A, gravity, ground, g_mu, g_e, g_k, c_mu, c_e, c_k, table_mu):
         dim = self.dim
-        self.angular_dim = 1 if dim == 2 else 3
         # initial state, one set of parameters per body group ("" -> initial.position, "cue" -> initial.cue.*)
         self.groups = []
         for group, members in A["groups"].items():
@@ -272,7 +272,7 @@ class RigidSystem(System):
         itype, npi, real, npr = runtime.index_type(), runtime.np_index(), runtime.real(), runtime.np_real()
         # All constant fields of the system share one SNode tree: Taichi creates a tree per field allocated after
         # the first kernel launch, and a process can hold only a few hundred trees.
-        group = _FieldGroup()
+        group = FieldGroup()
 
         def ints(values):
             arr = np.asarray(values, dtype=np.int64).reshape(-1)
@@ -379,7 +379,7 @@ class RigidSystem(System):
         self.body_ground_points = group.add(real, points.shape, np.maximum(points, 1.0).astype(npr))
         group.finalize()
         # `CenterOfMassLoss` weighs bodies by `point_mass.field[b * bstride, i]`
-        self.point_mass = _MassView(self.body_mass)
+        self.point_mass = MassView(self.body_mass, bstride=1)
 
     # -- description --------------------------------------------------------------------------------------------
     def body_index(self, name: str) -> int:
@@ -1261,39 +1261,3 @@ def _damping_ratio(e: float) -> float:
         arc = math.pi - 2.0 * math.asin(z)
         z -= (arc * z / math.sqrt(one) - target) / (arc / (one * math.sqrt(one)) - 2.0 * z / one)
     return z
-
-
-class _FieldGroup:
-    """Fields declared one by one and allocated together in one SNode tree (`ti.FieldsBuilder`), then filled."""
-
-    def __init__(self):
-        self.builder = ti.FieldsBuilder()
-        self.fill = []
-
-    def add(self, dtype, shape, data=None, n=None, m=None, grad=False):
-        if m is not None:
-            fld = ti.Matrix.field(n, m, dtype, needs_grad=grad)
-        elif n is not None:
-            fld = ti.Vector.field(n, dtype, needs_grad=grad)
-        else:
-            fld = ti.field(dtype, needs_grad=grad)
-        axes = ti.i if len(shape) == 1 else ti.ij
-        self.builder.dense(axes, shape).place(fld)
-        if grad:
-            self.builder.dense(axes, shape).place(fld.grad)
-        if data is not None:
-            self.fill.append((fld, data))
-        return fld
-
-    def finalize(self):
-        self.tree = self.builder.finalize()
-        for fld, data in self.fill:
-            fld.from_numpy(np.ascontiguousarray(data))
-
-
-class _MassView:
-    """What `CenterOfMassLoss` reads as a system's `point_mass`: a field [copy, body] and the copy stride."""
-
-    def __init__(self, fld):
-        self.field = fld
-        self.bstride = 1

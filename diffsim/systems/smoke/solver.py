@@ -217,7 +217,6 @@ class PressureSolver:
             out[inner] = a
             return out
 
-        self.diag_np = diag
         self.diag.from_numpy(haloed(diag).astype(npr))
         self.upper.from_numpy(haloed(upper, (D,)).astype(npr))
         comp_h = -np.ones(tuple(k + 2 for k in n), dtype=np.int64)
@@ -363,10 +362,6 @@ class PressureSolver:
             nb += v[b, H + e] + v[b, H - e]
         d = self.diag[H]
         return ti.select(d > 0, d * c - nb, 0.0)
-
-    def _halo_loops(self, v):
-        """Not a kernel: returns the list of periodic axes, for `_refresh_halo`'s static loops."""
-        return [a for a in range(self.dim) if self.periodic[a]]
 
     @ti.func
     def _refresh_halo(self, v: ti.template()):

@@ -35,10 +35,11 @@ import taichi as ti
 
 from ... import runtime
 from ...engine.launch import FastKernel
+from ...engine.memory import check_memory
 from ...engine.state import FieldSpec
 from ...engine.system import System
 from ...errors import DiffsimError
-from .model import SmokeModel, check_memory, estimate_bytes
+from .model import SmokeModel, estimate_bytes
 from .solver import PressureSolver, UnrolledCG
 
 ADVECTION = ("semi_lagrangian", "maccormack")
@@ -146,7 +147,6 @@ class SmokeSystem(System):
         self.tolerance = float(tolerance)
         self.relative_tolerance = float(relative_tolerance)
         self.adjoint_tolerance = float(adjoint_tolerance)
-        self.solver_kind = solver
 
         item = 8 if runtime.current()["precision"] == "f64" else 4
         need = estimate_bytes(self.n, frames=2, batch=self.batch, n_scalars=self.S, maccormack=self.maccormack,
@@ -258,16 +258,6 @@ class SmokeSystem(System):
                 "that grows without bound, or a viscosity above h^2 / (2 D dt) "
                 f"= {self.viscous_limit():.3g} m^2/s, diverges")
 
-    def check_allocation(self, frames: int, snapshot_frames: int = 0) -> None:
-        """Refuse, with the estimate, a rollout whose buffers would not fit in memory (called before allocating)."""
-        item = 8 if runtime.current()["precision"] == "f64" else 4
-        need = estimate_bytes(self.n, frames=frames, batch=self.batch, n_scalars=self.S,
-                              maccormack=self.maccormack, vorticity=self.has_vorticity,
-                              viscosity=self.has_viscosity, precision_bytes=item, snapshot_frames=snapshot_frames)
-        check_memory(need, f"a rollout window of {frames} frames of a {'x'.join(map(str, self.n))} grid (batch "
-                     f"{self.batch})", f"{self.model.source}: steps", "use checkpointed storage (fewer frames kept), "
-                     "fewer steps or a smaller grid")
-
     def field_specs(self) -> list[FieldSpec]:
         D, S = self.dim, self.S
         specs = [
@@ -335,11 +325,6 @@ class SmokeSystem(System):
         grid decomposes its linear index every iteration, which cost up to a third of a light loop (measured on the
         divergence loop at 128^2: 0.088 against 0.054 ms)."""
         return ti.Vector([i0, i1] if ti.static(self.dim == 2) else [i0, i1, i2])
-
-    @ti.func
-    def _split(self, J):
-        """(b, I) from a grouped index over (batch, *grid)."""
-        return J[0], ti.Vector([J[k + 1] for k in ti.static(range(self.dim))])
 
     # -- interpolation ------------------------------------------------------------------------------------------
     @ti.func
@@ -760,11 +745,6 @@ class SmokeSystem(System):
         if getattr(self, "_launchers", None) is None or self._launchers[0] is not s:
             self._launchers = (s, *self.step_launchers(s))
         self._launchers[1](f, fg)
-
-    def step_grad(self, s, f: int, fg: int) -> None:
-        if getattr(self, "_launchers", None) is None or self._launchers[0] is not s:
-            self._launchers = (s, *self.step_launchers(s))
-        self._launchers[2](f, fg)
 
     # -- analysis -----------------------------------------------------------------------------------------------
     def divergence(self, velocity: np.ndarray) -> np.ndarray:
