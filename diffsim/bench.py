@@ -51,7 +51,7 @@ def _walker_sim(steps=680, storage="full", k=None):
 
 @case("walker2d")
 def walker2d():
-    """Mass-spring walker: 18 masses, 41 springs, MLP 82-32-8, 680 steps (issue target: <= 0.06 s/iteration)."""
+    """Mass-spring walker: 18 masses, 41 springs, MLP 82-32-8, 680 steps (target: <= 0.06 s/iteration)."""
     return _walker_sim(), "fit"
 
 
@@ -69,7 +69,7 @@ def walker2d_20k_full():
 
 @case("walker2d_20k_checkpointed")
 def walker2d_20k_checkpointed():
-    """20,000-step walker rollout, checkpointed every 50 steps (issue target: <= 1/5 of full's buffer memory)."""
+    """20,000-step walker rollout, checkpointed every 50 steps (target: <= 1/5 of full's buffer memory)."""
     return _walker_sim(steps=20_000, storage="checkpointed", k=50), "fit"
 
 
@@ -112,7 +112,7 @@ def _cloth_throw_sim(overrides=(), **kw):
 
 @case("cloth_throw")
 def cloth_throw():
-    """Cloth throw (scenes/cloth_throw.toml): 17x17 vertices, 512 triangles, 1,920 steps (issue target: <= 0.2 s)."""
+    """Cloth throw (scenes/cloth_throw.toml): 17x17 vertices, 512 triangles, 1,920 steps (target: <= 0.2 s)."""
     return _cloth_throw_sim(), "fit"
 
 
@@ -173,7 +173,7 @@ def _mpm_walker_sim(steps=1023):
 @case("mpm_walker2d")
 def mpm_walker2d():
     """DiffTaichi's diffmpm robot: 2,976 particles, 128^2 grid, 1,023 steps, checkpointed every 32, grid recomputed
-    in each step's adjoint (issue target: <= 2.0 s and 250 MB per iteration; diffmpm: 3.34 s, 726 MB)."""
+    in each step's adjoint (target: <= 2.0 s and 250 MB per iteration; diffmpm: 3.34 s, 726 MB)."""
     return _mpm_walker_sim(), "fit"
 
 
@@ -235,8 +235,8 @@ def _smoke_velocity(system):
 
 @case("smoke_target2d")
 def smoke_target2d():
-    """Smoke shape matching (scenes/smoke_target2d.toml): 128^2 MAC grid, 100 steps, initial velocity fitted (issue
-    target: <= 0.4 s per iteration, backward <= 2.5 x forward; DiffTaichi's smoke: 0.78 s, 6.2 x)."""
+    """Smoke shape matching (scenes/smoke_target2d.toml): 128^2 MAC grid, 100 steps, initial velocity fitted
+    (target: <= 0.4 s per iteration, backward <= 2.5 x forward; DiffTaichi's smoke: 0.78 s, 6.2 x)."""
     return _smoke_target2d_sim(128), "fit"
 
 
@@ -256,14 +256,14 @@ def _rigid_scene_sim(name, **kw):
 
 @case("billiards")
 def billiards():
-    """Billiards (scenes/billiards.toml): 11 balls, 4 cushions, 1,024 steps (issue target: <= 0.03 s/iteration;
+    """Billiards (scenes/billiards.toml): 11 balls, 4 cushions, 1,024 steps (target: <= 0.03 s/iteration;
     DiffTaichi's billiards: 0.10-0.14 s)."""
     return _rigid_scene_sim("billiards"), "fit"
 
 
 @case("rigid_walker2d")
 def rigid_walker2d():
-    """Rigid walker (scenes/rigid_walker2d.toml): 5 boxes, 4 PD hinge motors, periodic controller, 2,048 steps (issue target:
+    """Rigid walker (scenes/rigid_walker2d.toml): 5 boxes, 4 PD hinge motors, periodic controller, 2,048 steps (target:
     <= 0.1 s/iteration; DiffTaichi's rigid_body robot: 0.46 s)."""
     return _rigid_scene_sim("rigid_walker2d"), "fit"
 

@@ -19,7 +19,8 @@ ARCHS = ("cpu", "gpu", "cuda", "vulkan", "metal")
 PRECISIONS = ("f32", "f64")
 
 # Reverse mode through loops with loop-carried locals needs Taichi's autodiff stack; the adaptive size crashed the
-# CPU backend in a probe (DESIGN.md rule 9), so it is fixed here. 512 covers the deepest serial loop we compile.
+# CPU backend in a probe (docs/design.md, "Backends and precision"), so it is fixed here. 512 covers the deepest
+# serial loop we compile.
 AD_STACK_SIZE = 512
 
 #: Taichi's LLVM backends (CPU, CUDA) keep the fields of a process in at most 512 SNode trees (kMaxNumSnodeTreesLlvm;

@@ -1,6 +1,6 @@
 """Controllers: they write the action vector ``act[f, b, :]`` (values in about [-1, 1]) at every step.
 
-A controller's work happens inside the system's step kernel (fused, DESIGN.md rule 5). It is a list of stages;
+A controller's work happens inside the system's step kernel (fused: docs/design.md, "Launches and speed"). It is a list of stages;
 stage k processes `stage_sizes[k]` items per batch copy, and the system runs each stage as its own top-level loop
 (`Controller.run_stages`, called at the top level of the step kernel)::
 

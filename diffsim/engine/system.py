@@ -7,9 +7,9 @@ quantities it needs (`field_specs`); the `Simulation` allocates them for a windo
     system.step(s, f, fg)         read frame f, write frame f + 1; fg is the global step index (controls, phase)
 
 and, in reverse, `initialize_grad` and the adjoint of the step, the Taichi-generated adjoints of the same kernels;
-`step_launchers(s)` hands the engine both launches of a step. Every kernel follows the Taichi rules of
-docs/developing.md: values are never overwritten after being read, stages that depend on each other are
-separate top-level loops of one kernel (Taichi reverses top-level loops correctly, but not loops nested in a loop).
+`step_launchers(s)` hands the engine both launches of a step. Every kernel follows docs/developing.md's Taichi
+rules 1 and 2: values are never overwritten after being read, stages that depend on each other are separate
+top-level loops of one kernel (Taichi reverses top-level loops correctly, but not loops nested in a loop).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every file the viz module writes goes through `atomic_path`: the content is written to a temporary file in the same
 folder and renamed over the target with `os.replace` only when writing succeeded, so an interrupted render never
-leaves a truncated GIF or PNG behind (DESIGN.md, "Outputs and errors").
+leaves a truncated GIF or PNG behind (docs/design.md, "Outputs and errors").
 
 Frames are RGB arrays of shape (H, W, 3), dtype uint8. `write_frames` dispatches on the file suffix:
 

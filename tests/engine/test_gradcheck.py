@@ -18,7 +18,7 @@ def f64():
 @ti.data_oriented
 class Decay(System):
     """x' = x - dt * rate * x^2 (one scalar per copy). With `broken=True` the step overwrites a value it has read,
-    which Taichi's reverse mode silently gets wrong (DESIGN.md rule 1): gradcheck has to notice."""
+    which Taichi's reverse mode silently gets wrong (docs/developing.md, Taichi rule 1): gradcheck has to notice."""
 
     kind = "decay"
 

@@ -6,7 +6,7 @@ floor's band, so wall contact and friction are in the comparison). On Vulkan P2G
 no fixed order, and the neo-Hookean log(J) and the fluid's Tait pressure J^-gamma = exp(-gamma log J) are evaluated
 in f32 in f64 mode (SPIR-V has no f64 log or exp: docs/developing.md, rule 9).
 
-- f64, full set-up: rollout and gradients relative 2e-6. Measured (2026-11-26): loss 1.4e-9, positions 8e-10,
+- f64, full set-up: rollout and gradients relative 2e-6. Measured: loss 1.4e-9, positions 8e-10,
   velocities 6e-8, affine velocities C 2e-7, gradients up to 2.1e-7 (walls.friction). The CPU with the same f32
   transcendentals forced (a probe, not kept as a test) differs from the CPU in f64 by the same amounts (C 1.3e-7,
   initial.position gradient 2e-7), so these are the f32 log/exp, not a backend difference.

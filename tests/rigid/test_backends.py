@@ -4,8 +4,8 @@
 spring between them, a ball falling onto the arm; ground contact of corners and circle, circle-box contact, joint
 limit, motor, spring, open-loop controls) for 150 steps. 2D rotations use cos and sin, and every contact's damping
 comes from its restitution through log and asin: SPIR-V has no f64 transcendentals, so on Vulkan in f64 these are
-evaluated in f32 (docs/developing.md, rule 9) and the f64 runs agree only to f32 rounding of those terms. Measured
-(2026-11-26): loss 7e-7, positions 5e-8, velocities 3e-6, gradients up to 3.4e-5 relative (bodies.density). The CPU
+evaluated in f32 (docs/developing.md, rule 9) and the f64 runs agree only to f32 rounding of those terms. Measured:
+loss 7e-7, positions 5e-8, velocities 3e-6, gradients up to 3.4e-5 relative (bodies.density). The CPU
 with the same f32 transcendentals forced (a probe, not kept as a test) differs from the CPU in f64 by the same amounts
 (loss 7e-7, gradients up to 3.4e-5), so the whole difference is theirs. Tolerances: rollout 1e-5, gradients 2e-4.
 f32 rollouts: positions 1e-5, velocities 1e-4 relative (as cloth and springs); f32 gradients: each backend's within

@@ -54,7 +54,7 @@ def test_rigid_walker_walks_forward():
 def test_rigid_sysid_recovers_friction_restitution_and_mass():
     """scenes/rigid_sysid.toml (f64, 1,200 steps): from a start 30 % off the values that generated the target
     trajectory (friction and restitution 30 % low, mass 30 % high; checked here, not assumed), L-BFGS-B recovers
-    ground friction, restitution and the box's mass within 2 % each (the issue's bound; measured: 0.5 %, 0.4 %,
+    ground friction, restitution and the box's mass within 2 % each (the bound; measured: 0.5 %, 0.4 %,
     0.2 % after 108 loss evaluations, where L-BFGS-B stops). The rollout really has a bounce and a slide to rest."""
     scene = load_scene("rigid_sysid")
     scene.init_backend()

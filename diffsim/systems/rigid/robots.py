@@ -1,5 +1,5 @@
 """Ready-made rigid-body models. Articulated robots are described in scene files (scenes/rigid_walker2d.toml,
-scenes/hopper3d.toml); the billiards table is generated here because its rack is a pattern."""
+scenes/quadruped3d.toml); the billiards table is generated here because its rack is a pattern."""
 
 from __future__ import annotations
 

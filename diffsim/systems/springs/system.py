@@ -1,6 +1,6 @@
 """Mass-spring soft bodies in 2D and 3D.
 
-One step (semi-implicit Euler, dt), all stages fused in one kernel (DESIGN.md rule 5), each a top-level loop:
+One step (semi-implicit Euler, dt), all stages fused in one kernel (docs/design.md, "Launches and speed"), each a top-level loop:
 
 1. observation for the controller (positions and velocities relative to the centre of mass), then the controller;
 2. per-particle force: gravity m g plus the ground's normal penalty force
