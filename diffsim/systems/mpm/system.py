@@ -481,18 +481,6 @@ class MPMSystem(System):
             specs += self.controller.field_specs()
         return specs
 
-    # -- small matrix helpers ----------------------------------------------------------------------------------
-    @ti.func
-    def _mat(self, a):
-        """Row-major flattened d*d vector -> matrix."""
-        d = ti.static(self.dim)
-        return ti.Matrix([[a[i * d + j] for j in ti.static(range(d))] for i in ti.static(range(d))])
-
-    @ti.func
-    def _flat(self, m):
-        d = ti.static(self.dim)
-        return ti.Vector([m[i, j] for i in ti.static(range(d)) for j in ti.static(range(d))])
-
     @ti.func
     def _const(self, name: ti.template(), k: ti.template(), b):
         """Material k's constant `name` for batch copy b."""
@@ -549,10 +537,10 @@ class MPMSystem(System):
             s.v[0, b, p] = (
                 self.v0.field[self.v0.bi(b), p] + self.body_v0.field[self.body_v0.bi(b), self.p_body[p]]
             )
-            s.C[0, b, p] = self._flat(ti.Matrix.zero(float, self.dim, self.dim))
-            s.F[0, b, p] = self._flat(ti.Matrix.identity(float, self.dim))
+            s.C[0, b, p] = tmath.flatten(ti.Matrix.zero(float, self.dim, self.dim))
+            s.F[0, b, p] = tmath.flatten(ti.Matrix.identity(float, self.dim))
             if ti.static(self.has_sand):
-                s.strain[0, b, p] = self._flat(ti.Matrix.zero(float, self.dim, self.dim))
+                s.strain[0, b, p] = tmath.flatten(ti.Matrix.zero(float, self.dim, self.dim))
 
     def initialize(self, s):
         self._pack()
@@ -651,7 +639,7 @@ class MPMSystem(System):
         """Sand's elastic Hencky strain at f + 1: objective (Jaumann) rate update with the velocity gradient C,
         then the Drucker-Prager return mapping. Zero for other particles."""
         if ti.static(SAND in self.kinds_present):
-            eps = self._mat(s.strain[f, b, p])
+            eps = tmath.unflatten(s.strain[f, b, p])
             rate = 0.5 * (Cp + Cp.transpose())
             spin = 0.5 * (Cp - Cp.transpose())
             trial = eps + ti.static(self.dt) * (rate + spin @ eps - eps @ spin)
@@ -694,12 +682,12 @@ class MPMSystem(System):
         d = ti.static(self.dim)
         dt = ti.static(self.dt)
         xp = s.x[f, b, p]
-        Cp = self._mat(s.C[f, b, p])
+        Cp = tmath.unflatten(s.C[f, b, p])
         vol = self.p_vol[p]
         mid = self.p_mat[p]
         kind = self.p_kind[p]
         mass = self.mat_const[b, mid, RHO] * vol
-        Fn = (ti.Matrix.identity(float, d) + dt * Cp) @ self._mat(s.F[f, b, p])
+        Fn = (ti.Matrix.identity(float, d) + dt * Cp) @ tmath.unflatten(s.F[f, b, p])
         J = Fn.determinant()
         F_new = self._new_F(kind, Fn, J)
         strain_new = self._sand_strain(s, f, b, p, kind, mid, Cp)
@@ -712,14 +700,14 @@ class MPMSystem(System):
             + self._active_stress(s, f, b, p, F_new)
         )
         if ti.static(store):
-            s.F[f + 1, b, p] = self._flat(F_new)
+            s.F[f + 1, b, p] = tmath.flatten(F_new)
             if ti.static(self.has_sand):
-                s.strain[f + 1, b, p] = self._flat(strain_new)
+                s.strain[f + 1, b, p] = tmath.flatten(strain_new)
         affine = (-dt * 4.0 * ti.static(self.inv_dx**2)) * vol * tau + mass * Cp
         mv = mass * s.v[f, b, p]
         if ti.static(store or not self.unroll):
             # kept for the adjoint's `_regrid`, and handed to `_scatter_particle` (a later top-level loop)
-            s.p_affine[f, b, p] = self._flat(affine)
+            s.p_affine[f, b, p] = tmath.flatten(affine)
         if ti.static(not self.unroll):
             s.p_momentum[f, b, p] = mv
             s.p_mass[f, b, p] = mass
@@ -743,7 +731,7 @@ class MPMSystem(System):
                 W,
                 self._offset(o),
                 s.p_momentum[f, b, p],
-                self._mat(s.p_affine[f, b, p]),
+                tmath.unflatten(s.p_affine[f, b, p]),
                 s.p_mass[f, b, p],
             )
 
@@ -754,7 +742,7 @@ class MPMSystem(System):
         base, fx, W = self._stencil(s.x[f, b, p])
         mass = self.mat_const[b, self.p_mat[p], RHO] * self.p_vol[p]
         mv = mass * s.v[f, b, p]
-        affine = self._mat(s.p_affine[f, b, p])
+        affine = tmath.unflatten(s.p_affine[f, b, p])
         for offset in ti.static(ti.grouped(ti.ndrange(*([3] * self.dim)))):
             self._scatter(b, base, fx, W, offset, mv, affine, mass)
 
@@ -789,7 +777,7 @@ class MPMSystem(System):
         weight = self._weight(W, offset)
         gv = self.grid_v[b, base + offset]
         s.v[f + 1, b, p] += weight * gv
-        s.C[f + 1, b, p] += self._flat((4.0 * ti.static(self.inv_dx) * weight) * gv.outer_product(dpos))
+        s.C[f + 1, b, p] += tmath.flatten((4.0 * ti.static(self.inv_dx) * weight) * gv.outer_product(dpos))
 
     @ti.func
     def _contact(self, v, n, vc, mu, mode: ti.template()):

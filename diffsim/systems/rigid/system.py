@@ -560,20 +560,9 @@ class RigidSystem(System):
         return R
 
     @ti.func
-    def _mat(self, v):
-        """A dim x dim matrix from its row-major entries."""
-        d = ti.static(self.dim)
-        return ti.Matrix([[v[r * d + c] for c in ti.static(range(d))] for r in ti.static(range(d))])
-
-    @ti.func
-    def _flat(self, m):
-        d = ti.static(self.dim)
-        return ti.Vector([m[r, c] for r in ti.static(range(d)) for c in ti.static(range(d))])
-
-    @ti.func
     def _rot(self, s: ti.template(), f, b, i):
         """Body i's rotation matrix at frame f, as the step's first loop stored it."""
-        return self._mat(s.rot[f, b, i])
+        return tmath.unflatten(s.rot[f, b, i])
 
     @ti.func
     def _w_cross(self, w, r):
@@ -608,7 +597,7 @@ class RigidSystem(System):
         if ti.static(on == ON_BODY):
             body = self.shape_body[idx]
             c = s.shape_centre[f, b, idx]
-            R = self._mat(s.shape_rot[f, b, idx])
+            R = tmath.unflatten(s.shape_rot[f, b, idx])
             size = self.size.field[self.size.bi(b), idx]
         elif ti.static(on == ON_OBSTACLE):
             c = self.obstacle_position.field[self.obstacle_position.bi(b), idx]
@@ -852,13 +841,13 @@ class RigidSystem(System):
 
     @ti.func
     def _pose_body(self, s: ti.template(), f, b, i):
-        s.rot[f, b, i] = self._flat(self._rotation_of(s, f, b, i))
+        s.rot[f, b, i] = tmath.flatten(self._rotation_of(s, f, b, i))
 
     @ti.func
     def _pose_shape(self, s: ti.template(), f, b, k):
         R = self._rot(s, f, b, self.shape_body[k])
         s.shape_centre[f, b, k] = s.x[f, b, self.shape_body[k]] + geo.mv(R, self.shape_offset[k])
-        s.shape_rot[f, b, k] = self._flat(geo.mm(R, self.shape_rot[k]))
+        s.shape_rot[f, b, k] = tmath.flatten(geo.mm(R, self.shape_rot[k]))
 
     @ti.kernel
     def _start_depths(self, s: ti.template()):
