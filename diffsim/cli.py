@@ -83,10 +83,9 @@ def _rel(path: str | os.PathLike) -> str:
 
 
 def _write_json(path: Path, data) -> None:
-    from diffsim.viz.io import atomic_path  # noqa: PLC0415
+    from diffsim.fileio import write_text_atomic  # noqa: PLC0415
 
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_jsonable(data), indent=1) + "\n")
+    write_text_atomic(path, json.dumps(_jsonable(data), indent=1) + "\n")
 
 
 def _jsonable(value):
@@ -445,7 +444,7 @@ def _optimize(args, scene, folder: Path, render: bool, label: str = "") -> int:
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
-    from diffsim.viz.io import atomic_path  # noqa: PLC0415
+    from diffsim.fileio import atomic_path  # noqa: PLC0415
 
     columns = ["iteration", "loss", "grad_norm", "forward_s", "backward_s", "wall_time_s"]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
