@@ -126,7 +126,7 @@ def _check_folder(target: Path, where: str) -> None:
         try:
             fd, probe = tempfile.mkstemp(prefix=f".probe{TEMP_MARK}{os.getpid()}-", dir=p)
         except OSError as e:
-            raise DiffsimError(f"cannot write in {p}: {e.strerror or e}", where=where) from None
+            raise DiffsimError(f"cannot write in {p} ({e.strerror or e})", where=where) from None
         os.close(fd)
         os.unlink(probe)
         return
