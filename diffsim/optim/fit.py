@@ -174,6 +174,7 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     save_every: int = 1,
     checkpoint_extra: dict | None = None,
+    checkpoint_arrays=None,
 ) -> FitResult:
     """Minimise the simulation's loss over the named parameters (by default every one that has a gradient).
 
@@ -183,7 +184,8 @@ def fit(
         optimizer's state (Adam's m, v, t; SGD's momentum), the history, the best loss and iterate. It is written
         atomically before the first iteration, after every `save_every` iterations, when the fit ends, and when it
         is interrupted (KeyboardInterrupt or any other exception: the state after the last finished iteration).
-        `checkpoint_extra`: JSON-able data stored with it (`read_checkpoint(path)["extra"]`).
+        `checkpoint_extra`: JSON-able data stored with it (`read_checkpoint(path)["extra"]`); `checkpoint_arrays()`:
+        called at each write, a dict of name to numpy array stored too (`read_checkpoint(path)["arrays"]`).
     resume: a checkpoint (or a folder holding ``checkpoint.npz``) to continue from: Adam and SGD take the same
         iterates as an uninterrupted fit; `iters` counts the iterations already done. The names, sizes and optimizer
         settings must be those of the checkpoint. L-BFGS-B cannot be continued exactly (scipy keeps its state
@@ -244,7 +246,8 @@ def fit(
 
     def save() -> None:
         if checkpoint is not None and snapshot:
-            _write_checkpoint(checkpoint, snapshot["last"], checkpoint_extra)
+            arrays = checkpoint_arrays() if checkpoint_arrays is not None else {}
+            _write_checkpoint(checkpoint, snapshot["last"], checkpoint_extra, arrays)
 
     bar = _progress(max(0, iters - len(history)), progress)
 
@@ -423,11 +426,34 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
         return False
 
 
-def _write_checkpoint(path, snap: dict, extra: dict | None) -> None:
+def _history_columns(history: list[dict]) -> dict | None:
+    """The history as one array per key (numbers only, every record with the same keys), or None: an array is
+    written in microseconds where JSON text of a long history takes milliseconds, at every checkpoint."""
+    if not history:
+        return {}
+    keys = list(history[0])
+    columns = {}
+    for key in keys:
+        values = [rec.get(key) for rec in history]
+        if all(type(v) is int for v in values):
+            columns[key] = np.asarray(values, dtype=np.int64)
+        elif all(type(v) in (int, float) for v in values):
+            columns[key] = np.asarray(values, dtype=np.float64)
+        else:
+            return None
+    if any(len(rec) != len(keys) for rec in history):
+        return None
+    return columns
+
+
+def _write_checkpoint(path, snap: dict, extra: dict | None, extra_arrays: dict) -> None:
     from diffsim.fileio import atomic_path  # noqa: PLC0415
 
     arrays = {k: np.asarray(snap[k], dtype=np.float64) for k in _ARRAYS if snap[k] is not None}
     opt_arrays = {k: v for k, v in snap["opt_state"].items() if isinstance(v, np.ndarray)}
+    columns = _history_columns(snap["history"])
+    arrays.update({f"history:{k}": v for k, v in (columns or {}).items()})
+    arrays.update({f"extra:{k}": np.asarray(v) for k, v in extra_arrays.items()})
     meta = {
         "format": _FORMAT,
         "version": _VERSION,
@@ -436,7 +462,7 @@ def _write_checkpoint(path, snap: dict, extra: dict | None) -> None:
         "optimizer": snap["optimizer"],
         "opt_scalars": {k: v for k, v in snap["opt_state"].items() if k not in opt_arrays},
         "iterations": len(snap["history"]),
-        "history": snap["history"],
+        "history": snap["history"] if columns is None else list(columns),
         "best_loss": snap["best_loss"],
         "prev": snap["prev"],
         "quiet": snap["quiet"],
@@ -445,7 +471,8 @@ def _write_checkpoint(path, snap: dict, extra: dict | None) -> None:
         "extra": extra or {},
     }
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, meta=np.array(json.dumps(meta)), **arrays, **{f"opt_{k}": v for k, v in opt_arrays.items()})
+        text = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)  # UTF-8 (a numpy str would be UTF-32)
+        np.savez(fh, meta=text, **arrays, **{f"opt_{k}": v for k, v in opt_arrays.items()})
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -455,19 +482,23 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     path = checkpoint_file(path)
     try:
         with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
+            meta = json.loads(data["meta"].tobytes().decode())
             if meta.get("format") != _FORMAT:
                 raise ValueError("no format mark")
             arrays = {k: data[k].copy() for k in data.files if k != "meta"}
     except FileNotFoundError:
         raise DiffsimError("file not found", where=str(path)) from None
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, KeyError, UnicodeDecodeError) as e:
         raise DiffsimError(f"not a diffsim fit checkpoint ({_one_line(e)})", where=str(path)) from None
     if meta.get("version") != _VERSION:
         raise DiffsimError(f"checkpoint version {meta.get('version')!r}; this diffsim reads {_VERSION}", where=str(path))
     out = dict(meta)
+    if meta["history"] and isinstance(meta["history"][0], str):  # stored as columns
+        columns = [arrays[f"history:{k}"].tolist() for k in meta["history"]]
+        out["history"] = [dict(zip(meta["history"], row, strict=True)) for row in zip(*columns, strict=True)]
     for k in _ARRAYS:
         out[k] = arrays.get(k)
+    out["arrays"] = {k[6:]: v for k, v in arrays.items() if k.startswith("extra:")}
     out["opt_state"] = {
         **meta["opt_scalars"],
         **{k[4:]: v for k, v in arrays.items() if k.startswith("opt_")},
