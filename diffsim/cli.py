@@ -977,9 +977,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--save-every",
         type=_positive_int,
-        default=1,
         metavar="N",
-        help="write DIR/checkpoint.npz every N iterations (1); it is also written on SIGINT/SIGTERM and at the end",
+        help="write DIR/checkpoint.npz every N iterations (default: after an iteration when a second has passed "
+        "since the last write); also written at the start, at the end and on SIGINT/SIGTERM",
     )
     p.add_argument("--iters", type=int, help="iterations (default: task.iters)")
     p.add_argument(
@@ -1050,7 +1050,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, help="iterations (default: the scene's, 40)")
     p.add_argument("--force", action="store_true", help="delete the outputs of an earlier run in DIR first")
     p.add_argument(
-        "--save-every", type=_positive_int, default=1, metavar="N", help="checkpoint every N iterations (1)"
+        "--save-every", type=_positive_int, metavar="N", help="checkpoint every N iterations (default: each second)"
     )
     p.add_argument("--no-render", action="store_true", help="skip the animations")
     _render_opts(p)

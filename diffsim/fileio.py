@@ -117,7 +117,7 @@ def check_output_folder(path: PathLike, flag: str) -> None:
 
 
 def _check_folder(target: Path, where: str) -> None:
-    for p in (target, *target.absolute().parents):
+    for p in (target, *target.parents):
         if not os.path.lexists(p):
             continue
         if not p.is_dir():
@@ -139,4 +139,4 @@ def check_output_file(path: PathLike, flag: str) -> None:
     target = Path(path)
     if target.is_dir():
         raise DiffsimError(f"{path} is a folder; give a file name", where=flag)
-    _check_folder(target.absolute().parent, f"{flag} {path}")
+    _check_folder(target.parent, f"{flag} {path}")

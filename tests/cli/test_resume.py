@@ -58,8 +58,9 @@ def uninterrupted(tmp_path_factory):
 
 
 def _start_and_stop(folder: Path, opt: str, sig: int, after: int) -> subprocess.CompletedProcess:
-    """Start an optimize into folder/o, wait until a checkpoint holds at least `after` iterations, send `sig`."""
-    cmd = [sys.executable, "-m", "diffsim", *map(str, _args(opt, "o")), "--quiet"]
+    """Start an optimize into folder/o (a checkpoint every 5 iterations), wait until a checkpoint holds at least
+    `after` iterations, send `sig`."""
+    cmd = [sys.executable, "-m", "diffsim", *map(str, _args(opt, "o")), "--save-every", "5", "--quiet"]
     proc = subprocess.Popen(cmd, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     checkpoint = folder / "o" / "checkpoint.npz"
     deadline = time.monotonic() + 300  # a hang detector, not a speed check
@@ -90,12 +91,13 @@ CASES = [
 @pytest.mark.parametrize(("sig", "opt"), CASES)
 def test_a_stopped_fit_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted, sig, opt):
     signum = getattr(signal, sig)
-    stopped = _start_and_stop(tmp_path, opt, signum, after=3)
+    stopped = _start_and_stop(tmp_path, opt, signum, after=5)
     out = tmp_path / "o"
     saved = read_checkpoint(out / "checkpoint.npz")
-    assert 3 <= saved["iterations"] < ITERS
+    assert 5 <= saved["iterations"] < ITERS
     if signum == signal.SIGKILL:
         assert stopped.returncode == -signal.SIGKILL
+        assert saved["iterations"] % 5 == 0  # the last periodic checkpoint: up to 4 iterations are done again
         # a writer killed in the middle of a write would leave its temporary file: one such, from the dead process
         (out / f".result.diffsim-tmp-{_pid_of_dead()}-x.json").write_text("{")
     else:

@@ -158,3 +158,21 @@ def test_resume_from_a_json_file_of_values_still_sets_the_start(fresh, tmp_path)
     result = _fit(fresh, "adam", 1, resume=path)
     # the value went through the parameter's transform and back: equal to rounding
     np.testing.assert_allclose(result.params["springs.rest_length"], [0.11, 0.11, 0.11], rtol=1e-14, atol=0)
+
+
+def test_by_default_a_checkpoint_is_written_when_a_second_has_passed(fresh, tmp_path, monkeypatch):
+    import diffsim.optim.fit as fit_module
+
+    path = tmp_path / "fit.npz"
+    seen = []
+
+    def look(it, _rec, _sim):
+        seen.append(read_checkpoint(path)["iterations"])
+
+    monkeypatch.setattr(fit_module, "SAVE_INTERVAL_S", 3600.0)  # never due: the start's checkpoint only
+    _fit(fresh, "adam", 4, checkpoint=path, callback=look)
+    assert seen == [0, 0, 0, 0] and read_checkpoint(path)["iterations"] == 4
+    seen.clear()
+    monkeypatch.setattr(fit_module, "SAVE_INTERVAL_S", 0.0)  # always due
+    _fit(fresh, "adam", 4, checkpoint=path, callback=look)
+    assert seen == [0, 1, 2, 3]
