@@ -571,6 +571,8 @@ def _optimize(args, scene, folder: Path, render: bool, label: str = "", resume: 
             **task.fit_kwargs(),
         )
     except KeyboardInterrupt:
+        if not checkpoint.is_file():  # stopped before the fit's first write: nothing to keep
+            raise
         saved = read_checkpoint(checkpoint)
         pset.set_flat(saved["names"], saved["best_u"])
         partial = FitResult(
