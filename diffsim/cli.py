@@ -3,7 +3,8 @@
     diffsim run SCENE --out DIR [--steps N] [--render]
     diffsim params SCENE [--json]
     diffsim optimize SCENE --out DIR [--iters N] [--fit NAME ...] [--target FILE.npz] [--optimizer adam|sgd|lbfgs]
-                                     [--lr X] [--checkpoint K] [--no-render]
+                                     [--lr X] [--checkpoint K] [--save-every N] [--force] [--no-render]
+    diffsim optimize --resume DIR [--iters N]
     diffsim gradcheck SCENE [--fit NAME ...] [--fd-steps H ...] [--json]
     diffsim render SCENE_OR_TRAJECTORY --out FILE.gif|.mp4|.png
     diffsim info
@@ -12,7 +13,8 @@
 
 Common flags: --arch, --precision, --seed, --set NAME=VALUE (repeatable), --quiet, --debug. Exit codes: 0 success,
 1 a check failed (gradcheck), 2 bad input: one line ``diffsim: error: <file>: <key>: <reason>`` on stderr (the
-traceback only with --debug). Every file is written atomically. See docs/cli.md.
+traceback only with --debug), 130/143 stopped by SIGINT/SIGTERM (optimize saves its fit first). Every file is
+written atomically; output locations are checked before any work. See docs/cli.md.
 """
 
 from __future__ import annotations
