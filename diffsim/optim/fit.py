@@ -183,7 +183,8 @@ def fit(
     checkpoint: a file (``.npz``) that holds the whole state of the fit: the current iterate and its gradient, the
         optimizer's state (Adam's m, v, t; SGD's momentum), the history, the best loss and iterate. It is written
         atomically before the first iteration, after every `save_every` iterations (None: after an iteration that
-        ends SAVE_INTERVAL_S or more after the last write), when the fit ends, and when it is interrupted (KeyboardInterrupt or any other exception: the state after the last finished iteration).
+        ends SAVE_INTERVAL_S or more after the last write), when the fit ends, and when it is interrupted
+        (KeyboardInterrupt or any other exception: the state after the last finished iteration).
         `checkpoint_extra`: JSON-able data stored with it (`read_checkpoint(path)["extra"]`); `checkpoint_arrays()`:
         called at each write, a dict of name to numpy array stored too (`read_checkpoint(path)["arrays"]`).
     resume: a checkpoint (or a folder holding ``checkpoint.npz``) to continue from: Adam and SGD take the same
