@@ -409,7 +409,9 @@ def _resume(args) -> int:
             f"a resumed fit writes into the folder it continues ({folder}), not {args.out}", where="--out"
         )
     if not folder.is_dir():
-        raise DiffsimError("folder not found" if not folder.exists() else "not a folder", where=f"--resume {folder}")
+        raise DiffsimError(
+            "folder not found" if not folder.exists() else "not a folder", where=f"--resume {folder}"
+        )
     checkpoint = folder / CHECKPOINT_NAME
     if not checkpoint.is_file():
         raise DiffsimError(
@@ -525,7 +527,8 @@ def _optimize(args, scene, folder: Path, render: bool, label: str = "", resume: 
     small = sum(pset[n].size for n in task.fit) <= 64
     cli = {"source": source, "backend": backend, "seed": args.seed}
     start_all = {n: np.asarray(v, dtype=np.float64) for n, v in pset.to_dict().items()}
-    paths: dict[str, list] = {n: [] for n in task.fit} if small else {}  # the values at each iteration (params.png)
+    # the values of a small fit's parameters at each iteration, for params.png
+    paths: dict[str, list] = {n: [] for n in task.fit} if small else {}
     checkpoint = folder / CHECKPOINT_NAME
     # the folder is claimed before any work: earlier outputs go (--force), the resolved scene and the checkpoint
     # come at once, so that a fit killed at any point can be resumed
@@ -901,7 +904,13 @@ def _common(parser: argparse.ArgumentParser, top: bool) -> None:
         help="override a scene key (sim.steps=200, springs[3].stiffness=2e4) or a parameter's initial "
         "value (springs.stiffness=800, gravity=0,-5); repeatable",
     )
-    g.add_argument("--quiet", "-q", action="store_true", default=d(False), help="print nothing but warnings and errors (Taichi's own log lines included)")
+    g.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        default=d(False),
+        help="print nothing but warnings and errors (Taichi's own log lines included)",
+    )
     g.add_argument(
         "--debug",
         action="store_true",
@@ -1054,7 +1063,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, help="iterations (default: the scene's, 40)")
     p.add_argument("--force", action="store_true", help="delete the outputs of an earlier run in DIR first")
     p.add_argument(
-        "--save-every", type=_positive_int, metavar="N", help="checkpoint every N iterations (default: each second)"
+        "--save-every",
+        type=_positive_int,
+        metavar="N",
+        help="checkpoint every N iterations (default: each second)",
     )
     p.add_argument("--no-render", action="store_true", help="skip the animations")
     _render_opts(p)

@@ -506,7 +506,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     except (OSError, ValueError, KeyError, UnicodeDecodeError) as e:
         raise DiffsimError(f"not a diffsim fit checkpoint ({_one_line(e)})", where=str(path)) from None
     if meta.get("version") != _VERSION:
-        raise DiffsimError(f"checkpoint version {meta.get('version')!r}; this diffsim reads {_VERSION}", where=str(path))
+        raise DiffsimError(
+            f"checkpoint version {meta.get('version')!r}; this diffsim reads {_VERSION}", where=str(path)
+        )
     out = dict(meta)
     if meta["history"] and isinstance(meta["history"][0], str):  # stored as columns
         columns = [arrays[f"history:{k}"].tolist() for k in meta["history"]]
@@ -530,7 +532,9 @@ def _check_resumable(saved: dict, path, pset, selected: list[str], optimizer: Op
         )
     size = pset.get_flat(selected).size
     if saved["size"] != size:
-        raise DiffsimError(f"the checkpoint has {saved['size']} values; this fit has {size}", where=f"{where}: size")
+        raise DiffsimError(
+            f"the checkpoint has {saved['size']} values; this fit has {size}", where=f"{where}: size"
+        )
     mine = json.loads(json.dumps(optimizer.config()))  # as the checkpoint stores it (tuples become lists)
     if saved["optimizer"] != mine:
         raise DiffsimError(
