@@ -209,7 +209,7 @@ def _full_rollout(sim, twins: dict):
 
 
 def cmd_run(args) -> int:
-    from diffsim.fileio import check_output_folder  # noqa: PLC0415
+    from diffsim.fileio import check_output_folder, remove_stale_temporaries  # noqa: PLC0415
     from diffsim.scene.trajectory import render_trajectory, rollout, save_trajectory  # noqa: PLC0415
 
     out = _Out(args.quiet)
@@ -225,6 +225,7 @@ def cmd_run(args) -> int:
     traj = rollout(sim)
     drawing = scene.drawing(system)
     folder = Path(args.out)
+    remove_stale_temporaries(folder)  # of a killed earlier run
     written = [
         save_trajectory(
             folder / "trajectory.npz",
@@ -711,7 +712,7 @@ def cmd_gradcheck(args) -> int:
 
 
 def cmd_render(args) -> int:
-    from diffsim.fileio import check_output_file  # noqa: PLC0415
+    from diffsim.fileio import check_output_file, remove_stale_temporaries  # noqa: PLC0415
     from diffsim.scene.trajectory import load_trajectory, render_trajectory, rollout  # noqa: PLC0415
     from diffsim.viz.io import animation_kind  # noqa: PLC0415
 
@@ -746,6 +747,7 @@ def cmd_render(args) -> int:
         sim.forward()
         traj = rollout(sim)
         drawing, title, dt = scene.drawing(system), scene.name, system.dt
+    remove_stale_temporaries(Path(args.out).parent)  # of a killed earlier render
     renderer = render_trajectory(
         _positions(traj, drawing, args.copy),
         drawing,
