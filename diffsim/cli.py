@@ -498,7 +498,32 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    """Hold an exclusive lock on the output folder (flock on the folder itself: no file to leave behind; the
+    system releases it when the process ends, however it ends), or raise DiffsimError if another process holds it."""
+    try:
+        import fcntl  # noqa: PLC0415
+    except ImportError:  # not a POSIX system: no lock
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DiffsimError(f"{folder} is in use by another diffsim process", where="--out") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def _optimize(args, scene, folder: Path, render: bool, label: str = "", resume: dict | None = None) -> int:
+    with contextlib.ExitStack() as stack:
+        return _optimize_locked(args, scene, folder, render, label, resume, stack)
+
+
+def _optimize_locked(args, scene, folder, render, label, resume, stack: contextlib.ExitStack) -> int:
     import numpy as np  # noqa: PLC0415
 
     import diffsim  # noqa: PLC0415
@@ -534,9 +559,12 @@ def _optimize(args, scene, folder: Path, render: bool, label: str = "", resume: 
     # the folder is claimed before any work: earlier outputs go (--force), the resolved scene and the checkpoint
     # come at once, so that a fit killed at any point can be resumed
     folder.mkdir(parents=True, exist_ok=True)
+    stack.enter_context(_folder_lock(folder))  # one process at a time in a folder
     if resume is None:
         if args.force:
             _clear_outputs(folder)
+        else:  # again, under the lock: a run may have finished in the folder since the first look
+            _check_fresh_folder(folder, force=False)
         scene.write(folder / "scene.toml")
     else:
         for n in paths:

@@ -3,6 +3,7 @@ ends, bit for bit (f64, Adam and SGD); a folder never mixes two runs; a bad outp
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -190,6 +191,26 @@ def test_resume_refuses_other_settings_and_folders_without_a_fit(tmp_path):
     # a finished fit resumed with more iterations goes on from where it ended
     ok(diffsim("optimize", "--resume", "o", "--iters", "4", "--no-render", "--quiet", cwd=tmp_path))
     assert json.loads((tmp_path / "o" / "result.json").read_text())["iterations"] == 4
+    # one process at a time in a folder: here the test holds the lock a running optimize would
+    fd = os.open(tmp_path / "o", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        before = {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir()}
+        proc = diffsim("optimize", "--resume", "o", "--iters", "6", "--no-render", "--quiet", cwd=tmp_path)
+        assert proc.returncode == 2
+        assert proc.stderr == "diffsim: error: --out: o is in use by another diffsim process\n"
+        assert {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir()} == before
+    finally:
+        os.close(fd)
+
+
+def test_run_removes_a_killed_writers_temporary_files(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    stale = out / f".trajectory.diffsim-tmp-{_pid_of_dead()}-x.npz"
+    stale.write_bytes(b"half")
+    ok(diffsim("run", SYSID, "--steps", "5", "--out", "r", cwd=tmp_path))
+    assert sorted(p.name for p in out.iterdir()) == ["scene.toml", "trajectory.npz"]
 
 
 def _unwritable(tmp_path) -> list[tuple[str, str]]:
