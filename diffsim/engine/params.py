@@ -16,7 +16,6 @@ Optimizers work on an unconstrained vector `u`. The transform maps it to the val
 import fnmatch
 import json
 import math
-import os
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -340,10 +339,9 @@ class ParameterSet:
 
     def save(self, path: str, names=None) -> None:
         """Write name -> value as JSON, atomically."""
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as fh:
-            json.dump(self.to_dict(names), fh, indent=1)
-        os.replace(tmp, path)
+        from diffsim.fileio import write_text_atomic  # noqa: PLC0415
+
+        write_text_atomic(path, json.dumps(self.to_dict(names), indent=1))
 
     def load(self, path: str) -> None:
         try:

@@ -392,11 +392,9 @@ class Scene:
 
     def write(self, path: str | os.PathLike) -> Path:
         """Write the resolved scene as TOML, atomically."""
-        from diffsim.viz.io import atomic_path  # noqa: PLC0415
+        from diffsim.fileio import write_text_atomic  # noqa: PLC0415
 
-        with atomic_path(path) as tmp:
-            tmp.write_text(self.to_toml())
-        return Path(path)
+        return write_text_atomic(path, self.to_toml())
 
     # -- backend --------------------------------------------------------------------------------------------
     def backend(self, arch: str | None = None, precision: str | None = None) -> tuple[str, str, bool]:

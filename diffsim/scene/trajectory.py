@@ -52,7 +52,7 @@ def save_trajectory(
 ) -> Path:
     """Write `traj` (from `rollout`) and the drawing info to `path` (.npz), atomically."""
     from diffsim import __version__  # noqa: PLC0415
-    from diffsim.viz.io import atomic_path  # noqa: PLC0415
+    from diffsim.fileio import atomic_path  # noqa: PLC0415
 
     arrays: dict[str, np.ndarray] = {}
     frames = None
