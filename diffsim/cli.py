@@ -220,6 +220,7 @@ def cmd_run(args) -> int:
             batch=system.batch,
             system=scene.kind.kind,
             scene=scene.name,
+            scalars=getattr(system, "scalar_names", None),
         )
     ]
     written.append(scene.write(folder / "scene.toml"))

@@ -93,6 +93,8 @@ class SystemKind:
     build: Callable[[BuildContext], Any]
     drawing: Callable[[Any], Drawing] | None = None
     doc: str = ""
+    #: the loss kind `--target FILE` makes: one that compares the quantity `diffsim run` writes for the system
+    target_loss: str = "trajectory"
 
 
 _KINDS: dict[str, SystemKind] = {}
@@ -107,8 +109,12 @@ def register_system(
     drawing: Callable[[Any], Drawing] | None = None,
     doc: str = "",
     replace: bool = False,
+    target_loss: str = "trajectory",
 ) -> SystemKind:
-    """Make `kind` available to scene files (``[scene] system = "<kind>"``). Returns the registration."""
+    """Make `kind` available to scene files (``[scene] system = "<kind>"``). Returns the registration.
+
+    target_loss: the ``[task.loss]`` kind that ``--target FILE`` selects, one that compares the quantity
+    `diffsim run` writes for the system with the file (``trajectory``: point positions; smoke: ``density``)."""
     if not isinstance(schema_table, Table):
         raise TypeError(f"schema_table must be a Table, got {type(schema_table).__name__}")
     if kind in _KINDS and not replace:
@@ -118,7 +124,7 @@ def register_system(
     clash = set(schema_table.fields) & set(COMMON_TABLES)
     if clash:
         raise ValueError(f"system kind {kind!r}: tables {sorted(clash)} are common to every scene")
-    entry = SystemKind(kind, schema_table, build_fn, drawing, doc)
+    entry = SystemKind(kind, schema_table, build_fn, drawing, doc, target_loss)
     _KINDS[kind] = entry
     return entry
 

@@ -222,6 +222,16 @@ def _drop_none(data: Any) -> Any:
     return data
 
 
+def _target_loss_kind(raw: dict) -> str:
+    """The loss kind a target file selects for the scene's system (the registry's `target_loss`)."""
+    table = raw.get("scene")
+    name = table.get("system") if isinstance(table, dict) else None
+    try:
+        return system_kind(name).target_loss if isinstance(name, str) else "trajectory"
+    except DiffsimError:  # an unknown system: validation reports it
+        return "trajectory"
+
+
 def _task_flags(raw: dict, target, fit, optimizer, lr, iters, tol) -> list:
     """Overrides for the command line's task flags, given the file's raw data."""
     out: list = []
@@ -229,10 +239,11 @@ def _task_flags(raw: dict, target, fit, optimizer, lr, iters, tol) -> list:
     loss = task.get("loss") if task and isinstance(task.get("loss"), dict) else None
     if target is not None:
         target = os.path.abspath(os.fspath(target))
-        if loss is not None and loss.get("kind") in ("trajectory", "final_position"):
+        made = _target_loss_kind(raw)
+        if loss is not None and loss.get("kind") in ("trajectory", "final_position", made):
             out += [(["task", "loss", "target"], target), (["task", "loss", "generate"], None)]
         else:
-            out.append((["task", "loss"], {"kind": "trajectory", "target": target}))
+            out.append((["task", "loss"], {"kind": made, "target": target}))
     if fit:
         out.append((["task", "fit"], list(fit)))
     if optimizer is not None:

@@ -4,7 +4,8 @@ Targets. A trajectory target is an array whose row i is frame i of a rollout (fr
 `diffsim run` writes it (``trajectory.npz``: the array named after the quantity, ``x``, plus a ``frame`` array that
 numbers the rows); a ``.npy`` file or an inline list holds the rows alone, starting at frame 0. The loss compares
 frames ``every, 2 every, ...`` up to the rollout's last frame (frame 0 is left out: it is the given initial state),
-so a target recorded over a longer rollout works with ``--steps`` cut short. ``[task.loss.generate]`` makes the
+so a target recorded over a longer rollout works with ``--steps`` cut short; a target that ends before the last
+compared frame, or was recorded with another dt (meta of a ``.npz``), or by another system, is refused. ``[task.loss.generate]`` makes the
 target synthetic: the scene is simulated once with the listed parameter values and that rollout is the target,
 then the fit starts from the scene's own values.
 """
@@ -23,7 +24,17 @@ import numpy as np
 from diffsim.errors import DiffsimError
 from diffsim.scene.schema import Field, Table, Variants, format_value
 
-__all__ = ["TASK", "Task", "build_task", "load_target_file", "flatten_names", "apply_named_values", "register_loss"]
+__all__ = [
+    "TASK",
+    "Task",
+    "build_task",
+    "load_target_file",
+    "check_target_dt",
+    "compared_frames",
+    "flatten_names",
+    "apply_named_values",
+    "register_loss",
+]
 
 _PARAM_TABLE_DOC = "Keys are parameter names (`diffsim params SCENE` lists them), quoted or as dotted keys."
 
@@ -215,19 +226,28 @@ def apply_named_values(pset, values: dict[str, Any], where_of) -> None:
 # Targets
 
 
-def load_target_file(path: str, quantity: str, where: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(rows, frame numbers, meta) from a trajectory file; rows are ``(frames, [batch,] points, dim)``."""
+def load_target_file(
+    path: str, quantity: str, where: str, system: str | None = None
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(rows, frame numbers, meta) from a trajectory file; rows are ``(frames, [batch,] points, dim)`` (for a grid
+    quantity ``(frames, [batch,] *cells, components)``). system: the scene's system kind; a ``.npz`` whose meta
+    names another one is refused."""
     ext = os.path.splitext(path)[1].lower()
     try:
         if ext == ".npz":
             with np.load(path, allow_pickle=False) as npz:
+                meta = json.loads(str(npz["meta"])) if "meta" in npz.files else {}
+                made_by = meta.get("system")
+                if system is not None and made_by is not None and made_by != system:
+                    raise DiffsimError(
+                        f"{path} was written by a {made_by!r} scene; this scene simulates {system!r}", where=where
+                    )
                 if quantity not in npz.files:
                     raise DiffsimError(
                         f"{path} has no array {quantity!r} (arrays: {', '.join(npz.files)})", where=where
                     )
                 rows = np.asarray(npz[quantity], dtype=np.float64)
                 frames = np.asarray(npz["frame"], dtype=np.int64) if "frame" in npz.files else None
-                meta = json.loads(str(npz["meta"])) if "meta" in npz.files else {}
         elif ext == ".npy":
             rows = np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
             frames, meta = None, {}
@@ -235,13 +255,47 @@ def load_target_file(path: str, quantity: str, where: str) -> tuple[np.ndarray, 
             raise DiffsimError(f"a target file must be .npz or .npy, got {path}", where=where)
     except DiffsimError:
         raise
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError) as e:
         raise DiffsimError(f"cannot read {path}: {e}", where=where) from None
+    if rows.ndim == 0 or len(rows) == 0:
+        raise DiffsimError(f"{path} holds no frames (array of shape {rows.shape})", where=where)
     if frames is None:
         frames = np.arange(len(rows))
     if len(frames) != len(rows):
         raise DiffsimError(f"{path}: 'frame' has {len(frames)} entries for {len(rows)} rows", where=where)
     return rows, frames, meta
+
+
+def check_target_dt(meta: dict, dt: float, where: str) -> None:
+    """Refuse a target recorded with another time step: its frames would not be the rollout's."""
+    if meta.get("dt") is not None and not math.isclose(float(meta["dt"]), dt, rel_tol=1e-9):
+        raise DiffsimError(
+            f"the target was recorded with dt = {meta['dt']:g} s, the scene has dt = {dt:g} s (its frames are "
+            f"not the rollout's: record it with sim.dt = {meta['dt']:g}, or set that)",
+            where=where,
+        )
+
+
+def compared_frames(frames: np.ndarray, steps: int, every: int, where: str) -> np.ndarray:
+    """Which rows of a target with frame numbers `frames` a trajectory loss compares: frames every, 2 every, ...
+    up to the rollout's last frame. The target must reach the last of them: a target that ends early is refused
+    (fitting its first frames only would pass unnoticed)."""
+    last = steps - steps % every  # the last frame the loss compares
+    end = int(frames.max())
+    if end < last:
+        raise DiffsimError(
+            f"the target holds frames {int(frames.min())}..{end}, the {steps}-step rollout is compared up to "
+            f"frame {last}: give --steps {end} (sim.steps = {end}) or a target that covers the rollout",
+            where=where,
+        )
+    keep = (frames > 0) & (frames <= steps) & (frames % every == 0)
+    if not keep.any():
+        raise DiffsimError(
+            f"no target frame in 1..{steps} is a multiple of every = {every} (target frames "
+            f"{int(frames.min())}..{end})",
+            where=where,
+        )
+    return keep
 
 
 @dataclass
@@ -457,7 +511,7 @@ def _point_loss(task: Task, spec: dict, where, system, sim) -> None:
             "missing required key (a target file or array, or [task.loss.generate] values)", where=at
         )
     elif isinstance(target, str):
-        rows, frames, meta = load_target_file(target, quantity, at)
+        rows, frames, meta = load_target_file(target, quantity, at, system=system.kind)
     else:
         rows = _as_array(target, at)
         if kind == "final_position" and rows.ndim == 2:
@@ -465,11 +519,7 @@ def _point_loss(task: Task, spec: dict, where, system, sim) -> None:
             frames = np.array([steps])
         else:
             frames = np.arange(len(rows))
-    if meta.get("dt") is not None and not math.isclose(float(meta["dt"]), system.dt, rel_tol=1e-9):
-        raise DiffsimError(
-            f"the target was recorded with dt = {meta['dt']:g} s, the scene has dt = {system.dt:g} s",
-            where=at,
-        )
+    check_target_dt(meta, system.dt, at)
     # rows: (frames, n, dim) or (frames, batch, n, dim)
     if rows.ndim == 4 and rows.shape[1] == 1 and batch == 1:
         rows = rows[:, 0]
@@ -507,14 +557,7 @@ def _point_loss(task: Task, spec: dict, where, system, sim) -> None:
         task.target, task.target_frames, task.points = final[None], np.array([steps]), points
         task.loss = diffsim.FinalPositionLoss(final, points=points, quantity=quantity, name=at)
         return
-    every = spec["every"]
-    keep = (frames > 0) & (frames <= steps) & (frames % every == 0)
-    if not keep.any():
-        raise DiffsimError(
-            f"no target frame in 1..{steps} is a multiple of every = {every} (target frames "
-            f"{frames.min()}..{frames.max()})",
-            where=at,
-        )
+    keep = compared_frames(frames, steps, spec["every"], at)
     rows, frames = rows[keep], frames[keep]
     task.target, task.target_frames, task.points = rows, frames, points
     task.loss = diffsim.PointLoss(rows, frames=frames, points=points, quantity=quantity, name=at)
