@@ -338,6 +338,14 @@ class Scene:
         kind = system_kind(head["scene"]["system"])
         schema = scene_schema(kind.kind)
         key_pairs, param_values = _split_overrides(schema, pairs)
+        for path, value in key_pairs:
+            changed = value.get("system") if list(path) == ["scene"] and isinstance(value, dict) else value
+            if list(path) in (["scene"], ["scene", "system"]) and changed not in (None, kind.kind):
+                raise DiffsimError(
+                    f"cannot change the system kind from {kind.kind!r} to {changed!r}: the scene's other tables "
+                    f"describe a {kind.kind} system (write a scene file for {changed!r})",
+                    where="--set scene.system",
+                )
         if steps is not None:
             key_pairs.append((["sim", "steps"], int(steps)))
         if checkpoint_every is not None:
@@ -487,6 +495,12 @@ class Scene:
         if task and self.has_task:
             built_task = build_task(self.data["task"], self.source, system, sim)
         return system, sim, built_task
+
+    def check_task(self, system, sim) -> None:
+        """Check the [task] table against the built system, with the errors `build` gives, without simulating a
+        synthetic target or attaching the loss (for `diffsim run`)."""
+        if self.has_task:
+            build_task(self.data["task"], self.source, system, sim, dry=True)
 
     def drawing(self, system) -> Drawing:
         if self.kind.drawing is None:

@@ -301,10 +301,13 @@ def _density_loss(task, spec: dict, where, system, sim) -> None:
         saved = {p.name: p.numpy().copy() for p in pset}
         try:
             apply_named_values(pset, generate, lambda n: f"{where.source}: task.loss.generate.\"{n}\"")
-            runner = sim if sim.storage == "full" else diffsim.Simulation(system, sim.steps, storage="full")
-            runner.set_loss(None)
-            runner.forward()
-            q = runner.trajectory(["scalars"])["scalars"][..., k]  # (frames, batch, *grid)
+            if task.dry:  # checking the table only (diffsim run): zeros stand in for the rollout
+                q = np.zeros((sim.steps + 1, system.batch, *system.n))
+            else:
+                runner = sim if sim.storage == "full" else diffsim.Simulation(system, sim.steps, storage="full")
+                runner.set_loss(None)
+                runner.forward()
+                q = runner.trajectory(["scalars"])["scalars"][..., k]  # (frames, batch, *grid)
         finally:
             for p in pset:
                 p.set(saved[p.name])

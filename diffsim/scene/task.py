@@ -314,6 +314,7 @@ class Task:
     points: np.ndarray | None = None
     quantity: str = "x"  # the state quantity the target is compared with
     generated: dict = field(default_factory=dict)  # parameter values the synthetic target was made with
+    dry: bool = False  # built only to check the table: a synthetic target is not simulated (zeros stand in)
 
     def fit_kwargs(self) -> dict:
         """Keyword arguments for `diffsim.fit`."""
@@ -366,8 +367,24 @@ def resolve_fit(patterns: list[str], names: list[str], source: str) -> list[str]
     return fit
 
 
-def build_task(spec: dict, source: str, system, sim) -> Task:
-    """Build the task of a validated ``[task]`` table for `system`, and attach its loss to `sim`."""
+def build_task(spec: dict, source: str, system, sim, dry: bool = False) -> Task:
+    """Build the task of a validated ``[task]`` table for `system`, and attach its loss to `sim`.
+
+    dry: only check the table (as `diffsim run` does, with the errors `diffsim optimize` would give): a synthetic
+    target's parameter values are checked but not simulated, the loss is not attached, and the parameters' bounds
+    and transforms are left as they were."""
+    pset = system.params
+    if not dry:
+        return _build_task(spec, source, system, sim, dry)
+    saved = {p.name: (p.bounds, p.transform) for p in pset}
+    try:
+        return _build_task(spec, source, system, sim, dry)
+    finally:
+        for p in pset:
+            p.bounds, p.transform = saved[p.name]
+
+
+def _build_task(spec: dict, source: str, system, sim, dry: bool) -> Task:
     import diffsim  # noqa: PLC0415
     from diffsim.engine.params import _normalize_bounds  # noqa: PLC0415
     from diffsim.optim.fit import make_optimizer  # noqa: PLC0415
@@ -435,6 +452,7 @@ def build_task(spec: dict, source: str, system, sim) -> Task:
         iters=spec["iters"],
         tol=spec["tol"],
         patience=spec["patience"],
+        dry=dry,
     )
     if kind in LOSS_BUILDERS:
         LOSS_BUILDERS[kind](task, loss_spec, where, system, sim)
@@ -466,18 +484,24 @@ def build_task(spec: dict, source: str, system, sim) -> Task:
         task.loss = CenterOfMassTargetLoss(np.asarray(target, dtype=np.float64))
     else:
         _point_loss(task, loss_spec, where, system, sim)
-    sim.set_loss(task.loss)
+    if not dry:
+        sim.set_loss(task.loss)
     return task
 
 
-def _generate(generate: dict, where, system, sim, quantity: str) -> tuple[np.ndarray, np.ndarray]:
-    """Simulate with the parameter values in `generate`; the rows of `quantity` (frames, batch, n, dim)."""
+def _generate(generate: dict, where, system, sim, quantity: str, dry: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Simulate with the parameter values in `generate`; the rows of `quantity` (frames, batch, n, dim). dry: check
+    the values only; zeros stand in for the rollout."""
     import diffsim  # noqa: PLC0415
 
     pset = system.params
     saved = {p.name: p.numpy().copy() for p in pset}
     try:
         apply_named_values(pset, generate, lambda n: _names_where(where.source, "task.loss.generate", n))
+        if dry:
+            spec = {s.name: s for s in system.field_specs()}[quantity]
+            rows = np.zeros((sim.steps + 1, system.batch, *spec.shape, spec.dim or 1))
+            return rows, np.arange(len(rows))
         runner = sim if sim.storage == "full" else diffsim.Simulation(system, sim.steps, storage="full")
         runner.set_loss(None)
         runner.forward()
@@ -503,7 +527,7 @@ def _point_loss(task: Task, spec: dict, where, system, sim) -> None:
         raise DiffsimError("give either target or [task.loss.generate], not both", where=at)
     meta: dict = {}
     if generate:
-        rows, frames = _generate(generate, where, system, sim, quantity)
+        rows, frames = _generate(generate, where, system, sim, quantity, dry=task.dry)
         task.generated = generate
         at = where("task", "loss", "generate")
     elif target is None:
