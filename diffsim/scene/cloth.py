@@ -365,9 +365,14 @@ def _model(ctx: BuildContext):
     else:
         if cl["obj"] is None:
             raise ctx.error(("cloth", "obj"), "missing required key for mesh = 'obj'")
-        model = ClothModel.from_obj(
-            cl["obj"], scale=cl["scale"], center=cl["center"], rotation=cl["rotation"], **material
-        )
+        try:
+            model = ClothModel.from_obj(
+                cl["obj"], scale=cl["scale"], center=cl["center"], rotation=cl["rotation"], **material
+            )
+        except DiffsimError as e:
+            if e.where == cl["obj"]:  # about the file as a whole: name the scene key too
+                raise ctx.error(("cloth", "obj"), f"{e.where}: {e.reason}") from None
+            raise
         model.velocities = np.broadcast_to(
             np.asarray(cl["velocity"], dtype=np.float64), (model.n_vertices, 3)
         ).copy()
