@@ -340,9 +340,9 @@ class ParameterSet:
                 raise DiffsimError(f"unknown parameter {name!r}", where=source)
             try:
                 arr = np.asarray(value, dtype=np.float64)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise DiffsimError(
-                    f"{name}: must be a number or a (nested) list of numbers, got {value!r}", where=source
+                    f"{name}: must be a finite number or a (nested) list of them, got {value!r}", where=source
                 ) from None
             try:
                 self._params[name].set(arr)

@@ -488,6 +488,16 @@ def cloth_drawing(system) -> Drawing:
     )
 
 
+def cloth_size(data: dict) -> tuple[int, str, str]:
+    """Values per copy per frame (x, v, force of each vertex; a lower bound), for the memory check: a grid's from
+    its resolution, before its mesh is made."""
+    cl = data["cloth"]
+    if cl["mesh"] != "grid":
+        return 9, "cloth.obj", "an OBJ mesh"
+    nx, ny = cl["resolution"]
+    return 9 * nx * ny, "cloth.resolution", f"a {nx} x {ny} grid of vertices"
+
+
 register_system(
     "cloth",
     CLOTH_SCENE,
@@ -496,4 +506,5 @@ register_system(
     doc="Triangle-mesh cloth in 3D (z up): co-rotated or StVK membrane, dihedral bending, damping, aerodynamic "
     "drag and lift, pins and kinematic handles, plane/sphere/box/capsule colliders with friction, semi-implicit "
     "Euler (see docs/cloth.md).",
+    size=cloth_size,
 )

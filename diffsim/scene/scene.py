@@ -459,6 +459,7 @@ class Scene:
 
         if not runtime._state["initialized"]:
             self.init_backend()
+        self._refuse_if_too_large()
         ctx = BuildContext(self.data, self.source, self.steps, requires_grad=requires_grad)
         system = self.kind.build(ctx)
         apply_named_values(
@@ -467,6 +468,28 @@ class Scene:
             lambda n: self._param_sources.get(n, f'{self.source}: params."{n}"'),
         )
         return system
+
+    def _refuse_if_too_large(self) -> None:
+        """Estimate the bytes of the rollout's time-indexed fields from the scene's sizes (values and gradients,
+        a lower bound) and refuse, with the figure, one that cannot fit, before anything is allocated."""
+        if self.kind.size is None:
+            return
+        from diffsim import runtime  # noqa: PLC0415
+        from diffsim.engine.memory import check_memory, rollout_frames  # noqa: PLC0415
+
+        sim = self.data["sim"]
+        per_frame, key, what = self.kind.size(self.data)
+        frames, snapshots = rollout_frames(self.steps, sim["storage"], sim["checkpoint_every"])
+        batch = sim["batch"]
+        item = 8 if runtime.current()["precision"] == "f64" else 4
+        need = item * batch * max(1, per_frame) * (2 * frames + snapshots)
+        check_memory(
+            need,
+            f"{frames} frames ({self.steps} steps, {sim['storage']} storage) of {batch} "
+            f"cop{'y' if batch == 1 else 'ies'} of {what}",
+            f"{self.source}: {'sim.batch' if batch > max(1, per_frame) else key}",
+            "use fewer steps, copies or elements, or checkpointed storage",
+        )
 
     def build(self, task: bool = True, storage: str | None = None, grads: str = "all"):
         """(system, simulation, task): the simulation has the task's loss attached; task is None when the scene

@@ -202,6 +202,8 @@ def _suggest(name: str, names: list[str]) -> str:
 def _as_array(value: Any, where: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
+    except OverflowError:  # an integer past a float's range
+        raise DiffsimError(f"must be finite, got {format_value(value)}", where=where) from None
     except (TypeError, ValueError):
         raise DiffsimError(
             f"must be a number or a (nested) list of numbers, got {format_value(value)}", where=where

@@ -146,7 +146,7 @@ def test_unstable_time_step_is_reported_with_the_frame(tmp_path):
         (["gradcheck", SYSID, "--tolerance", "nan"], "argument --tolerance: must be a finite number > 0, got nan"),
         (["run", SYSID, "--out", "o", "--params", "list.json"], "list.json: must hold a JSON object"),
         (["optimize", SYSID, "--out", "o", "--params", "list.json"], "list.json: must hold a JSON object"),
-        (["run", SYSID, "--out", "o", "--params", "word.json"], "word.json: springs.stiffness: must be a number"),
+        (["run", SYSID, "--out", "o", "--params", "word.json"], "word.json: springs.stiffness: must be a finite number"),
         (
             ["run", SYSID, "--out", "o", "--set", "scene.system=cloth"],
             "--set scene.system: cannot change the system kind from 'springs' to 'cloth'",
@@ -192,3 +192,38 @@ def test_target_shorter_than_the_rollout_is_refused(tmp_path):
         "simulates 'smoke'"
     )
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("scene", "sets", "expected"),
+    [
+        (
+            "cloth_sysid",
+            ["cloth.resolution=[31623,31623]"],
+            "cloth_sysid.toml: cloth.resolution: 301 frames (300 steps, full storage) of 1 copy of a 31623 x 31623 "
+            "grid of vertices needs about ",
+        ),
+        ("springs_sysid", ["sim.batch=1099511627776"], "springs_sysid.toml: sim.batch: 401 frames (400 steps, full "
+         "storage) of 1099511627776 copies of 4 particles needs about "),
+        ("mpm_sysid", ["grid.res=[2048]"], "mpm_sysid.toml: bodies: 301 frames (300 steps, full storage) of 1 copy "
+         "of about 2053531 particles needs about "),
+        ("cloth_sysid", ["cloth.mesh=obj", "cloth.obj=/dev/zero"], "cloth_sysid.toml: cloth.obj: /dev/zero: not a "
+         "regular file"),
+        ("springs_sysid", ["sim.steps=1180591620717411303424"], "springs_sysid.toml: sim.steps: must be a 64-bit "
+         "integer (|value| < 2^63), got 1180591620717411303424"),
+        ("springs_sysid", [f"gravity=[0,{10**400}]"], "--set gravity: must be finite, got [0, 10000000... (401 digits)]"),
+    ],
+    ids=["cloth-31623^2", "batch-2^40", "mpm-box", "obj-dev-zero", "steps-2^70", "float-overflow"],
+)
+def test_too_large_is_refused_before_allocating(tmp_path, scene, sets, expected):
+    args = [a for s in sets for a in ("--set", s)]
+    line = one_error_line(diffsim("run", SYSID.parent / f"{scene}.toml", "--out", "o", *args, cwd=tmp_path))
+    assert expected in line, line
+    assert not (tmp_path / "o").exists()
+
+
+def test_integer_past_64_bits_in_a_scene_file(tmp_path):
+    write(tmp_path, BASE.replace("steps = 400", "steps = 99999999999999999999999", 1))
+    assert one_error_line(diffsim("run", "bad.toml", "--out", "o", cwd=tmp_path)) == (
+        "bad.toml: sim.steps: must be a 64-bit integer (|value| < 2^63), got 99999999999999999999999"
+    )

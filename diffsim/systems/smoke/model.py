@@ -14,11 +14,11 @@ component. The last axis points up.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from ...engine.memory import available_bytes, check_memory  # noqa: F401 (used by the smoke builders)
 from ...errors import DiffsimError
 
 SIDES = ("closed", "open")
@@ -433,30 +433,3 @@ def estimate_bytes(resolution, frames: int, batch: int = 1, n_scalars: int = 1, 
     state = (faces * D + int(np.prod(resolution, dtype=np.int64)) * (n_scalars + 1)) * batch
     solver = 8 * cells * batch + 4 * cells + faces * D
     return precision_bytes * (2 * per * frames + state * snapshot_frames + solver)
-
-
-def available_bytes() -> int | None:
-    """Memory this process may still use (MemAvailable), or None when unknown."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def check_memory(needed: int, what: str, where: str, hint: str = "") -> None:
-    """Refuse (DiffsimError with the estimate) when `needed` bytes exceed 90 % of the available memory."""
-    avail = available_bytes()
-    if avail is not None and needed > 0.9 * avail:
-        raise DiffsimError(f"{what} needs about {_gib(needed)} of memory, more than the {_gib(avail)} available"
-                           + (f"; {hint}" if hint else ""), where=where)
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.0f} MiB"
