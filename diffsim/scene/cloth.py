@@ -45,7 +45,10 @@ CLOTH = Table(
             doc="grid: vertices per side (nx, ny); vertex (i, j) has index j nx + i.",
         ),
         "obj": Field(
-            "path", None, doc="obj: the mesh file (v and f lines; polygons are split into triangles)."
+            "path",
+            None,
+            doc="obj: the mesh file (v and f lines; polygons are split into triangles); a regular file of at most "
+            "256 MiB.",
         ),
         "scale": Field(
             "float", 1.0, min=0, min_exclusive=True, doc="obj: factor applied to the coordinates."

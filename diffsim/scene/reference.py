@@ -66,7 +66,10 @@ damping = 0.5               # N s/m
 ```
 
 Everything not written takes its default (the tables below list them); `diffsim run` writes the scene back with
-every default filled in (`DIR/scene.toml`), and that file loads to the same scene.
+every default filled in (`DIR/scene.toml`), and that file loads to the same scene. Integers are 64-bit, as TOML
+specifies (a longer one is an error), and numbers must be finite. Before anything is allocated, a scene's rollout
+is estimated from its sizes (particles, vertices, bodies, grid cells, `sim.batch` copies, the frames `sim.steps`
+and `sim.storage` keep) and refused, with the figure, when it cannot fit in the memory available.
 
 ## Parameter names
 
