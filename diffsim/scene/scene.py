@@ -521,7 +521,8 @@ class Scene:
 
     def check_task(self, system, sim) -> None:
         """Check the [task] table against the built system, with the errors `build` gives, without simulating a
-        synthetic target or attaching the loss (for `diffsim run`)."""
+        synthetic target or attaching the loss (for `diffsim run`). The target's agreement with this rollout (its
+        frames, points or grid) is left to `build`: a run may preview the scene with another horizon or size."""
         if self.has_task:
             build_task(self.data["task"], self.source, system, sim, dry=True)
 

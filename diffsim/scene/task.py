@@ -387,7 +387,6 @@ def build_task(spec: dict, source: str, system, sim, dry: bool = False) -> Task:
 
 
 def _build_task(spec: dict, source: str, system, sim, dry: bool) -> Task:
-    import diffsim  # noqa: PLC0415
     from diffsim.engine.params import _normalize_bounds  # noqa: PLC0415
     from diffsim.optim.fit import make_optimizer  # noqa: PLC0415
 
@@ -456,6 +455,23 @@ def _build_task(spec: dict, source: str, system, sim, dry: bool) -> Task:
         patience=spec["patience"],
         dry=dry,
     )
+    try:
+        _build_loss(task, loss_spec, where, system, sim)
+    except DiffsimError as e:
+        # the target's agreement with this rollout (its frames, points, grid) is optimize's to check: `diffsim
+        # run` may preview the scene with another horizon or size
+        if not (dry and e.where == where("task", "loss", "target")):
+            raise
+    if not dry:
+        sim.set_loss(task.loss)
+    return task
+
+
+def _build_loss(task: Task, loss_spec: dict, where, system, sim) -> None:
+    """Set task.loss (and its target) for the validated ``[task.loss]`` table."""
+    import diffsim  # noqa: PLC0415
+
+    kind = loss_spec["kind"]
     if kind in LOSS_BUILDERS:
         LOSS_BUILDERS[kind](task, loss_spec, where, system, sim)
     elif kind == "com_displacement":
@@ -486,9 +502,6 @@ def _build_task(spec: dict, source: str, system, sim, dry: bool) -> Task:
         task.loss = CenterOfMassTargetLoss(np.asarray(target, dtype=np.float64))
     else:
         _point_loss(task, loss_spec, where, system, sim)
-    if not dry:
-        sim.set_loss(task.loss)
-    return task
 
 
 def _generate(generate: dict, where, system, sim, quantity: str, dry: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -139,6 +139,8 @@ def test_unstable_time_step_is_reported_with_the_frame(tmp_path):
         (["optimize", SYSID, "--out", "o", "--format", ".mp4"], "--format .mp4: writing .mp4 needs ffmpeg"),
         (["demo", "--out", "o", "--format", ".mp4"], "--format .mp4: writing .mp4 needs ffmpeg"),
         (["render", SYSID, "--out", "a.mp4"], "a.mp4: writing .mp4 needs ffmpeg"),
+        (["render", SYSID, "--out", "a.gif", "--stride", "0"], "argument --stride: must be an integer >= 1, got 0"),
+        (["render", SYSID, "--out", "a.gif", "--copy", "-1"], "argument --copy: must be an integer >= 0, got -1"),
         (["run", SYSID, "--out", "o", "--seed", "-1"], "argument --seed: must be an integer in 0..2147483647, got -1"),
         (["run", SYSID, "--out", "o", "--seed", "2147483648"], "argument --seed: must be an integer in 0..2147483647"),
         (["gradcheck", SYSID, "--directions", "0"], "argument --directions: must be an integer >= 1, got 0"),
@@ -160,7 +162,8 @@ def test_bad_flag_or_file_fails_before_any_work(tmp_path, args, expected):
     (tmp_path / "word.json").write_text('{"springs.stiffness": "stiff"}\n')
     before = sorted(tmp_path.iterdir())
     # PATH without ffmpeg (the command itself runs by the interpreter's absolute path)
-    line = one_error_line(diffsim(*args, cwd=tmp_path, env={"PATH": str(tmp_path / "no-bin")}))
+    # -q: no Taichi warning (such as another process holding its kernel cache's lock) besides the error
+    line = one_error_line(diffsim(*args, "-q", cwd=tmp_path, env={"PATH": str(tmp_path / "no-bin")}))
     assert expected in line, line
     assert sorted(tmp_path.iterdir()) == before  # nothing written
 
