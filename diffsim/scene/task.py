@@ -5,9 +5,9 @@ Targets. A trajectory target is an array whose row i is frame i of a rollout (fr
 numbers the rows); a ``.npy`` file or an inline list holds the rows alone, starting at frame 0. The loss compares
 frames ``every, 2 every, ...`` up to the rollout's last frame (frame 0 is left out: it is the given initial state),
 so a target recorded over a longer rollout works with ``--steps`` cut short; a target that ends before the last
-compared frame, or was recorded with another dt (meta of a ``.npz``), or by another system, is refused. ``[task.loss.generate]`` makes the
-target synthetic: the scene is simulated once with the listed parameter values and that rollout is the target,
-then the fit starts from the scene's own values.
+compared frame, or was recorded with another dt (meta of a ``.npz``), or by another system, is refused.
+``[task.loss.generate]`` makes the target synthetic: the scene is simulated once with the listed parameter values
+and that rollout is the target, then the fit starts from the scene's own values.
 """
 
 from __future__ import annotations
@@ -273,7 +273,7 @@ def check_target_dt(meta: dict, dt: float, where: str) -> None:
     if meta.get("dt") is not None and not math.isclose(float(meta["dt"]), dt, rel_tol=1e-9):
         raise DiffsimError(
             f"the target was recorded with dt = {meta['dt']:g} s, the scene has dt = {dt:g} s (its frames are "
-            f"not the rollout's: record it with sim.dt = {meta['dt']:g}, or set that)",
+            f"not the rollout's: fit with --set sim.dt={meta['dt']:g}, or record the target with the scene's dt)",
             where=where,
         )
 
