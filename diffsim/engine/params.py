@@ -369,9 +369,9 @@ class ParameterSet:
         if isinstance(values, dict) and "params" in values and isinstance(values["params"], dict):
             values = values["params"]  # a result.json from `diffsim optimize`
         if not isinstance(values, dict):
+            kinds = {list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+            got = kinds.get(type(values), "a number")
             raise DiffsimError(
-                "must hold a JSON object {name: value, ...} (or a result.json), got "
-                + {list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(type(values), "a number"),
-                where=path,
+                f"must hold a JSON object {{name: value, ...}} (or a result.json), got {got}", where=path
             )
         self.load_dict(values, source=path)

@@ -293,4 +293,3 @@ register_system(
     "with smoothed Coulomb friction, semi-implicit Euler (see docs/springs.md).",
     size=springs_size,
 )
-

@@ -131,29 +131,68 @@ def test_unstable_time_step_is_reported_with_the_frame(tmp_path):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["run", SYSID, "--out", "o", "--render", "--fps", "0"], "argument --fps: must be a finite number > 0, got 0"),
-        (["run", SYSID, "--out", "o", "--render", "--fps", "nan"], "argument --fps: must be a finite number > 0"),
-        (["optimize", SYSID, "--out", "o", "--fps", "-1"], "argument --fps: must be a finite number > 0, got -1"),
-        (["render", SYSID, "--out", "a.gif", "--fps", "0"], "argument --fps: must be a finite number > 0, got 0"),
-        (["run", SYSID, "--out", "o", "--render", "--format", ".mp4"], "--format .mp4: writing .mp4 needs ffmpeg"),
+        (
+            ["run", SYSID, "--out", "o", "--render", "--fps", "0"],
+            "argument --fps: must be a finite number > 0, got 0",
+        ),
+        (
+            ["run", SYSID, "--out", "o", "--render", "--fps", "nan"],
+            "argument --fps: must be a finite number > 0",
+        ),
+        (
+            ["optimize", SYSID, "--out", "o", "--fps", "-1"],
+            "argument --fps: must be a finite number > 0, got -1",
+        ),
+        (
+            ["render", SYSID, "--out", "a.gif", "--fps", "0"],
+            "argument --fps: must be a finite number > 0, got 0",
+        ),
+        (
+            ["run", SYSID, "--out", "o", "--render", "--format", ".mp4"],
+            "--format .mp4: writing .mp4 needs ffmpeg",
+        ),
         (["optimize", SYSID, "--out", "o", "--format", ".mp4"], "--format .mp4: writing .mp4 needs ffmpeg"),
         (["demo", "--out", "o", "--format", ".mp4"], "--format .mp4: writing .mp4 needs ffmpeg"),
         (["render", SYSID, "--out", "a.mp4"], "a.mp4: writing .mp4 needs ffmpeg"),
-        (["render", SYSID, "--out", "a.gif", "--stride", "0"], "argument --stride: must be an integer >= 1, got 0"),
-        (["render", SYSID, "--out", "a.gif", "--copy", "-1"], "argument --copy: must be an integer >= 0, got -1"),
-        (["run", SYSID, "--out", "o", "--seed", "-1"], "argument --seed: must be an integer in 0..2147483647, got -1"),
-        (["run", SYSID, "--out", "o", "--seed", "2147483648"], "argument --seed: must be an integer in 0..2147483647"),
+        (
+            ["render", SYSID, "--out", "a.gif", "--stride", "0"],
+            "argument --stride: must be an integer >= 1, got 0",
+        ),
+        (
+            ["render", SYSID, "--out", "a.gif", "--copy", "-1"],
+            "argument --copy: must be an integer >= 0, got -1",
+        ),
+        (
+            ["run", SYSID, "--out", "o", "--seed", "-1"],
+            "argument --seed: must be an integer in 0..2147483647, got -1",
+        ),
+        (
+            ["run", SYSID, "--out", "o", "--seed", "2147483648"],
+            "argument --seed: must be an integer in 0..2147483647",
+        ),
         (["gradcheck", SYSID, "--directions", "0"], "argument --directions: must be an integer >= 1, got 0"),
-        (["gradcheck", SYSID, "--coordinates", "-1"], "argument --coordinates: must be an integer >= 0, got -1"),
-        (["gradcheck", SYSID, "--tolerance", "nan"], "argument --tolerance: must be a finite number > 0, got nan"),
+        (
+            ["gradcheck", SYSID, "--coordinates", "-1"],
+            "argument --coordinates: must be an integer >= 0, got -1",
+        ),
+        (
+            ["gradcheck", SYSID, "--tolerance", "nan"],
+            "argument --tolerance: must be a finite number > 0, got nan",
+        ),
         (["run", SYSID, "--out", "o", "--params", "list.json"], "list.json: must hold a JSON object"),
         (["optimize", SYSID, "--out", "o", "--params", "list.json"], "list.json: must hold a JSON object"),
-        (["run", SYSID, "--out", "o", "--params", "word.json"], "word.json: springs.stiffness: must be a finite number"),
+        (
+            ["run", SYSID, "--out", "o", "--params", "word.json"],
+            "word.json: springs.stiffness: must be a finite number",
+        ),
         (
             ["run", SYSID, "--out", "o", "--set", "scene.system=cloth"],
             "--set scene.system: cannot change the system kind from 'springs' to 'cloth'",
         ),
-        (["params", SYSID, "--set", "springs.damping=-1"], "--set springs.damping: value outside bounds [0, inf]"),
+        (
+            ["params", SYSID, "--set", "springs.damping=-1"],
+            "--set springs.damping: value outside bounds [0, inf]",
+        ),
     ],
     ids=lambda v: " ".join(map(str, v[:1] + v[2:])) if isinstance(v, list) else None,
 )
@@ -206,15 +245,34 @@ def test_target_shorter_than_the_rollout_is_refused(tmp_path):
             "cloth_sysid.toml: cloth.resolution: 301 frames (300 steps, full storage) of 1 copy of a 31623 x 31623 "
             "grid of vertices needs about ",
         ),
-        ("springs_sysid", ["sim.batch=1099511627776"], "springs_sysid.toml: sim.batch: 401 frames (400 steps, full "
-         "storage) of 1099511627776 copies of 4 particles needs about "),
-        ("mpm_sysid", ["grid.res=[2048]"], "mpm_sysid.toml: bodies: 301 frames (300 steps, full storage) of 1 copy "
-         "of about 2053531 particles needs about "),
-        ("cloth_sysid", ["cloth.mesh=obj", "cloth.obj=/dev/zero"], "cloth_sysid.toml: cloth.obj: /dev/zero: not a "
-         "regular file"),
-        ("springs_sysid", ["sim.steps=1180591620717411303424"], "springs_sysid.toml: sim.steps: must be a 64-bit "
-         "integer (|value| < 2^63), got 1180591620717411303424"),
-        ("springs_sysid", [f"gravity=[0,{10**400}]"], "--set gravity: must be finite, got [0, 10000000... (401 digits)]"),
+        (
+            "springs_sysid",
+            ["sim.batch=1099511627776"],
+            "springs_sysid.toml: sim.batch: 401 frames (400 steps, full "
+            "storage) of 1099511627776 copies of 4 particles needs about ",
+        ),
+        (
+            "mpm_sysid",
+            ["grid.res=[2048]"],
+            "mpm_sysid.toml: bodies: 301 frames (300 steps, full storage) of 1 copy "
+            "of about 2053531 particles needs about ",
+        ),
+        (
+            "cloth_sysid",
+            ["cloth.mesh=obj", "cloth.obj=/dev/zero"],
+            "cloth_sysid.toml: cloth.obj: /dev/zero: not a regular file",
+        ),
+        (
+            "springs_sysid",
+            ["sim.steps=1180591620717411303424"],
+            "springs_sysid.toml: sim.steps: must be a 64-bit "
+            "integer (|value| < 2^63), got 1180591620717411303424",
+        ),
+        (
+            "springs_sysid",
+            [f"gravity=[0,{10**400}]"],
+            "--set gravity: must be finite, got [0, 10000000... (401 digits)]",
+        ),
     ],
     ids=["cloth-31623^2", "batch-2^40", "mpm-box", "obj-dev-zero", "steps-2^70", "float-overflow"],
 )

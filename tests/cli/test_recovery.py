@@ -41,7 +41,12 @@ RECOVERY = {
         {"material.stretch_modulus": 50.0, "material.bending_stiffness": 5e-4, "damping.stretch": 0.01},
         30,
     ),
-    "rigid": ("rigid_sysid", 400, {"ground.friction": 0.4, "ground.restitution": 0.5, "bodies.mass": 1.0}, 30),
+    "rigid": (
+        "rigid_sysid",
+        400,
+        {"ground.friction": 0.4, "ground.restitution": 0.5, "bodies.mass": 1.0},
+        30,
+    ),
     "mpm": ("mpm_sysid", 150, {"materials.honey.viscosity": 5.0, "materials.jelly.youngs_modulus": 5e4}, 20),
     "smoke": ("smoke_sysid", 30, {"buoyancy.density": 2.0, "viscosity": 0.004}, 20),
 }
@@ -61,8 +66,21 @@ def test_run_then_optimize_target_recovers_each_system(tmp_path, case):
     ok(diffsim("run", path, "--steps", steps, *sets, "--out", "truth", "-q", cwd=tmp_path))
     ok(
         diffsim(
-            "optimize", path, "--steps", steps, "--target", tmp_path / "truth" / "trajectory.npz",
-            "--fit", *truth, "--iters", iters, "--out", "fit", "--no-render", "-q", cwd=tmp_path,
+            "optimize",
+            path,
+            "--steps",
+            steps,
+            "--target",
+            tmp_path / "truth" / "trajectory.npz",
+            "--fit",
+            *truth,
+            "--iters",
+            iters,
+            "--out",
+            "fit",
+            "--no-render",
+            "-q",
+            cwd=tmp_path,
         )
     )
     result = json.loads((tmp_path / "fit" / "result.json").read_text())
