@@ -67,6 +67,50 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    """argparse type: a seed numpy and Taichi accept, 0 <= seed < 2^31 (Taichi's is a signed 32-bit integer)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value < 2**31:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..{2**31 - 1}, got {text}")
+    return value
+
+
+def _count(text: str, least: int = 0) -> int:
+    """argparse type: an integer >= least."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {text}")
+    return value
+
+
+def _positive_count(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _count(text, 1)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad flags are reported like every other bad input: one line, exit 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"diffsim: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def _check_format(args, drawn: bool) -> None:
+    """An .mp4 animation needs ffmpeg: refused before any work rather than after the simulation."""
+    import shutil  # noqa: PLC0415
+
+    if drawn and getattr(args, "format", None) == ".mp4" and shutil.which("ffmpeg") is None:
+        raise DiffsimError(
+            "writing .mp4 needs ffmpeg, which is not on PATH; use --format .gif", where="--format .mp4"
+        )
+
+
 class _Out:
     """Messages for people: stdout, silenced by --quiet; never mixed into --json output."""
 
@@ -214,10 +258,12 @@ def cmd_run(args) -> int:
 
     out = _Out(args.quiet)
     check_output_folder(args.out, "--out")
+    _check_format(args, args.render)
     _check_file(args.params, "--params")
     scene = _load(args, steps=args.steps)
     backend = _init(args, scene)
     system, sim, _ = scene.build(task=False, storage="full")
+    scene.check_task(system, sim)  # a broken [task] fails here as it would in optimize
     _load_params_file(args, system)
     t0 = time.perf_counter()
     sim.forward()
@@ -235,6 +281,7 @@ def cmd_run(args) -> int:
             batch=system.batch,
             system=scene.kind.kind,
             scene=scene.name,
+            scalars=getattr(system, "scalar_names", None),
         )
     ]
     written.append(scene.write(folder / "scene.toml"))
@@ -360,6 +407,7 @@ def _clear_outputs(folder: Path) -> list[str]:
 def cmd_optimize(args) -> int:
     from diffsim.fileio import check_output_folder  # noqa: PLC0415
 
+    _check_format(args, not args.no_render)
     if args.resume is not None:
         return _resume(args)
     if args.scene is None:
@@ -870,6 +918,7 @@ def cmd_demo(args) -> int:
             "DIFFSIM_SCENES to the folder holding it",
             where="demo",
         )
+    _check_format(args, not args.no_render)
     args.scene = str(path)
     scene = _load(args, iters=args.iters)
     folder = Path(args.out)
@@ -878,12 +927,13 @@ def cmd_demo(args) -> int:
     elapsed = time.perf_counter() - t0
     result = json.loads((folder / "result.json").read_text())
     history = result["loss_history"]
+    out = _Out(args.quiet)
     if history and result["best_loss"] is not None:
-        print(
+        out.say(
             f"demo: the walker's centre of mass moved {-history[0]:.2f} m before training and "
             f"{-result['best_loss']:.2f} m after {result['iterations']} iterations ({elapsed:.0f} s in all)"
         )
-    print(
+    out.say(
         f"demo: results in {_rel(folder)}/ (result.json, loss.png"
         + ("" if args.no_render else f", before{args.format}, after{args.format}")
         + ")"
@@ -922,7 +972,7 @@ def _common(parser: argparse.ArgumentParser, top: bool) -> None:
     )
     g.add_argument(
         "--seed",
-        type=int,
+        type=_seed,
         default=d(None),
         help="seed Python's, numpy's and Taichi's generators and the controller's initial weights",
     )
@@ -954,7 +1004,9 @@ def _scene_arg(p, what="scene file (or the name of a shipped scene, e.g. walker2
 
 
 def _render_opts(p) -> None:
-    p.add_argument("--fps", type=float, default=30.0, help="frames per second of animations (default 30)")
+    p.add_argument(
+        "--fps", type=_positive_float, default=30.0, help="frames per second of animations (default 30)"
+    )
     p.add_argument(
         "--format", choices=(".gif", ".mp4"), default=".gif", help="animation format (default .gif)"
     )
@@ -963,7 +1015,7 @@ def _render_opts(p) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from diffsim import __version__  # noqa: PLC0415
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="diffsim",
         description="Differentiable physics on Taichi: simulate scene files, fit their parameters, draw them.",
         epilog="Exit codes: 0 success, 1 a check failed, 2 bad input. Docs: docs/cli.md.",
@@ -1059,9 +1111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--target", metavar="FILE.npz", help="target trajectory, as for optimize")
     p.add_argument("--steps", type=int, help="steps per rollout (default: sim.steps)")
-    p.add_argument("--tolerance", type=float, default=1e-6, help="largest relative error that passes (1e-6)")
-    p.add_argument("--directions", type=int, default=2, help="random directions per parameter (2)")
-    p.add_argument("--coordinates", type=int, default=4, help="single coordinates per parameter (4)")
+    p.add_argument(
+        "--tolerance", type=_positive_float, default=1e-6, help="largest relative error that passes (1e-6)"
+    )
+    p.add_argument("--directions", type=_positive_count, default=2, help="random directions per parameter (2)")
+    p.add_argument("--coordinates", type=_count, default=4, help="single coordinates per parameter (4)")
     p.add_argument(
         "--fd-steps",
         type=_positive_float,
@@ -1077,10 +1131,10 @@ def build_parser() -> argparse.ArgumentParser:
     _scene_arg(p, "scene file, shipped scene name, or trajectory.npz")
     p.add_argument("--out", required=True, metavar="FILE", help="output: .gif, .mp4 (needs ffmpeg) or .png")
     p.add_argument("--steps", type=int, help="steps to simulate (scenes)")
-    p.add_argument("--stride", type=int, help="draw every N-th frame (default: near real time)")
-    p.add_argument("--copy", type=int, default=0, help="which batch copy to draw (0)")
+    p.add_argument("--stride", type=_positive_count, help="draw every N-th frame (default: near real time)")
+    p.add_argument("--copy", type=_count, default=0, help="which batch copy to draw (0)")
     p.add_argument("--params", metavar="FILE", help="parameter values (JSON) to simulate with")
-    p.add_argument("--fps", type=float, default=30.0, help="frames per second (30)")
+    p.add_argument("--fps", type=_positive_float, default=30.0, help="frames per second (30)")
     p.set_defaults(func=cmd_render)
 
     p = command("info", "version, backends, precision, Vulkan and rendering status")
