@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...engine.memory import available_bytes, check_memory  # noqa: F401 (used by the smoke builders)
 from ...errors import DiffsimError
 
 SIDES = ("closed", "open")
