@@ -44,6 +44,9 @@ class Simulation:
         storage: str = "full",
         checkpoint_every: int | None = None,
         check_finite: bool = True,
+        truncate: int | None = None,
+        clip_adjoint: float | None = None,
+        health: bool = False,
     ):
         system.check_alive()
         system.params.check_requires_grad()
@@ -85,6 +88,13 @@ class Simulation:
         self.set_loss(loss)
         self.loss_value = None
         self._forward_done = False
+        self.truncate = truncate
+        self.clip_adjoint = clip_adjoint
+        self.record_health = bool(health)
+        self.health = None
+        self._monitor = None
+        self._tcarry = None
+        self._passed = None
 
     # -- loss ---------------------------------------------------------------------------------------------------
     def set_loss(self, loss) -> None:
@@ -226,24 +236,65 @@ class Simulation:
         return "; ".join(x for x in (where, hint) if x)
 
     # -- backward -----------------------------------------------------------------------------------------------
-    def backward(self) -> None:
+    def backward(
+        self, health: bool | None = None, truncate: int | None = None, clip_adjoint: float | None = None
+    ) -> None:
         """Accumulate d(total loss)/d(parameter) into every parameter's gradient (zeroed first); parameters built
-        without one (the system's requires_grad) are skipped."""
+        without one (the system's requires_grad) are skipped.
+
+        health: record a `HealthReport` in `self.health` (default: the `health` given to the constructor).
+        truncate: truncated backpropagation, W steps (default: the constructor's `truncate`; None: exact).
+        clip_adjoint: rescale each copy's state adjoint to norm <= C at every frame (default: the constructor's).
+        See docs/concepts.md, "Gradient health and long horizons", for what the remedies compute.
+
+        With `check_finite` (the default), a non-finite parameter gradient raises `SimulationError` naming the first
+        frame of the backward pass (the latest frame) whose state adjoint left the finite range."""
         if self.loss is None:
             raise DiffsimError("backward() needs a loss; pass loss= to Simulation or call set_loss()")
+        health = self.record_health if health is None else bool(health)
+        truncate = self.truncate if truncate is None else truncate
+        clip = self.clip_adjoint if clip_adjoint is None else clip_adjoint
+        if truncate is not None:
+            truncate = int(truncate)
+            if truncate < 1:
+                raise DiffsimError(f"must be >= 1 steps, got {truncate}", where="truncate")
+            if health:
+                raise DiffsimError(
+                    "the health report follows one adjoint through the rollout; truncated backpropagation runs one "
+                    "per loss frame: record health without truncate",
+                    where="truncate",
+                )
+        if clip is not None and not (float(clip) > 0 and np.isfinite(float(clip))):
+            raise DiffsimError(f"must be a finite number > 0, got {clip}", where="clip_adjoint")
         if not self._forward_done:
             self.forward()
-        sys, s = self.system, self.state
+        self.health = None
+        chunks = self._backward_pass(health, truncate, clip)
+        if health:
+            self.health = self._health_report(chunks)
+        if self.check_finite:
+            self._check_grad_finite(truncate, clip)
+
+    def _backward_pass(self, health: bool, truncate: int | None, clip: float | None):
+        sys = self.system
         sys.params.zero_grad()
         for leaf, w in self.loss.terms():
             leaf.zero_grad()
             leaf.reset(w)
+        mon = self._adjoint_monitor() if (health or clip is not None or truncate is not None) else None
+        if truncate is not None:
+            self._backward_truncated(truncate, clip, mon)
+            return None
+        s = self.state
+        chunks = _ParamChunks(self, health)
         last = len(self.segments) - 1
+        stale = self._window_stale()
+        every = self.K if self.storage == "checkpointed" else max(1, -(-self.steps // 16))
         for j in reversed(range(len(self.segments))):
             a, b = self.segments[j]
             n = b - a
             # Recompute the segment's frames from its snapshot (the window still holds the last segment).
-            if j != last:
+            if j != last or stale:
                 self._load_segment_start(j)
                 self._run_steps(a, b, loss=False)
             s.zero_grad()
@@ -252,20 +303,158 @@ class Simulation:
                     self._copy(self.carry.field(spec.name), 0, s.field(spec.name).grad, n)
             for k in reversed(range(n)):
                 self._eval_loss_grad(k + 1, a + k + 1)
+                if clip is not None:
+                    mon.clip(k + 1, a, clip)
+                elif health:
+                    mon.record(k + 1, a)
                 self._step_grad(k, a + k)
+                if health and (a + k) % every == 0 and a + k > 0:
+                    chunks.mark(a + k)
             if j == 0:
                 self._eval_loss_grad(0, 0)
+                if clip is not None:
+                    mon.clip(0, 0, clip)
+                elif health:
+                    mon.record(0, 0)
                 sys.initialize_grad(s)
+                chunks.mark(0)
             else:
                 for spec in self._state_specs:
                     self._copy(s.field(spec.name).grad, 0, self.carry.field(spec.name), 0)
+        return chunks
 
-    def value_and_grad(self, names=None) -> tuple[float, dict[str, np.ndarray]]:
+    def _window_stale(self) -> bool:
+        """Whether the window no longer holds the last segment: a backward pass with several segments ends with
+        the first one there, and a second pass without a forward in between must recompute the last one. (Each
+        forward makes a new `loss_value` array; a pass remembers the one it ran after.)"""
+        stale = len(self.segments) > 1 and self._passed is self.loss_value
+        self._passed = self.loss_value
+        return stale
+
+    def _backward_truncated(self, W: int, clip: float | None, mon) -> None:
+        """Truncated backpropagation: for each loss frame t, the adjoint of its terms is carried back through the
+        W steps t-1 .. t-W only (the state at frame t - W is held constant; when t <= W the sweep reaches frame 0
+        and the initial state's parameters get their share). One sweep per loss frame; with checkpointed storage,
+        each sweep still under way at a segment's first frame is carried into the previous segment."""
+        sys, s = self.system, self.state
+        last = len(self.segments) - 1
+        stale = self._window_stale()
+        pending: dict[int, int] = {}  # loss frame -> slot of its carried adjoint (in the buffer being read)
+        side = 0
+        for j in reversed(range(len(self.segments))):
+            a, b = self.segments[j]
+            n = b - a
+            if j != last or stale:
+                self._load_segment_start(j)
+                self._run_steps(a, b, loss=False)
+            sweeps = sorted(pending, reverse=True)
+            lo_i = bisect.bisect_right(self._loss_frames, a if j else -1)
+            hi_i = bisect.bisect_right(self._loss_frames, b)
+            sweeps += sorted(self._loss_frames[lo_i:hi_i], reverse=True)
+            new_pending: dict[int, int] = {}
+            for t in sweeps:
+                stop = max(t - W, 0)  # global frame where this sweep ends
+                top = n if t > b else t - a
+                bottom = max(stop - a, 0)
+                mon.zero(bottom, top + 1)
+                if t > b:
+                    src = self._truncation_carry(side, W)
+                    for spec in self._state_specs:
+                        self._copy(src.field(spec.name), pending[t], s.field(spec.name).grad, n)
+                else:
+                    self._eval_loss_grad(top, t)
+                for k in reversed(range(bottom, top)):
+                    if clip is not None:
+                        mon.clip(k + 1, a, clip)
+                    self._step_grad(k, a + k)
+                if stop < a:  # the sweep goes on in the previous segment
+                    slot = new_pending[t] = len(new_pending)
+                    dst = self._truncation_carry(1 - side, W)
+                    for spec in self._state_specs:
+                        self._copy(s.field(spec.name).grad, 0, dst.field(spec.name), slot)
+                elif stop == 0:  # reached the initial state
+                    if clip is not None:
+                        mon.clip(0, 0, clip)
+                    sys.initialize_grad(s)
+            pending = new_pending
+            side = 1 - side
+
+    def _truncation_carry(self, side: int, W: int) -> State:
+        """Two buffers (read by one segment, written for the previous one) of the adjoints that truncated sweeps
+        carry across a segment boundary: as many frames as loss frames t with a < t < a + W at any boundary a."""
+        key = W
+        if self._tcarry is None or self._tcarry[0] != key:
+            need = 1
+            frames = np.asarray(self._loss_frames)
+            for a, _b in self.segments[1:]:
+                need = max(need, int(np.count_nonzero((frames > a) & (frames < a + max(W, 1)))))
+            self._tcarry = (
+                key,
+                [State(self._state_specs, frames=need, batch=self.batch, needs_grad=False) for _ in range(2)],
+            )
+        return self._tcarry[1][side]
+
+    def _adjoint_monitor(self):
+        if self._monitor is None:
+            from .health import AdjointMonitor  # noqa: PLC0415
+
+            self._monitor = AdjointMonitor(self.state, self._state_specs, self.state.specs, self.steps, self.batch)
+        return self._monitor
+
+    def _health_report(self, chunks):
+        from .health import HealthReport  # noqa: PLC0415
+
+        norm2, bad = self._monitor.arrays()
+        return HealthReport(
+            norm2,
+            bad,
+            [s.name for s in self._state_specs],
+            dt=getattr(self.system, "dt", 1.0),
+            precision=runtime.current()["precision"],
+            contributions=chunks.table() if chunks is not None else [],
+        )
+
+    def _check_grad_finite(self, truncate, clip) -> None:
+        params = self.system.params.with_grad()
+        bad = [p.name for p in params if not np.all(np.isfinite(p.grad()))]
+        if not bad:
+            return
+        report = self.health
+        if report is None and truncate is None:
+            # locate it: one more backward pass with the report on (the window of a checkpointed pass no longer
+            # holds the late segments' adjoints)
+            chunks = self._backward_pass(True, None, clip)
+            report = self.health = self._health_report(chunks)
+        dt = getattr(self.system, "dt", None)
+        remedy = (
+            "remedies: precision f64 (diffsim.init(precision='f64'), --precision f64), a shorter horizon, "
+            "truncated backpropagation (truncate=W), clip_adjoint=C, or more damping; check_finite=False returns "
+            "the gradient anyway"
+        )
+        if report is not None and report.first_nonfinite is not None:
+            f = report.first_nonfinite
+            what = report.bad_quantities(f)
+            when = f" (t = {f * dt:.4g} s)" if dt else ""
+            raise SimulationError(
+                f"gradient: the adjoint of {', '.join(what)}",
+                f,
+                f"the first non-finite frame going back from frame {self.steps}{when}; non-finite gradient of "
+                f"{', '.join(bad)}; {report.verdict()}; {remedy}",
+            )
+        raise SimulationError(
+            "gradient",
+            self.steps,
+            f"of {', '.join(bad)}; the state adjoint stayed finite, the parameter gradient overflowed; {remedy}",
+        )
+
+    def value_and_grad(self, names=None, health: bool | None = None) -> tuple[float, dict[str, np.ndarray]]:
         """Forward, backward; the total loss and d loss / d value for the named parameters (by default every one
-        that has a gradient: see the system's requires_grad)."""
+        that has a gradient: see the system's requires_grad). health: as for `backward` (the report lands in
+        `self.health`). A non-finite gradient raises `SimulationError` unless the simulation was built with
+        check_finite=False."""
         params = self.system.params.with_grad(names)
         value = self.forward()
-        self.backward()
+        self.backward(health=health)
         return value, {p.name: p.grad() for p in params}
 
     # -- results ------------------------------------------------------------------------------------------------
@@ -305,3 +494,22 @@ class Simulation:
 
 def _arch_name() -> str:
     return runtime.current()["arch"]
+
+
+class _ParamChunks:
+    """Parameter gradients read at chunk boundaries of the backward pass, for the health report's contributions."""
+
+    def __init__(self, sim, enabled: bool):
+        self.enabled = enabled
+        self.params = sim.system.params.with_grad() if enabled else []
+        self.marks = [(sim.steps, {p.name: np.zeros(1) for p in self.params})] if enabled else []
+
+    def mark(self, frame: int) -> None:
+        if self.enabled:
+            self.marks.append((frame, {p.name: p.grad().copy() for p in self.params}))
+
+    def table(self) -> list:
+        rows = []
+        for (hi, g_hi), (lo, g_lo) in zip(self.marks, self.marks[1:]):
+            rows.append((lo, hi, {n: float(np.linalg.norm(g_lo[n] - g_hi[n])) for n in g_lo}))
+        return rows
