@@ -510,6 +510,7 @@ class _ParamChunks:
 
     def table(self) -> list:
         rows = []
-        for (hi, g_hi), (lo, g_lo) in zip(self.marks, self.marks[1:]):
-            rows.append((lo, hi, {n: float(np.linalg.norm(g_lo[n] - g_hi[n])) for n in g_lo}))
+        with np.errstate(over="ignore", invalid="ignore"):
+            for (hi, g_hi), (lo, g_lo) in zip(self.marks, self.marks[1:]):
+                rows.append((lo, hi, {n: float(np.linalg.norm(g_lo[n] - g_hi[n])) for n in g_lo}))
         return rows
