@@ -35,9 +35,9 @@ from .state import _bad_element
 
 #: the largest finite f32, where an f32 adjoint overflows
 F32_MAX = 3.4028234663852886e38
-#: on the CPU, the per-frame reduction runs serially below this many scalars per frame (a parallel loop's dispatch
-#: costs 15-20 us, as much as reducing a few thousand numbers)
-SERIAL_BELOW = 1 << 16
+#: on the CPU, the per-frame reduction (parallel over copies) runs serially below this many copies (a parallel
+#: loop's dispatch costs 15-20 us)
+SERIAL_COPIES_BELOW = 8
 #: a verdict is "exploding" / "vanishing" when the fitted norm changes by more than this factor over the horizon
 VERDICT_FACTOR = 100.0
 
@@ -61,8 +61,8 @@ def _sumsq(v, vec: ti.template(), out: ti.template()):
 def _frame_reducer(grads, serial: bool):
     """A kernel ``reduce(out, bad, frame, gframe)``: out[gframe, b] = sum of squares of every field of `grads` at
     window frame `frame`, copy b (a sum over the state quantities); bad[gframe, b] gets bit i set if grads[i] holds
-    NaN or Inf there. One launch per frame for all quantities; serial loops on the CPU below `serial`'s threshold,
-    atomic adds otherwise."""
+    NaN or Inf there. One launch per frame for all quantities: per quantity a loop over copies (serial on the CPU
+    when `serial`), the element axes nested inside with a local accumulator."""
 
     @ti.kernel
     def reduce(out: ti.template(), bad: ti.template(), frame: ti.i32, gframe: ti.i32):
@@ -72,13 +72,31 @@ def _frame_reducer(grads, serial: bool):
             bad[gframe, b] = 0
         for gi in ti.static(range(len(grads))):
             g = ti.static(grads[gi])
+            vec = ti.static(isinstance(g, ti.MatrixField))
+            f64 = ti.static(g.dtype == ti.f64)
+            nd = ti.static(len(g.shape))
             ti.loop_config(serialize=ti.static(serial))
-            for idx in ti.grouped(ti.ndrange(*g.shape[1:])):
-                i = ti.Vector([frame] + [idx[k] for k in ti.static(range(len(g.shape) - 1))])
-                v = g[i]
-                out[gframe, idx[0]] += _sumsq(v, ti.static(isinstance(g, ti.MatrixField)), out)
-                if _bad_element(v, ti.static(isinstance(g, ti.MatrixField)), ti.static(g.dtype == ti.f64)):
-                    ti.atomic_or(bad[gframe, idx[0]], 1 << gi)
+            for b in range(g.shape[1]):
+                acc = ti.cast(0.0, out.dtype)
+                nb = 0
+                if ti.static(nd == 2):
+                    acc += _sumsq(g[frame, b], vec, out)
+                    nb = ti.cast(_bad_element(g[frame, b], vec, f64), ti.i32)
+                elif ti.static(nd == 3):
+                    for i in range(g.shape[2]):
+                        acc += _sumsq(g[frame, b, i], vec, out)
+                        nb |= ti.cast(_bad_element(g[frame, b, i], vec, f64), ti.i32)
+                elif ti.static(nd == 4):
+                    for i, j in ti.ndrange(g.shape[2], g.shape[3]):
+                        acc += _sumsq(g[frame, b, i, j], vec, out)
+                        nb |= ti.cast(_bad_element(g[frame, b, i, j], vec, f64), ti.i32)
+                else:
+                    for i, j, k in ti.ndrange(g.shape[2], g.shape[3], g.shape[4]):
+                        acc += _sumsq(g[frame, b, i, j, k], vec, out)
+                        nb |= ti.cast(_bad_element(g[frame, b, i, j, k], vec, f64), ti.i32)
+                out[gframe, b] += acc
+                if nb:
+                    bad[gframe, b] |= 1 << gi
 
     return reduce
 
@@ -117,6 +135,80 @@ def _zero_frames(g: ti.template(), start: ti.i32, stop: ti.i32):
             g[idx] = 0
 
 
+def grads_checker(fields):
+    """A kernel ``check(flag)`` that sets flag[None] = 1 if the gradient of any of `fields` (parameter fields) holds
+    NaN or Inf: one launch for every parameter instead of a copy of each gradient to numpy."""
+    serial = runtime.serial_loops(sum(int(np.prod(f.shape or (1,))) * _width(f) for f in fields), 1 << 16)
+
+    @ti.kernel
+    def check(flag: ti.template()):
+        for gi in ti.static(range(len(fields))):
+            g = ti.static(fields[gi].grad)
+            ti.loop_config(serialize=ti.static(serial))
+            for I in ti.grouped(ti.ndrange(*g.shape)):
+                if _bad_element(g[I], ti.static(isinstance(g, ti.MatrixField)), ti.static(g.dtype == ti.f64)):
+                    flag[None] = 1
+
+    return check
+
+
+class ParamDiffer:
+    """Parameter-gradient contributions without copies to numpy: ``mark(slot)`` stores in out[slot, i] the squared
+    norm of what parameter i's gradient gained since the previous mark (one kernel launch for every parameter; the
+    previous gradients are kept in fields of their own). ``start()`` after the gradients are zeroed."""
+
+    def __init__(self, fields, slots: int):
+        self.fields = list(fields)
+        fb = ti.FieldsBuilder()
+        self.out = ti.field(_acc_dtype())
+        fb.dense(ti.ij, (slots + 1, max(1, len(self.fields)))).place(self.out)
+        self.prev = []
+        for f in self.fields:
+            if isinstance(f, ti.MatrixField):
+                p = ti.Vector.field(f.n, f.dtype)
+            else:
+                p = ti.field(f.dtype)
+            fb.dense(ti.ij if len(f.shape) == 2 else ti.axes(*range(len(f.shape))), f.shape).place(p)
+            self.prev.append(p)
+        self._tree = fb.finalize()
+        fields_, prevs = self.fields, self.prev
+
+        @ti.kernel
+        def diff(out: ti.template(), slot: ti.i32):
+            for pi in ti.static(range(len(fields_))):
+                g = ti.static(fields_[pi].grad)
+                pv = ti.static(prevs[pi])
+                ti.loop_config(serialize=True)
+                for _ in range(1):
+                    out[slot, pi] = 0.0
+                ti.loop_config(serialize=True)
+                for I in ti.grouped(ti.ndrange(*g.shape)):
+                    out[slot, pi] += _sumsq(g[I] - pv[I], ti.static(isinstance(g, ti.MatrixField)), out)
+                    pv[I] = g[I]
+
+        self._diff = FastKernel(diff, self.out, types="i")
+
+    def start(self) -> None:
+        self._diff(0)  # the gradients are zero: prev = 0
+
+    def mark(self, slot: int) -> None:
+        self._diff(slot + 1)
+
+    def norms(self, count: int) -> np.ndarray:
+        return np.sqrt(self.out.to_numpy()[1 : count + 1, : len(self.fields)].astype(np.float64))
+
+
+def _width(field) -> int:
+    return int(getattr(field, "n", 1) or 1) * int(getattr(field, "m", 1) or 1)
+
+
+def auto_health_every(scalars_per_frame: int) -> int:
+    """Steps between recorded frames when `health_every` is not given: a step's adjoint costs roughly 130 ns per
+    state scalar (the springs walker and the cloth, 2 CPU cores) and a recorded frame one kernel launch (~10 us) plus
+    a few ns per scalar, so recording every ceil(2048 / scalars) steps keeps the report near 5 % of the pass."""
+    return max(1, -(-2048 // max(1, int(scalars_per_frame))))
+
+
 class AdjointMonitor:
     """The per-frame buffers and launchers a `Simulation` uses for health records, clipping and truncation.
 
@@ -134,9 +226,8 @@ class AdjointMonitor:
         fb.dense(ti.i, batch).place(self.scale)
         self._tree = fb.finalize()
         grads = [state.field(n).grad for n in self.names]
-        elements = sum(spec.elements_per_frame(batch) for spec in state_specs)
         self._reduce = FastKernel(
-            _frame_reducer(grads, runtime.serial_loops(elements, SERIAL_BELOW)), self.norm2, self.bad, types="ii"
+            _frame_reducer(grads, runtime.serial_loops(batch, SERIAL_COPIES_BELOW)), self.norm2, self.bad, types="ii"
         )
         self._clip = FastKernel(_clip_scale, self.norm2, self.bad, self.scale, types="if")
         self._scale = [FastKernel(_scale_frame, g, self.scale, types="i") for g in grads]
@@ -176,22 +267,26 @@ class HealthReport:
     parameter's gradient.
     """
 
-    def __init__(self, norm2, bad, names, dt, precision, contributions, recorded_from=0, copy_names=None):
+    def __init__(self, frames, norm2, bad, names, dt, precision, contributions):
+        self.frames = np.asarray(frames)
         self.norm_per_copy = np.sqrt(norm2)
         self.norm = np.sqrt(norm2.sum(axis=1))
         self.nonfinite = bad
         self.names = list(names)
         self.dt = float(dt)
         self.precision = precision
-        self.frames = np.arange(norm2.shape[0])
         self.times = self.frames * self.dt
         self.contributions = contributions
         rows = np.nonzero(bad.any(axis=1))[0]
-        self.first_nonfinite = int(rows.max()) if rows.size else None
+        self.first_nonfinite = int(self.frames[rows].max()) if rows.size else None
 
     # -- what the nonfinite frame holds --------------------------------------------------------------------------
     def bad_quantities(self, frame: int) -> list[str]:
-        bits = int(np.bitwise_or.reduce(self.nonfinite[frame]))
+        """The state quantities whose adjoint holds NaN or Inf at `frame` (a recorded frame)."""
+        row = int(np.searchsorted(self.frames, frame))
+        if row >= len(self.frames) or self.frames[row] != frame:
+            return []
+        bits = int(np.bitwise_or.reduce(self.nonfinite[row]))
         return [n for i, n in enumerate(self.names) if bits >> i & 1]
 
     # -- fit -------------------------------------------------------------------------------------------------------
@@ -261,13 +356,13 @@ class HealthReport:
         with open(path, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["frame", "time_s", "adjoint_norm", "max_copy_norm", "nonfinite"])
-            for f in self.frames:
+            for r, f in enumerate(self.frames):
                 w.writerow(
                     [
                         int(f),
-                        f"{self.times[f]:.9g}",
-                        f"{self.norm[f]:.9g}",
-                        f"{self.norm_per_copy[f].max():.9g}",
+                        f"{self.times[r]:.9g}",
+                        f"{self.norm[r]:.9g}",
+                        f"{self.norm_per_copy[r].max():.9g}",
                         ";".join(self.bad_quantities(f)),
                     ]
                 )

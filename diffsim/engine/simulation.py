@@ -47,6 +47,7 @@ class Simulation:
         truncate: int | None = None,
         clip_adjoint: float | None = None,
         health: bool = False,
+        health_every: int | None = None,
     ):
         system.check_alive()
         system.params.check_requires_grad()
@@ -91,6 +92,9 @@ class Simulation:
         self.truncate = truncate
         self.clip_adjoint = clip_adjoint
         self.record_health = bool(health)
+        self.health_every = health_every
+        self._grads_check = None
+        self._param_differ = None
         self.health = None
         self._monitor = None
         self._tcarry = None
@@ -242,7 +246,9 @@ class Simulation:
         """Accumulate d(total loss)/d(parameter) into every parameter's gradient (zeroed first); parameters built
         without one (the system's requires_grad) are skipped.
 
-        health: record a `HealthReport` in `self.health` (default: the `health` given to the constructor).
+        health: record a `HealthReport` in `self.health` (default: the `health` given to the constructor); the
+            adjoint norm of every `health_every`-th frame (the constructor's; None: every ceil(2048 / state scalars
+            per frame) steps, about 5 % of the pass; every frame with clip_adjoint) and of the first and last.
         truncate: truncated backpropagation, W steps (default: the constructor's `truncate`; None: exact).
         clip_adjoint: rescale each copy's state adjoint to norm <= C at every frame (default: the constructor's).
         See docs/concepts.md, "Gradient health and long horizons", for what the remedies compute.
@@ -269,13 +275,38 @@ class Simulation:
         if not self._forward_done:
             self.forward()
         self.health = None
-        chunks = self._backward_pass(health, truncate, clip)
+        stride = self._health_stride() if clip is None else 1
+        chunks = self._backward_pass(health, truncate, clip, stride)
         if health:
-            self.health = self._health_report(chunks)
+            # the report is read from the fields when first asked for (`health`): copying them out costs more than
+            # the recording on a small system, and an optimizer only looks at the last one
+            self._health_pending = (chunks, stride)
         if self.check_finite:
             self._check_grad_finite(truncate, clip)
 
-    def _backward_pass(self, health: bool, truncate: int | None, clip: float | None):
+    @property
+    def health(self):
+        """The `HealthReport` of the last backward pass run with health=True (None if the last pass ran without)."""
+        if self._health is None and self._health_pending is not None:
+            self._health = self._health_report(*self._health_pending)
+            self._health_pending = None
+        return self._health
+
+    @health.setter
+    def health(self, report) -> None:
+        self._health = report
+        self._health_pending = None
+
+    def _health_stride(self) -> int:
+        if self.health_every is not None:
+            if int(self.health_every) < 1:
+                raise DiffsimError(f"must be >= 1, got {self.health_every}", where="health_every")
+            return int(self.health_every)
+        from .health import auto_health_every  # noqa: PLC0415
+
+        return auto_health_every(sum(spec.elements_per_frame(self.batch) for spec in self._state_specs))
+
+    def _backward_pass(self, health: bool, truncate: int | None, clip: float | None, stride: int = 1):
         sys = self.system
         sys.params.zero_grad()
         for leaf, w in self.loss.terms():
@@ -305,7 +336,7 @@ class Simulation:
                 self._eval_loss_grad(k + 1, a + k + 1)
                 if clip is not None:
                     mon.clip(k + 1, a, clip)
-                elif health:
+                elif health and ((a + k + 1) % stride == 0 or a + k + 1 == self.steps):
                     mon.record(k + 1, a)
                 self._step_grad(k, a + k)
                 if health and (a + k) % every == 0 and a + k > 0:
@@ -401,13 +432,16 @@ class Simulation:
             self._monitor = AdjointMonitor(self.state, self._state_specs, self.state.specs, self.steps, self.batch)
         return self._monitor
 
-    def _health_report(self, chunks):
+    def _health_report(self, chunks, stride: int):
         from .health import HealthReport  # noqa: PLC0415
 
         norm2, bad = self._monitor.arrays()
+        frames = np.arange(self.steps + 1)
+        frames = frames[(frames % stride == 0) | (frames == self.steps)]
         return HealthReport(
-            norm2,
-            bad,
+            frames,
+            norm2[frames],
+            bad[frames],
             [s.name for s in self._state_specs],
             dt=getattr(self.system, "dt", 1.0),
             precision=runtime.current()["precision"],
@@ -416,30 +450,41 @@ class Simulation:
 
     def _check_grad_finite(self, truncate, clip) -> None:
         params = self.system.params.with_grad()
-        bad = [p.name for p in params if not np.all(np.isfinite(p.grad()))]
-        if not bad:
+        if self._grads_check is None:
+            from .health import grads_checker  # noqa: PLC0415
+
+            flag = ti.field(ti.i32, shape=())
+            self._grads_check = (FastKernel(grads_checker([p.field for p in params]), flag, types=""), flag)
+        check, flag = self._grads_check
+        flag[None] = 0
+        check()
+        if not flag[None]:
             return
+        bad = [p.name for p in params if not np.all(np.isfinite(p.grad()))]
         report = self.health
         if report is None and truncate is None:
-            # locate it: one more backward pass with the report on (the window of a checkpointed pass no longer
-            # holds the late segments' adjoints)
+            # locate it: one more backward pass with the report on (each step's adjoint zeroes the adjoint of the
+            # frame it read, so the window no longer holds them)
             chunks = self._backward_pass(True, None, clip)
-            report = self.health = self._health_report(chunks)
+            report = self.health = self._health_report(chunks, 1)
         dt = getattr(self.system, "dt", None)
+        f64 = runtime.current()["precision"] == "f64"
         remedy = (
-            "remedies: precision f64 (diffsim.init(precision='f64'), --precision f64), a shorter horizon, "
-            "truncated backpropagation (truncate=W), clip_adjoint=C, or more damping; check_finite=False returns "
-            "the gradient anyway"
+            "remedies: "
+            + ("" if f64 else "precision f64 (diffsim.init(precision='f64'), --precision f64), ")
+            + "a shorter horizon, truncated backpropagation (truncate=W), clip_adjoint=C, or more damping; "
+            "check_finite=False returns the gradient anyway"
         )
         if report is not None and report.first_nonfinite is not None:
             f = report.first_nonfinite
-            what = report.bad_quantities(f)
-            when = f" (t = {f * dt:.4g} s)" if dt else ""
+            when = f", t = {f * dt:.4g} s" if dt else ""
+            rate = report.growth_rate()
+            growth = f"; fitted adjoint growth {rate:.4g}/s going back" if np.isfinite(rate) else ""
             raise SimulationError(
-                f"gradient: the adjoint of {', '.join(what)}",
+                f"adjoint of {', '.join(report.bad_quantities(f))}",
                 f,
-                f"the first non-finite frame going back from frame {self.steps}{when}; non-finite gradient of "
-                f"{', '.join(bad)}; {report.verdict()}; {remedy}",
+                f"the first frame where the gradient left the finite range, going back from frame {self.steps}"
+                f"{when}{growth}; non-finite gradient of {', '.join(bad)}; {remedy}",
             )
         raise SimulationError(
             "gradient",
@@ -497,20 +542,34 @@ def _arch_name() -> str:
 
 
 class _ParamChunks:
-    """Parameter gradients read at chunk boundaries of the backward pass, for the health report's contributions."""
+    """Parameter-gradient contributions for the health report: the gradient accumulated so far, read at chunk
+    boundaries of the backward pass (`health.ParamDiffer`, one kernel launch per boundary) and differenced."""
 
     def __init__(self, sim, enabled: bool):
         self.enabled = enabled
-        self.params = sim.system.params.with_grad() if enabled else []
-        self.marks = [(sim.steps, {p.name: np.zeros(1) for p in self.params})] if enabled else []
+        self.frames = [sim.steps]
+        if not enabled:
+            return
+        self.params = sim.system.params.with_grad()
+        slots = sim.steps // min(sim.K, max(1, -(-sim.steps // 16))) + 2
+        differ = sim._param_differ
+        if differ is None or differ[0] < slots:
+            from .health import ParamDiffer  # noqa: PLC0415
+
+            differ = sim._param_differ = (slots, ParamDiffer([p.field for p in self.params], slots))
+        self.differ = differ[1]
+        self.differ.start()
 
     def mark(self, frame: int) -> None:
         if self.enabled:
-            self.marks.append((frame, {p.name: p.grad().copy() for p in self.params}))
+            self.differ.mark(len(self.frames) - 1)
+            self.frames.append(frame)
 
     def table(self) -> list:
-        rows = []
-        with np.errstate(over="ignore", invalid="ignore"):
-            for (hi, g_hi), (lo, g_lo) in zip(self.marks, self.marks[1:]):
-                rows.append((lo, hi, {n: float(np.linalg.norm(g_lo[n] - g_hi[n])) for n in g_lo}))
-        return rows
+        if not self.enabled:
+            return []
+        norms = self.differ.norms(len(self.frames) - 1)
+        return [
+            (lo, hi, {p.name: float(norms[i, pi]) for pi, p in enumerate(self.params)})
+            for i, (hi, lo) in enumerate(zip(self.frames, self.frames[1:]))
+        ]

@@ -80,16 +80,26 @@ def test_growth_rate_matches_the_step_jacobian():
     J = jacobian(x, np.zeros_like(x), args)
     rho = np.abs(np.linalg.eigvals(J)).max()
     expected = np.log(rho) / dt
-    sim = diffsim.Simulation(system, 40, loss=diffsim.FinalPositionLoss(TARGET))
+    sim = diffsim.Simulation(system, 40, loss=diffsim.FinalPositionLoss(TARGET), health_every=1)
     sim.value_and_grad(health=True)
     report = sim.health
     assert report.first_nonfinite is None
     assert abs(report.growth_rate() / expected - 1) < 0.05, (report.growth_rate(), expected)
     assert report.verdict().startswith("exploding"), report.verdict()
     # the report from checkpointed storage is the same
-    cp = diffsim.Simulation(system, 40, loss=diffsim.FinalPositionLoss(TARGET), checkpoint_every=7)
+    cp = diffsim.Simulation(
+        system, 40, loss=diffsim.FinalPositionLoss(TARGET), checkpoint_every=7, health_every=1
+    )
     cp.value_and_grad(health=True)
     np.testing.assert_allclose(cp.health.norm, report.norm, rtol=1e-12)
+    # by default a frame every ceil(2048 / state scalars per frame) steps (here 8 scalars: 256), first and last
+    sim.health_every = None
+    sim.value_and_grad(health=True)
+    assert sim.health.frames.tolist() == [0, 40]
+    sim.health_every = 6
+    sim.value_and_grad(health=True)
+    assert sim.health.frames.tolist() == [0, 6, 12, 18, 24, 30, 36, 40]
+    np.testing.assert_allclose(sim.health.norm, report.norm[sim.health.frames], rtol=1e-12)
 
 
 def test_first_nonfinite_frame_is_named_and_raises_by_default():
@@ -114,7 +124,9 @@ def test_first_nonfinite_frame_is_named_and_raises_by_default():
     assert "adjoint of" in str(err.value) and "truncate" in str(err.value), str(err.value)
     assert sim.health is not None and sim.health.first_nonfinite == expected
     # opting out returns the non-finite gradient without a word
-    quiet = diffsim.Simulation(system, steps, loss=diffsim.FinalPositionLoss(TARGET), check_finite=False)
+    quiet = diffsim.Simulation(
+        system, steps, loss=diffsim.FinalPositionLoss(TARGET), check_finite=False, health_every=1
+    )
     _, grads = quiet.value_and_grad(health=True)
     assert not np.all(np.isfinite(grads["springs.stiffness"]))
     assert quiet.health.first_nonfinite == expected
@@ -255,7 +267,7 @@ def test_remedies_with_a_batch():
 
 def test_report_files_and_contributions(pair, tmp_path):
     system, _ = pair
-    sim = _sim(system, checkpoint_every=5)
+    sim = _sim(system, checkpoint_every=5, health_every=1)
     sim.value_and_grad(health=True)
     report = sim.health
     assert report.norm.shape == (STEPS + 1,)
