@@ -27,6 +27,8 @@ from .state import FieldSpec, State, copy_frame, nonfinite_kernel
 from .system import System
 
 STORAGE = ("full", "checkpointed")
+#: with full storage, the health report's parameter contributions are read this many times per backward pass
+CONTRIBUTION_CHUNKS = 8
 
 
 class Simulation:
@@ -297,6 +299,11 @@ class Simulation:
         self._health = report
         self._health_pending = None
 
+    def _chunk_steps(self) -> int:
+        """Steps per chunk of the health report's parameter contributions: a checkpoint segment, or an eighth of
+        the horizon with full storage (each chunk boundary costs one kernel launch over every parameter)."""
+        return self.K if self.storage == "checkpointed" else max(1, -(-self.steps // CONTRIBUTION_CHUNKS))
+
     def _health_stride(self) -> int:
         if self.health_every is not None:
             if int(self.health_every) < 1:
@@ -320,7 +327,7 @@ class Simulation:
         chunks = _ParamChunks(self, health)
         last = len(self.segments) - 1
         stale = self._window_stale()
-        every = self.K if self.storage == "checkpointed" else max(1, -(-self.steps // 16))
+        every = self._chunk_steps()
         for j in reversed(range(len(self.segments))):
             a, b = self.segments[j]
             n = b - a
@@ -551,7 +558,7 @@ class _ParamChunks:
         if not enabled:
             return
         self.params = sim.system.params.with_grad()
-        slots = sim.steps // min(sim.K, max(1, -(-sim.steps // 16))) + 2
+        slots = sim.steps // sim._chunk_steps() + 2
         differ = sim._param_differ
         if differ is None or differ[0] < slots:
             from .health import ParamDiffer  # noqa: PLC0415
