@@ -5,23 +5,25 @@ backward pass has gone back past frame k (loss terms at frame k and every later 
 time tells whether gradients through the rollout are usable: through a chaotic or unstable rollout it grows about
 exponentially going back in time, and in f32 it overflows to Inf after a predictable horizon.
 
-`Simulation.backward(health=True)` fills a `HealthReport`:
+`Simulation.backward(health=True)` fills a `HealthReport` (`Simulation.health`):
 
-- the adjoint norm per frame and copy (over every state quantity of the copy), and for each frame which quantities
-  held NaN or Inf;
-- parameter-gradient contributions: the parameter gradient accumulated so far, read at chunk boundaries (every
-  checkpoint segment, or every T/16 steps with full storage) and differenced;
+- the adjoint norm per recorded frame and copy (over every state quantity of the copy), and for each recorded frame
+  which quantities held NaN or Inf;
+- parameter-gradient contributions: the parameter gradient accumulated so far, differenced between chunk
+  boundaries (every checkpoint segment, or every eighth of the horizon with full storage);
 - `verdict()`: stable, exploding or vanishing, from a least-squares fit of log(norm) against time.
 
-Cost: without clipping, one reduction kernel per state quantity per checkpoint segment (one for the whole window
-with full storage), after the segment's adjoint, over all the segment's frames at once: after a segment's backward
-the window holds every frame's adjoint, since each step's adjoint only adds into the frame it reads. With
-`clip_adjoint` the norm is computed every step anyway (the clip needs it) and recorded from there, before scaling.
+When frames are recorded: per step, not per segment. Each step's adjoint kernel zeroes the adjoint of the frame it
+reads (Taichi's reverse of a store), so once a segment's adjoint is done its window holds only frame 0's: a frame's
+adjoint must be reduced between the moment it is complete (its loss terms and the later step added) and that step's
+adjoint. One kernel launch reduces every state quantity of one frame (~1 us on the walker, 2 CPU cores); on a small
+system that is still a sizeable fraction of a ~5 us step adjoint, so by default a frame is recorded every
+ceil(2048 / state scalars per frame) steps (`health_every`, see `auto_health_every`), plus the first and last. With
+`clip_adjoint` every frame is reduced anyway (the clip needs its norm) and recorded before scaling.
 
 The reduction squares in f64 (f32 adjoints never overflow it); an f64 adjoint above ~1e154 reads as an infinite
 norm while every entry is still finite (the report's `nonfinite` flags only real NaN or Inf entries).
 """
-
 
 import csv
 import math
