@@ -261,16 +261,17 @@ class AdjointMonitor:
 class HealthReport:
     """The adjoint norm through one backward pass, and what it says.
 
-    times: seconds of each frame (frame * dt); norm: adjoint norm per frame over every copy and state quantity;
-    norm_per_copy: ``[frame, copy]``; nonfinite: ``[frame, copy]`` bitmask of the quantities holding NaN or Inf;
-    first_nonfinite: the first frame met by the backward pass (so the latest frame) whose adjoint is not finite, or
-    None; contributions: ``(from_frame, to_frame, {parameter: norm})`` for each chunk of the backward pass, the
-    norm of what the steps from_frame .. to_frame - 1 (and frame 0's initial state, in the last chunk) added to the
-    parameter's gradient.
+    frames: the recorded frames (every `every`-th, the first and the last); times: their seconds (frame * dt);
+    norm: adjoint norm per recorded frame over every copy and state quantity; norm_per_copy: ``[frame, copy]``;
+    nonfinite: ``[frame, copy]`` bitmask of the quantities holding NaN or Inf; first_nonfinite: the first recorded
+    frame met by the backward pass (so the latest) whose adjoint is not finite, or None; contributions:
+    ``(from_frame, to_frame, {parameter: norm})`` for each chunk of the backward pass, the norm of what the steps
+    from_frame .. to_frame - 1 (and frame 0's initial state, in the last chunk) added to the parameter's gradient.
     """
 
-    def __init__(self, frames, norm2, bad, names, dt, precision, contributions):
+    def __init__(self, frames, norm2, bad, names, dt, precision, contributions, every=1):
         self.frames = np.asarray(frames)
+        self.every = int(every)
         self.norm_per_copy = np.sqrt(norm2)
         self.norm = np.sqrt(norm2.sum(axis=1))
         self.nonfinite = bad
@@ -291,7 +292,7 @@ class HealthReport:
         bits = int(np.bitwise_or.reduce(self.nonfinite[row]))
         return [n for i, n in enumerate(self.names) if bits >> i & 1]
 
-    # -- fit -------------------------------------------------------------------------------------------------------
+    # -- fit ---------------------------------------------------------------------------------------------------
     def growth_rate(self) -> float:
         """Fitted growth rate of ln(adjoint norm) per second going back in time (> 0: growing towards the start),
         from the finite, positive norms; NaN with fewer than 3 of them."""
@@ -350,7 +351,10 @@ class HealthReport:
                 f"vanishing: adjoint norm decays {-rate:.4g}/s going back in time (x{math.exp(-change):.3g} smaller "
                 f"over {span:.4g} s): early frames barely affect the gradient"
             )
-        return f"stable: adjoint norm changes {rate:+.4g}/s going back in time (x{math.exp(change):.3g} over {span:.4g} s)"
+        return (
+            f"stable: adjoint norm changes {rate:+.4g}/s going back in time (x{math.exp(change):.3g} over "
+            f"{span:.4g} s)"
+        )
 
     # -- output ------------------------------------------------------------------------------------------------
     def csv(self, path) -> None:
@@ -391,10 +395,11 @@ class HealthReport:
         rate = self.growth_rate()
         if math.isfinite(rate) and t.size >= 3:
             slope, icpt = np.polyfit(t, y, 1)
-            ax.plot(self.times, np.exp(np.clip(slope * self.times + icpt, -700, 700)), "--", color="C1",
-                    label=f"fit: {rate:.3g}/s going back")
+            fit = np.exp(np.clip(slope * self.times + icpt, -700, 700))
+            ax.plot(self.times, fit, "--", color="C1", label=f"fit: {rate:.3g}/s going back")
         if self.first_nonfinite is not None:
-            ax.axvline(self.first_nonfinite * self.dt, color="C3", label=f"non-finite from frame {self.first_nonfinite}")
+            f = self.first_nonfinite
+            ax.axvline(f * self.dt, color="C3", label=f"non-finite from frame {f}")
         if ok.any() and np.nanmax(self.norm[ok]) > 1e30:
             ax.axhline(F32_MAX, color="0.5", ls=":", label="f32 max")
         ax.set_yscale("log")

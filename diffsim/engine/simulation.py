@@ -453,6 +453,7 @@ class Simulation:
             dt=getattr(self.system, "dt", 1.0),
             precision=runtime.current()["precision"],
             contributions=chunks.table() if chunks is not None else [],
+            every=stride,
         )
 
     def _check_grad_finite(self, truncate, clip) -> None:
@@ -469,7 +470,7 @@ class Simulation:
             return
         bad = [p.name for p in params if not np.all(np.isfinite(p.grad()))]
         report = self.health
-        if report is None and truncate is None:
+        if truncate is None and (report is None or report.every != 1):
             # locate it: one more backward pass with the report on (each step's adjoint zeroes the adjoint of the
             # frame it read, so the window no longer holds them)
             chunks = self._backward_pass(True, None, clip)

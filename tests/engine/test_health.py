@@ -16,7 +16,7 @@ def f64():
     use("cpu", "f64")
 
 
-# -- a numpy copy of the springs step (diffsim/systems/springs/system.py: no ground, no controller) ------------------
+# -- a numpy copy of the springs step (diffsim/systems/springs/system.py: no ground, no controller) -------------
 def np_step(x, v, springs, k, c, rest, m, g, dt):
     force = m[:, None] * g[None, :]
     for s, (a, b) in enumerate(springs):
