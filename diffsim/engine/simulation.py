@@ -458,14 +458,15 @@ class Simulation:
 
     def _check_grad_finite(self, truncate, clip) -> None:
         params = self.system.params.with_grad()
-        if self._grads_check is None:
-            from .health import grads_checker  # noqa: PLC0415
+        if self._grads_check is None:  # one launch per parameter, then one read of the flag
+            from .health import grad_bad  # noqa: PLC0415
 
             flag = ti.field(ti.i32, shape=())
-            self._grads_check = (FastKernel(grads_checker([p.field for p in params]), flag, types=""), flag)
-        check, flag = self._grads_check
+            self._grads_check = ([FastKernel(grad_bad, p.field, flag, types="") for p in params], flag)
+        checks, flag = self._grads_check
         flag[None] = 0
-        check()
+        for check in checks:
+            check()
         if not flag[None]:
             return
         bad = [p.name for p in params if not np.all(np.isfinite(p.grad()))]
