@@ -147,6 +147,52 @@ def grad_bad(field: ti.template(), flag: ti.template()):
             flag[None] = 1
 
 
+class ParamDiffer:
+    """Parameter-gradient contributions without copies to numpy: ``mark(slot)`` stores in out[slot, i] the squared
+    norm of what parameter i's gradient gained since the previous mark (one kernel launch for every parameter; the
+    previous gradients are kept in fields of their own). ``start()`` after the gradients are zeroed."""
+
+    def __init__(self, fields, slots: int):
+        self.fields = list(fields)
+        fb = ti.FieldsBuilder()
+        self.out = ti.field(_acc_dtype())
+        fb.dense(ti.ij, (slots + 1, max(1, len(self.fields)))).place(self.out)
+        self.prev = []
+        for f in self.fields:
+            if isinstance(f, ti.MatrixField):
+                p = ti.Vector.field(f.n, f.dtype)
+            else:
+                p = ti.field(f.dtype)
+            fb.dense(ti.ij if len(f.shape) == 2 else ti.axes(*range(len(f.shape))), f.shape).place(p)
+            self.prev.append(p)
+        self._tree = fb.finalize()
+        fields_, prevs = self.fields, self.prev
+
+        @ti.kernel
+        def diff(out: ti.template(), slot: ti.i32):
+            for pi in ti.static(range(len(fields_))):
+                g = ti.static(fields_[pi].grad)
+                pv = ti.static(prevs[pi])
+                ti.loop_config(serialize=True)
+                for _ in range(1):
+                    out[slot, pi] = 0.0
+                ti.loop_config(serialize=True)
+                for I in ti.grouped(ti.ndrange(*g.shape)):
+                    out[slot, pi] += _sumsq(g[I] - pv[I], ti.static(isinstance(g, ti.MatrixField)), out)
+                    pv[I] = g[I]
+
+        self._diff = FastKernel(diff, self.out, types="i")
+
+    def start(self) -> None:
+        self._diff(0)  # the gradients are zero: prev = 0
+
+    def mark(self, slot: int) -> None:
+        self._diff(slot + 1)
+
+    def norms(self, count: int) -> np.ndarray:
+        return np.sqrt(self.out.to_numpy()[1 : count + 1, : len(self.fields)].astype(np.float64))
+
+
 def auto_health_every(scalars_per_frame: int) -> int:
     """Steps between recorded frames when `health_every` is not given: a step's adjoint costs roughly 130 ns per
     state scalar (the springs walker and the cloth, 2 CPU cores) and a recorded frame one kernel launch (~10 us) plus
