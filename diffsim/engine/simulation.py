@@ -95,7 +95,6 @@ class Simulation:
         self.clip_adjoint = clip_adjoint
         self.record_health = bool(health)
         self.health_every = health_every
-        self._grads_check = None
         self._param_differ = None
         self.health = None
         self._monitor = None
@@ -458,15 +457,21 @@ class Simulation:
 
     def _check_grad_finite(self, truncate, clip) -> None:
         params = self.system.params.with_grad()
-        if self._grads_check is None:  # one launch per parameter, then one read of the flag
-            from .health import grad_bad  # noqa: PLC0415
+        if not params:
+            return
+        # one kernel for every parameter, kept on the system: its simulations share the compiled kernel
+        cached = getattr(self.system, "_grads_check", None)
+        if cached is None:
+            from .health import grads_checker  # noqa: PLC0415
 
             flag = ti.field(ti.i32, shape=())
-            self._grads_check = ([FastKernel(grad_bad, p.field, flag, types="") for p in params], flag)
-        checks, flag = self._grads_check
+            cached = self.system._grads_check = (
+                FastKernel(grads_checker([p.field for p in params]), flag, types=""),
+                flag,
+            )
+        check, flag = cached
         flag[None] = 0
-        for check in checks:
-            check()
+        check()
         if not flag[None]:
             return
         bad = [p.name for p in params if not np.all(np.isfinite(p.grad()))]
