@@ -123,6 +123,11 @@ def test_first_nonfinite_frame_is_named_and_raises_by_default():
     assert err.value.frame == expected, str(err.value)
     assert "adjoint of" in str(err.value) and "truncate" in str(err.value), str(err.value)
     assert sim.health is not None and sim.health.first_nonfinite == expected
+    # the same frame from checkpointed storage (located by a second pass, the last segment recomputed)
+    cp = diffsim.Simulation(system, steps, loss=diffsim.FinalPositionLoss(TARGET), checkpoint_every=30)
+    with pytest.raises(SimulationError) as err:
+        cp.value_and_grad()
+    assert err.value.frame == expected, str(err.value)
     # opting out returns the non-finite gradient without a word
     quiet = diffsim.Simulation(
         system, steps, loss=diffsim.FinalPositionLoss(TARGET), check_finite=False, health_every=1
