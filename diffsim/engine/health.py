@@ -16,9 +16,10 @@ exponentially going back in time, and in f32 it overflows to Inf after a predict
 When frames are recorded: per step, not per segment. Each step's adjoint kernel zeroes the adjoint of the frame it
 reads (Taichi's reverse of a store), so once a segment's adjoint is done its window holds only frame 0's: a frame's
 adjoint must be reduced between the moment it is complete (its loss terms and the later step added) and that step's
-adjoint. One kernel launch reduces every state quantity of one frame (~1 us on the walker, 2 CPU cores); on a small
-system that is still a sizeable fraction of a ~5 us step adjoint, so by default a frame is recorded every
-ceil(2048 / state scalars per frame) steps (`health_every`, see `auto_health_every`), plus the first and last. With
+adjoint. One kernel launch reduces every state quantity of one frame (0.7 us on the walker, 2 us on cloth_throw, 2
+CPU cores); on a small system that is still a sizeable fraction of a ~9 us step adjoint, so by default a frame is
+recorded every ceil(256 / state scalars per frame) steps (`health_every`, see `auto_health_every`), plus the first
+and last. With
 `clip_adjoint` every frame is reduced anyway (the clip needs its norm) and recorded before scaling.
 
 The reduction squares in f64 (f32 adjoints never overflow it); an f64 adjoint above ~1e154 reads as an infinite
@@ -205,9 +206,10 @@ class ParamDiffer:
 
 def auto_health_every(scalars_per_frame: int) -> int:
     """Steps between recorded frames when `health_every` is not given: a step's adjoint costs roughly 130 ns per
-    state scalar (the springs walker and the cloth, 2 CPU cores) and a recorded frame one kernel launch (~10 us) plus
-    a few ns per scalar, so recording every ceil(2048 / scalars) steps keeps the report near 5 % of the pass."""
-    return max(1, -(-2048 // max(1, int(scalars_per_frame))))
+    state scalar (the springs walker: 9 us for 72 scalars; cloth_throw: 240 us for 1,734; 2 CPU cores) and a
+    recorded frame about 1 us (one launch) plus ~1 ns per scalar, so recording every ceil(256 / scalars) steps keeps
+    the report within a few per cent of the pass (walker: every 4th step; cloth_throw: every step)."""
+    return max(1, -(-256 // max(1, int(scalars_per_frame))))
 
 
 class AdjointMonitor:

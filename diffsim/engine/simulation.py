@@ -248,8 +248,8 @@ class Simulation:
         without one (the system's requires_grad) are skipped.
 
         health: record a `HealthReport` in `self.health` (default: the `health` given to the constructor); the
-            adjoint norm of every `health_every`-th frame (the constructor's; None: every ceil(2048 / state scalars
-            per frame) steps, about 5 % of the pass; every frame with clip_adjoint) and of the first and last.
+            adjoint norm of every `health_every`-th frame (the constructor's; None: every ceil(256 / state scalars
+            per frame) steps, a few per cent of the pass; every frame with clip_adjoint) and of the first and last.
         truncate: truncated backpropagation, W steps (default: the constructor's `truncate`; None: exact).
         clip_adjoint: rescale each copy's state adjoint to norm <= C at every frame (default: the constructor's).
         See docs/concepts.md, "Gradient health and long horizons", for what the remedies compute.

@@ -92,10 +92,10 @@ def test_growth_rate_matches_the_step_jacobian():
     )
     cp.value_and_grad(health=True)
     np.testing.assert_allclose(cp.health.norm, report.norm, rtol=1e-12)
-    # by default a frame every ceil(2048 / state scalars per frame) steps (here 8 scalars: 256), first and last
+    # by default a frame every ceil(256 / state scalars per frame) steps (here 8 scalars: 32), first and last
     sim.health_every = None
     sim.value_and_grad(health=True)
-    assert sim.health.frames.tolist() == [0, 40]
+    assert sim.health.frames.tolist() == [0, 32, 40]
     sim.health_every = 6
     sim.value_and_grad(health=True)
     assert sim.health.frames.tolist() == [0, 6, 12, 18, 24, 30, 36, 40]
