@@ -102,6 +102,18 @@ def test_growth_rate_matches_the_step_jacobian():
     np.testing.assert_allclose(sim.health.norm, report.norm[sim.health.frames], rtol=1e-12)
 
 
+def test_damped_spring_vanishes():
+    # zeta = 0.5 at omega = 50/s: the relative mode's adjoint decays as exp(-25 t) going back; the target pulls the
+    # masses apart along the spring only, so the undamped modes (translation, rotation) get no adjoint
+    system, _ = spring_pair(0.5, 0.01, damping=25.0)
+    sim = diffsim.Simulation(
+        system, 100, loss=diffsim.FinalPositionLoss([[-0.1, 0.0], [1.1, 0.0]]), health_every=1
+    )
+    sim.value_and_grad(health=True)
+    assert sim.health.verdict().startswith("vanishing"), sim.health.verdict()
+    assert sim.health.growth_rate() < -10
+
+
 def test_first_nonfinite_frame_is_named_and_raises_by_default():
     dt, steps = 0.01, 200
     system, args = spring_pair(10.0, dt)
