@@ -189,26 +189,33 @@ def _sim(system, **kw):
     return diffsim.Simulation(system, STEPS, loss=diffsim.PointLoss(_target(), every=EVERY), **kw)
 
 
+@pytest.fixture(scope="module")
+def sims(pair):
+    """The hanging pair with full storage and checkpointed every 5 and every 2 steps: the options are per call, so
+    the tests share these (each new simulation compiles its kernels)."""
+    system, _ = pair
+    return {"full": _sim(system), "cp5": _sim(system, checkpoint_every=5), "cp2": _sim(system, checkpoint_every=2)}
+
+
 def _grads(sim, **kw):
     sim.forward()
     sim.backward(**kw)
     return {p.name: p.grad().copy() for p in sim.system.params.with_grad()}
 
 
-def test_truncation_beyond_the_horizon_is_the_full_gradient(pair):
-    system, _ = pair
-    full = _grads(_sim(system))
-    for storage in ({}, {"checkpoint_every": 5}):
+def test_truncation_beyond_the_horizon_is_the_full_gradient(sims):
+    full = _grads(sims["full"])
+    for key in ("full", "cp5"):
         for W in (STEPS, STEPS + 3):
-            trunc = _grads(_sim(system, **storage), truncate=W)
+            trunc = _grads(sims[key], truncate=W)
             for name, g in full.items():
                 np.testing.assert_allclose(trunc[name], g, rtol=0, atol=1e-12 * max(1.0, np.abs(g).max()))
 
 
-def test_truncated_gradient_matches_hand_computation(pair):
-    system, args = pair
+def test_truncated_gradient_matches_hand_computation(pair, sims):
+    _, args = pair
     W = 4
-    sim = _sim(system)
+    sim = sims["full"]
     sim.run()
     traj = sim.trajectory()
     xs, vs = traj["x"][:, 0], traj["v"][:, 0]
@@ -240,26 +247,25 @@ def test_truncated_gradient_matches_hand_computation(pair):
             kp[s] += h
             km[s] -= h
             expected[s] += (loss_after(t, kp) - loss_after(t, km)) / (2 * h)
-    for storage in ({}, {"checkpoint_every": 5}, {"checkpoint_every": 2}):
-        got = _grads(_sim(system, **storage), truncate=W)["springs.stiffness"]
+    for key in ("full", "cp5", "cp2"):
+        got = _grads(sims[key], truncate=W)["springs.stiffness"]
         np.testing.assert_allclose(got, expected, rtol=1e-6)
-    full = _grads(_sim(system))["springs.stiffness"]
+    full = _grads(sims["full"])["springs.stiffness"]
     assert np.abs(full - expected).max() > 1e-3 * np.abs(expected).max()  # truncation does change it
 
 
-def test_clipping_with_a_huge_bound_is_the_full_gradient_and_storage_agrees(pair):
-    system, _ = pair
-    full = _grads(_sim(system))
-    clipped = _grads(_sim(system), clip_adjoint=1e30)
+def test_clipping_with_a_huge_bound_is_the_full_gradient_and_storage_agrees(sims):
+    full = _grads(sims["full"])
+    clipped = _grads(sims["full"], clip_adjoint=1e30)
     for name, g in full.items():
         np.testing.assert_array_equal(clipped[name], g)
-    tight_full = _grads(_sim(system), clip_adjoint=1e-3)
-    tight_cp = _grads(_sim(system, checkpoint_every=5), clip_adjoint=1e-3)
+    tight_full = _grads(sims["full"], clip_adjoint=1e-3)
+    tight_cp = _grads(sims["cp5"], clip_adjoint=1e-3)
     assert np.abs(tight_full["springs.stiffness"] - full["springs.stiffness"]).max() > 0
     for name, g in tight_full.items():
         np.testing.assert_allclose(tight_cp[name], g, rtol=1e-12, atol=1e-300)
-    # after clipping, the adjoint carried into each step is at most C (the report records it before clipping)
-    sim = _sim(system)
+    # the report records each frame's norm before clipping
+    sim = sims["full"]
     sim.forward()
     sim.backward(clip_adjoint=1e-3, health=True)
     assert sim.health.norm.max() > 1e-3
@@ -282,10 +288,13 @@ def test_remedies_with_a_batch():
         np.testing.assert_allclose(cp, full, rtol=1e-12)
 
 
-def test_report_files_and_contributions(pair, tmp_path):
-    system, _ = pair
-    sim = _sim(system, checkpoint_every=5, health_every=1)
-    sim.value_and_grad(health=True)
+def test_report_files_and_contributions(sims, tmp_path):
+    sim = sims["cp5"]
+    sim.health_every = 1
+    try:
+        sim.value_and_grad(health=True)
+    finally:
+        sim.health_every = None
     report = sim.health
     assert report.norm.shape == (STEPS + 1,)
     assert np.all(np.isfinite(report.norm)) and report.first_nonfinite is None
