@@ -500,11 +500,14 @@ class Simulation:
                 f"the first frame where the gradient left the finite range, going back from frame {self.steps}"
                 f"{when}{growth}; non-finite gradient of {', '.join(bad)}; {remedy}",
             )
-        raise SimulationError(
-            "gradient",
-            self.steps,
-            f"of {', '.join(bad)}; the state adjoint stayed finite, the parameter gradient overflowed; {remedy}",
-        )
+        if truncate is not None:
+            where = (
+                f"of {', '.join(bad)} with truncate={truncate} (a pass without truncation and health=True locates "
+                f"where the adjoint leaves the finite range); {remedy}"
+            )
+        else:
+            where = f"of {', '.join(bad)}; the state adjoint stayed finite, the parameter gradient overflowed; {remedy}"
+        raise SimulationError("gradient", self.steps, where)
 
     def value_and_grad(self, names=None, health: bool | None = None) -> tuple[float, dict[str, np.ndarray]]:
         """Forward, backward; the total loss and d loss / d value for the named parameters (by default every one
