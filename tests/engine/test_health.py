@@ -135,6 +135,11 @@ def test_first_nonfinite_frame_is_named_and_raises_by_default():
     assert err.value.frame == expected, str(err.value)
     assert "adjoint of" in str(err.value) and "truncate" in str(err.value), str(err.value)
     assert sim.health is not None and sim.health.first_nonfinite == expected
+    # truncation is a remedy when it stops before that frame
+    sim.backward(truncate=steps - expected - 5)
+    assert np.all(np.isfinite(system.params["springs.stiffness"].grad()))
+    with pytest.raises(SimulationError, match=f"truncate={steps - expected + 5}"):
+        sim.backward(truncate=steps - expected + 5)
     # the same frame from checkpointed storage (located by a second pass, the last segment recomputed)
     cp = diffsim.Simulation(system, steps, loss=diffsim.FinalPositionLoss(TARGET), checkpoint_every=30)
     with pytest.raises(SimulationError) as err:
