@@ -11,6 +11,11 @@ checkpointed (checkpoint_every=K)
 
 Losses are sums of per-frame terms (see `diffsim.optim.losses`), evaluated right after the frame is written, so both
 policies treat them the same way.
+
+The backward pass can record the state adjoint's norm (`health=True`, `engine/health.py`), and has two remedies for
+an exploding adjoint, both policies and batches alike: truncated backpropagation (`truncate=W`, one sweep per loss
+frame) and per-frame adjoint clipping (`clip_adjoint=C`). A non-finite gradient raises `SimulationError` naming the
+frame where the adjoint left the finite range (docs/concepts.md, "Gradient health and long horizons").
 """
 
 from __future__ import annotations
