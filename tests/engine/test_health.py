@@ -281,16 +281,24 @@ def test_remedies_with_a_batch():
     target = np.repeat(_target()[:, None], 2, axis=1)
     target[:, 1] += 0.01
 
-    def grads(bw, **kw):
-        sim = diffsim.Simulation(system, STEPS, loss=diffsim.PointLoss(target, every=EVERY), **kw)
-        sim.forward()
-        sim.backward(**bw)
+    sims = {
+        key: diffsim.Simulation(system, STEPS, loss=diffsim.PointLoss(target, every=EVERY), **kw)
+        for key, kw in (("full", {}), ("cp", {"checkpoint_every": 5}))
+    }
+
+    def grads(key, **bw):
+        sims[key].forward()
+        sims[key].backward(**bw)
         return system.params["springs.stiffness"].grad().copy()
 
     for bw in ({"truncate": 4}, {"clip_adjoint": 1e-3}):
-        full = grads(bw=dict(bw))
-        cp = grads(bw=dict(bw), checkpoint_every=5)
-        np.testing.assert_allclose(cp, full, rtol=1e-12)
+        np.testing.assert_allclose(grads("cp", **bw), grads("full", **bw), rtol=1e-12)
+    # the report keeps one norm per copy; the copies' targets differ, so do their adjoints
+    sims["full"].health_every = 1
+    grads("full", health=True)
+    per_copy = sims["full"].health.norm_per_copy
+    assert per_copy.shape == (STEPS + 1, 2) and not np.allclose(per_copy[:, 0], per_copy[:, 1])
+    np.testing.assert_allclose(sims["full"].health.norm, np.sqrt((per_copy**2).sum(axis=1)), rtol=1e-12)
 
 
 def test_report_files_and_contributions(sims, tmp_path):
