@@ -363,8 +363,9 @@ def _optimize(args, scene, folder: Path, render: bool, label: str = "") -> int:
         result = diffsim.fit(
             sim, callback=record if small else None, progress=not args.quiet, **task.fit_kwargs()
         )
-    except DiffsimError:
-        if health and sim.health is not None:  # the report of the pass that failed
+    except DiffsimError as err:
+        gradient = str(getattr(err, "quantity", "")).startswith(("adjoint", "gradient"))
+        if health and gradient and sim.health is not None:  # the report of the backward pass that failed
             _write_health(sim, folder, scene.name, print)
         raise
     after = _full_rollout(sim, twins) if render else None
