@@ -640,6 +640,8 @@ def _optimize_locked(args, scene, folder, render, label, resume, stack: contextl
             **{f"path:{n}": np.asarray(v, dtype=np.float64) for n, v in paths.items()},
         }
 
+    health = getattr(args, "health", False)
+    sim.record_health = bool(health)
     try:
         result = diffsim.fit(
             sim,
@@ -652,6 +654,11 @@ def _optimize_locked(args, scene, folder, render, label, resume, stack: contextl
             checkpoint_arrays=arrays,
             **task.fit_kwargs(),
         )
+    except DiffsimError as err:
+        gradient = str(getattr(err, "quantity", "")).startswith(("adjoint", "gradient"))
+        if health and gradient and sim.health is not None:  # the report of the backward pass that failed
+            _write_health(sim, folder, scene.name, print)
+        raise
     except KeyboardInterrupt:
         if not checkpoint.is_file():  # stopped before the fit's first write: nothing to keep
             raise
@@ -731,10 +738,22 @@ def _optimize_locked(args, scene, folder, render, label, resume, stack: contextl
     if small:
         for n in task.fit:
             out.say(f"  {n}: {_value_text(result.params[n])}")
+    if health and sim.health is not None:
+        written += _write_health(sim, folder, scene.name, out.say)
     out.say("wrote " + ", ".join(_rel(p) for p in written))
     if not math.isfinite(result.best_loss):
         return EXIT_CHECK_FAILED
     return EXIT_OK
+
+
+def _write_health(sim, folder: Path, name: str, say) -> list[Path]:
+    """health.csv and health.png of the simulation's last backward pass; say the verdict line."""
+    folder.mkdir(parents=True, exist_ok=True)
+    report = sim.health
+    report.csv(folder / "health.csv")
+    report.plot(folder / "health.png", title=f"{name}: state adjoint norm, {sim.steps} steps")
+    say(f"gradient health: {report.verdict()}")
+    return [folder / "health.csv", folder / "health.png"]
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
@@ -767,6 +786,15 @@ def cmd_gradcheck(args) -> int:
     _init(args, scene, precision="f64")
     system, sim, task = scene.build(grads="task")
     _load_params_file(args, system)
+    if args.health is not None:
+        sim.record_health = True
+        try:
+            sim.forward()
+            sim.backward()
+        finally:
+            if sim.health is not None:
+                _write_health(sim, Path(args.health), scene.name, print)
+        sim.record_health = False
     report = diffsim.gradcheck(
         sim,
         task.fit,
@@ -1099,6 +1127,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--steps", type=int, help="steps per rollout (default: sim.steps)")
     p.add_argument("--params", metavar="FILE", help="parameter values (JSON) to start from")
+    p.add_argument(
+        "--health",
+        action="store_true",
+        help="record the state adjoint norm through each backward pass; write DIR/health.csv and DIR/health.png "
+        "(the last pass) and print the verdict (stable, exploding, vanishing)",
+    )
     p.add_argument("--no-render", action="store_true", help="skip the before/after animations")
     _render_opts(p)
     p.set_defaults(func=cmd_optimize)
@@ -1123,6 +1157,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="H",
         help="finite-difference steps, relative to max(1, |value|); the best is kept (default: 1e-3 1e-4 1e-5 "
         "1e-6; stiff contact wants smaller ones, e.g. --fd-steps 1e-6 1e-7 1e-8)",
+    )
+    p.add_argument(
+        "--health",
+        nargs="?",
+        const=".",
+        metavar="DIR",
+        help="also write DIR/health.csv and DIR/health.png (the state adjoint norm through the backward pass; DIR "
+        "defaults to the current folder) and print the verdict",
     )
     p.add_argument("--params", metavar="FILE", help="parameter values (JSON) to check at")
     p.set_defaults(func=cmd_gradcheck)

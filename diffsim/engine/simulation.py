@@ -11,6 +11,11 @@ checkpointed (checkpoint_every=K)
 
 Losses are sums of per-frame terms (see `diffsim.optim.losses`), evaluated right after the frame is written, so both
 policies treat them the same way.
+
+The backward pass can record the state adjoint's norm (`health=True`, `engine/health.py`), and has two remedies for
+an exploding adjoint, both policies and batches alike: truncated backpropagation (`truncate=W`, one sweep per loss
+frame) and per-frame adjoint clipping (`clip_adjoint=C`). A non-finite gradient raises `SimulationError` naming the
+frame where the adjoint left the finite range (docs/concepts.md, "Gradient health and long horizons").
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from .state import FieldSpec, State, copy_frame, nonfinite_kernel, state_nbytes
 from .system import System
 
 STORAGE = ("full", "checkpointed")
+#: with full storage, the health report's parameter contributions are read this many times per backward pass
+CONTRIBUTION_CHUNKS = 8
 
 
 class Simulation:
@@ -45,6 +52,10 @@ class Simulation:
         storage: str = "full",
         checkpoint_every: int | None = None,
         check_finite: bool = True,
+        truncate: int | None = None,
+        clip_adjoint: float | None = None,
+        health: bool = False,
+        health_every: int | None = None,
     ):
         system.check_alive()
         system.params.check_requires_grad()
@@ -87,6 +98,15 @@ class Simulation:
         self.set_loss(loss)
         self.loss_value = None
         self._forward_done = False
+        self.truncate = truncate
+        self.clip_adjoint = clip_adjoint
+        self.record_health = bool(health)
+        self.health_every = health_every
+        self._param_differ = None
+        self.health = None
+        self._monitor = None
+        self._tcarry = None
+        self._passed = None
 
     def _check_memory(self, specs) -> None:
         """Refuse, with the estimate, a rollout whose buffers would not fit in memory (before allocating them)."""
@@ -241,24 +261,97 @@ class Simulation:
         return "; ".join(x for x in (where, hint) if x)
 
     # -- backward -----------------------------------------------------------------------------------------------
-    def backward(self) -> None:
+    def backward(
+        self, health: bool | None = None, truncate: int | None = None, clip_adjoint: float | None = None
+    ) -> None:
         """Accumulate d(total loss)/d(parameter) into every parameter's gradient (zeroed first); parameters built
-        without one (the system's requires_grad) are skipped."""
+        without one (the system's requires_grad) are skipped.
+
+        health: record a `HealthReport` in `self.health` (default: the `health` given to the constructor); the
+            adjoint norm of every `health_every`-th frame (the constructor's; None: every ceil(256 / state scalars
+            per frame) steps, a few per cent of the pass; every frame with clip_adjoint) and of the first and last.
+        truncate: truncated backpropagation, W steps (default: the constructor's `truncate`; None: exact).
+        clip_adjoint: rescale each copy's state adjoint to norm <= C at every frame (default: the constructor's).
+        See docs/concepts.md, "Gradient health and long horizons", for what the remedies compute.
+
+        With `check_finite` (the default), a non-finite parameter gradient raises `SimulationError` naming the first
+        frame of the backward pass (the latest frame) whose state adjoint left the finite range."""
         if self.loss is None:
             raise DiffsimError("backward() needs a loss; pass loss= to Simulation or call set_loss()")
+        health = self.record_health if health is None else bool(health)
+        truncate = self.truncate if truncate is None else truncate
+        clip = self.clip_adjoint if clip_adjoint is None else clip_adjoint
+        if truncate is not None:
+            truncate = int(truncate)
+            if truncate < 1:
+                raise DiffsimError(f"must be >= 1 steps, got {truncate}", where="truncate")
+            if health:
+                raise DiffsimError(
+                    "the health report follows one adjoint through the rollout; truncated backpropagation runs one "
+                    "per loss frame: record health without truncate",
+                    where="truncate",
+                )
+        if clip is not None and not (float(clip) > 0 and np.isfinite(float(clip))):
+            raise DiffsimError(f"must be a finite number > 0, got {clip}", where="clip_adjoint")
         if not self._forward_done:
             self.forward()
-        sys, s = self.system, self.state
+        self.health = None
+        stride = self._health_stride() if clip is None else 1
+        chunks = self._backward_pass(health, truncate, clip, stride)
+        if health:
+            # the report is read from the fields when first asked for (`health`): copying them out costs more than
+            # the recording on a small system, and an optimizer only looks at the last one
+            self._health_pending = (chunks, stride)
+        if self.check_finite:
+            self._check_grad_finite(truncate, clip)
+
+    @property
+    def health(self):
+        """The `HealthReport` of the last backward pass run with health=True (None if the last pass ran without)."""
+        if self._health is None and self._health_pending is not None:
+            self._health = self._health_report(*self._health_pending)
+            self._health_pending = None
+        return self._health
+
+    @health.setter
+    def health(self, report) -> None:
+        self._health = report
+        self._health_pending = None
+
+    def _chunk_steps(self) -> int:
+        """Steps per chunk of the health report's parameter contributions: a checkpoint segment, or an eighth of
+        the horizon with full storage (each chunk boundary costs one kernel launch over every parameter)."""
+        return self.K if self.storage == "checkpointed" else max(1, -(-self.steps // CONTRIBUTION_CHUNKS))
+
+    def _health_stride(self) -> int:
+        if self.health_every is not None:
+            if int(self.health_every) < 1:
+                raise DiffsimError(f"must be >= 1, got {self.health_every}", where="health_every")
+            return int(self.health_every)
+        from .health import auto_health_every  # noqa: PLC0415
+
+        return auto_health_every(sum(spec.elements_per_frame(self.batch) for spec in self._state_specs))
+
+    def _backward_pass(self, health: bool, truncate: int | None, clip: float | None, stride: int = 1):
+        sys = self.system
         sys.params.zero_grad()
         for leaf, w in self.loss.terms():
             leaf.zero_grad()
             leaf.reset(w)
+        mon = self._adjoint_monitor() if (health or clip is not None or truncate is not None) else None
+        if truncate is not None:
+            self._backward_truncated(truncate, clip, mon)
+            return None
+        s = self.state
+        chunks = _ParamChunks(self, health)
         last = len(self.segments) - 1
+        stale = self._window_stale()
+        every = self._chunk_steps()
         for j in reversed(range(len(self.segments))):
             a, b = self.segments[j]
             n = b - a
             # Recompute the segment's frames from its snapshot (the window still holds the last segment).
-            if j != last:
+            if j != last or stale:
                 self._load_segment_start(j)
                 self._run_steps(a, b, loss=False)
             s.zero_grad()
@@ -267,20 +360,183 @@ class Simulation:
                     self._copy(self.carry.field(spec.name), 0, s.field(spec.name).grad, n)
             for k in reversed(range(n)):
                 self._eval_loss_grad(k + 1, a + k + 1)
+                if clip is not None:
+                    mon.clip(k + 1, a, clip)
+                elif health and ((a + k + 1) % stride == 0 or a + k + 1 == self.steps):
+                    mon.record(k + 1, a)
                 self._step_grad(k, a + k)
+                if health and (a + k) % every == 0 and a + k > 0:
+                    chunks.mark(a + k)
             if j == 0:
                 self._eval_loss_grad(0, 0)
+                if clip is not None:
+                    mon.clip(0, 0, clip)
+                elif health:
+                    mon.record(0, 0)
                 sys.initialize_grad(s)
+                chunks.mark(0)
             else:
                 for spec in self._state_specs:
                     self._copy(s.field(spec.name).grad, 0, self.carry.field(spec.name), 0)
+        return chunks
 
-    def value_and_grad(self, names=None) -> tuple[float, dict[str, np.ndarray]]:
+    def _window_stale(self) -> bool:
+        """Whether the window no longer holds the last segment: a backward pass with several segments ends with
+        the first one there, and a second pass without a forward in between must recompute the last one. (Each
+        forward makes a new `loss_value` array; a pass remembers the one it ran after.)"""
+        stale = len(self.segments) > 1 and self._passed is self.loss_value
+        self._passed = self.loss_value
+        return stale
+
+    def _backward_truncated(self, W: int, clip: float | None, mon) -> None:
+        """Truncated backpropagation: for each loss frame t, the adjoint of its terms is carried back through the
+        W steps t-1 .. t-W only (the state at frame t - W is held constant; when t <= W the sweep reaches frame 0
+        and the initial state's parameters get their share). One sweep per loss frame; with checkpointed storage,
+        each sweep still under way at a segment's first frame is carried into the previous segment."""
+        sys, s = self.system, self.state
+        last = len(self.segments) - 1
+        stale = self._window_stale()
+        pending: dict[int, int] = {}  # loss frame -> slot of its carried adjoint (in the buffer being read)
+        side = 0
+        for j in reversed(range(len(self.segments))):
+            a, b = self.segments[j]
+            n = b - a
+            if j != last or stale:
+                self._load_segment_start(j)
+                self._run_steps(a, b, loss=False)
+            sweeps = sorted(pending, reverse=True)
+            lo_i = bisect.bisect_right(self._loss_frames, a if j else -1)
+            hi_i = bisect.bisect_right(self._loss_frames, b)
+            sweeps += sorted(self._loss_frames[lo_i:hi_i], reverse=True)
+            new_pending: dict[int, int] = {}
+            for t in sweeps:
+                stop = max(t - W, 0)  # global frame where this sweep ends
+                top = n if t > b else t - a
+                bottom = max(stop - a, 0)
+                mon.zero(bottom, top + 1)
+                if t > b:
+                    src = self._truncation_carry(side, W)
+                    for spec in self._state_specs:
+                        self._copy(src.field(spec.name), pending[t], s.field(spec.name).grad, n)
+                else:
+                    self._eval_loss_grad(top, t)
+                for k in reversed(range(bottom, top)):
+                    if clip is not None:
+                        mon.clip(k + 1, a, clip)
+                    self._step_grad(k, a + k)
+                if stop < a:  # the sweep goes on in the previous segment
+                    slot = new_pending[t] = len(new_pending)
+                    dst = self._truncation_carry(1 - side, W)
+                    for spec in self._state_specs:
+                        self._copy(s.field(spec.name).grad, 0, dst.field(spec.name), slot)
+                elif stop == 0:  # reached the initial state
+                    if clip is not None:
+                        mon.clip(0, 0, clip)
+                    sys.initialize_grad(s)
+            pending = new_pending
+            side = 1 - side
+
+    def _truncation_carry(self, side: int, W: int) -> State:
+        """Two buffers (read by one segment, written for the previous one) of the adjoints that truncated sweeps
+        carry across a segment boundary: as many frames as loss frames t with a < t < a + W at any boundary a."""
+        key = W
+        if self._tcarry is None or self._tcarry[0] != key:
+            need = 1
+            frames = np.asarray(self._loss_frames)
+            for a, _b in self.segments[1:]:
+                need = max(need, int(np.count_nonzero((frames > a) & (frames < a + max(W, 1)))))
+            self._tcarry = (
+                key,
+                [State(self._state_specs, frames=need, batch=self.batch, needs_grad=False) for _ in range(2)],
+            )
+        return self._tcarry[1][side]
+
+    def _adjoint_monitor(self):
+        if self._monitor is None:
+            from .health import AdjointMonitor  # noqa: PLC0415
+
+            self._monitor = AdjointMonitor(self.state, self._state_specs, self.state.specs, self.steps, self.batch)
+        return self._monitor
+
+    def _health_report(self, chunks, stride: int):
+        from .health import HealthReport  # noqa: PLC0415
+
+        norm2, bad = self._monitor.arrays()
+        frames = np.arange(self.steps + 1)
+        frames = frames[(frames % stride == 0) | (frames == self.steps)]
+        return HealthReport(
+            frames,
+            norm2[frames],
+            bad[frames],
+            [s.name for s in self._state_specs],
+            dt=getattr(self.system, "dt", 1.0),
+            precision=runtime.current()["precision"],
+            contributions=chunks.table() if chunks is not None else [],
+            every=stride,
+        )
+
+    def _check_grad_finite(self, truncate, clip) -> None:
+        params = self.system.params.with_grad()
+        if not params:
+            return
+        # one kernel for every parameter, kept on the system: its simulations share the compiled kernel
+        cached = getattr(self.system, "_grads_check", None)
+        if cached is None:
+            from .health import grads_checker  # noqa: PLC0415
+
+            flag = ti.field(ti.i32, shape=())
+            cached = self.system._grads_check = (
+                FastKernel(grads_checker([p.field for p in params]), flag, types=""),
+                flag,
+            )
+        check, flag = cached
+        flag[None] = 0
+        check()
+        if not flag[None]:
+            return
+        bad = [p.name for p in params if not np.all(np.isfinite(p.grad()))]
+        report = self.health
+        if truncate is None and (report is None or report.every != 1):
+            # locate it: one more backward pass with the report on (each step's adjoint zeroes the adjoint of the
+            # frame it read, so the window no longer holds them)
+            chunks = self._backward_pass(True, None, clip)
+            report = self.health = self._health_report(chunks, 1)
+        dt = getattr(self.system, "dt", None)
+        f64 = runtime.current()["precision"] == "f64"
+        remedy = (
+            "remedies: "
+            + ("" if f64 else "precision f64 (diffsim.init(precision='f64'), --precision f64), ")
+            + "a shorter horizon, truncated backpropagation (truncate=W), clip_adjoint=C, or more damping; "
+            "check_finite=False returns the gradient anyway"
+        )
+        if report is not None and report.first_nonfinite is not None:
+            f = report.first_nonfinite
+            when = f", t = {f * dt:.4g} s" if dt else ""
+            rate = report.growth_rate()
+            growth = f"; fitted adjoint growth {rate:.4g}/s going back" if np.isfinite(rate) else ""
+            raise SimulationError(
+                f"adjoint of {', '.join(report.bad_quantities(f))}",
+                f,
+                f"the first frame where the gradient left the finite range, going back from frame {self.steps}"
+                f"{when}{growth}; non-finite gradient of {', '.join(bad)}; {remedy}",
+            )
+        if truncate is not None:
+            where = (
+                f"of {', '.join(bad)} with truncate={truncate} (a pass without truncation and health=True locates "
+                f"where the adjoint leaves the finite range); {remedy}"
+            )
+        else:
+            where = f"of {', '.join(bad)}; the state adjoint stayed finite, the parameter gradient overflowed; {remedy}"
+        raise SimulationError("gradient", self.steps, where)
+
+    def value_and_grad(self, names=None, health: bool | None = None) -> tuple[float, dict[str, np.ndarray]]:
         """Forward, backward; the total loss and d loss / d value for the named parameters (by default every one
-        that has a gradient: see the system's requires_grad)."""
+        that has a gradient: see the system's requires_grad). health: as for `backward` (the report lands in
+        `self.health`). A non-finite gradient raises `SimulationError` unless the simulation was built with
+        check_finite=False."""
         params = self.system.params.with_grad(names)
         value = self.forward()
-        self.backward()
+        self.backward(health=health)
         return value, {p.name: p.grad() for p in params}
 
     # -- results ------------------------------------------------------------------------------------------------
@@ -317,3 +573,36 @@ class Simulation:
             + ")"
         )
 
+
+class _ParamChunks:
+    """Parameter-gradient contributions for the health report: the gradient accumulated so far, read at chunk
+    boundaries of the backward pass (`health.ParamDiffer`, one kernel launch per boundary) and differenced."""
+
+    def __init__(self, sim, enabled: bool):
+        self.enabled = enabled
+        self.frames = [sim.steps]
+        if not enabled:
+            return
+        self.params = sim.system.params.with_grad()
+        slots = sim.steps // sim._chunk_steps() + 2
+        differ = sim._param_differ
+        if differ is None or differ[0] < slots:
+            from .health import ParamDiffer  # noqa: PLC0415
+
+            differ = sim._param_differ = (slots, ParamDiffer([p.field for p in self.params], slots))
+        self.differ = differ[1]
+        self.differ.start()
+
+    def mark(self, frame: int) -> None:
+        if self.enabled:
+            self.differ.mark(len(self.frames) - 1)
+            self.frames.append(frame)
+
+    def table(self) -> list:
+        if not self.enabled:
+            return []
+        norms = self.differ.norms(len(self.frames) - 1)
+        return [
+            (lo, hi, {p.name: float(norms[i, pi]) for pi, p in enumerate(self.params)})
+            for i, (hi, lo) in enumerate(zip(self.frames, self.frames[1:], strict=False))
+        ]
