@@ -9,6 +9,7 @@ mean x of 0.250 to 0.386 m in 20 iterations; the mean x after each iteration is 
 """
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -107,6 +108,8 @@ def main(argv=None) -> int:
         f"best mean x {x0 - result.best_loss:.4f} m (from {x0:.4f}) after {result.iterations} iterations "
         f"({result.wall_time_s:.1f} s)"
     )
+    with open(os.path.join(args.out, "result.json"), "w") as fh:  # read by tests/test_examples.py
+        json.dump({"loss_history": result.loss_history, "best_loss": result.best_loss}, fh, indent=1)
     if not args.no_render:
         from diffsim.viz import plot_loss
 

@@ -7,6 +7,7 @@ Loss = minus the forward displacement of the centre of mass (m). The distance af
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -74,6 +75,8 @@ def main(argv=None) -> int:
         f"best distance {-result.best_loss:.4f} m after {result.iterations} iterations "
         f"({result.wall_time_s:.1f} s)"
     )
+    with open(os.path.join(args.out, "result.json"), "w") as fh:  # read by tests/test_examples.py
+        json.dump({"loss_history": result.loss_history, "best_loss": result.best_loss}, fh, indent=1)
     if not args.no_render:
         from diffsim.viz import plot_loss
 
