@@ -1,7 +1,7 @@
 """A square water column collapses in a box (MLS-MPM, weakly compressible water); its surge front against Martin and
 Moyce (1952).
 
-    python examples/mpm_dam_break2d.py              # writes runs/mpm_dam_break2d/{dam_break.gif,front.png}
+    python examples/mpm_dam_break2d.py              # writes runs/mpm_dam_break2d/{dam_break.gif,front.png,result.json}
     python examples/mpm_dam_break2d.py --no-render  # only the table of the front position
 
 The scene is scenes/dam_break2d.toml: a column of side a = 0.2 m, 16 cells across, released at t = 0. The front

@@ -1,6 +1,6 @@
 """Identify a liquid's viscosity and a jelly block's Young's modulus from particle trajectories (MLS-MPM, f64).
 
-    python examples/mpm_sysid.py                # writes runs/mpm_sysid/{loss.png,fitted.gif}
+    python examples/mpm_sysid.py                # writes runs/mpm_sysid/{loss.png,fitted.gif,result.json}
     python examples/mpm_sysid.py --no-render
 
 The scene is scenes/mpm_sysid.toml: a honey column slumps and a jelly block drops in a 32^2 box. The "measured"
