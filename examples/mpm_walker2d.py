@@ -1,6 +1,7 @@
 """Teach DiffTaichi's diffmpm soft robot to walk: MLS-MPM, four actuated legs, gradients through 1,023 steps.
 
-    python examples/mpm_walker2d.py              # 20 iterations, writes runs/mpm_walker2d/{loss.png,before.gif,after.gif,result.json}
+    python examples/mpm_walker2d.py              # 20 iterations, writes runs/mpm_walker2d/{loss.png,before.gif,
+                                                 # after.gif,result.json}
     python examples/mpm_walker2d.py --iters 2 --steps 60 --no-render   # the short mode the tests run
 
 The robot (2,976 particles on a 128 x 128 grid) stretches its legs with act = tanh(bias + a sin(20 t) + b cos(20 t))

@@ -1,6 +1,7 @@
 """Teach the mass-spring walker to walk: an MLP controller optimized with Adam through 680 simulated steps.
 
-    python examples/walker2d.py              # 40 iterations, writes runs/walker2d/{loss.png,before.gif,after.gif,result.json}
+    python examples/walker2d.py              # 40 iterations, writes runs/walker2d/{loss.png,before.gif,after.gif,
+                                             # result.json}
     python examples/walker2d.py --iters 2 --steps 100 --no-render   # the short mode the tests run
 
 Loss = minus the forward displacement of the centre of mass (m). The distance after each iteration is printed.

@@ -41,7 +41,7 @@ def f64():
     use("cpu", "f64")
 
 
-# --- free set-ups (no ground, no walls, no external damping) -------------------------------------------------------
+# --- free set-ups (no ground, no walls, no external damping) ------------------------------------------------
 
 
 def free_springs():
@@ -49,7 +49,9 @@ def free_springs():
     model = diffsim.SpringModel(dim=3)
     rng = np.random.default_rng(0)
     for _ in range(6):
-        model.add_particle(rng.normal(size=3) * 0.2, velocity=rng.normal(size=3), mass=float(rng.uniform(0.1, 1.0)))
+        model.add_particle(
+            rng.normal(size=3) * 0.2, velocity=rng.normal(size=3), mass=float(rng.uniform(0.1, 1.0))
+        )
     for a in range(6):
         for b in range(a + 1, 6):
             model.add_spring(a, b, stiffness=float(rng.uniform(10, 100)), damping=float(rng.uniform(0, 1)))
@@ -69,7 +71,9 @@ def free_rigid():
     m.add_circle("ball", 0.04)
     m.add_joint("revolute", "base", "arm", anchor=[0.15, 1.03], stiffness=2e4, damping=5.0)
     m.add_spring("base", "arm", anchor_a=[0.0, 1.05], anchor_b=[0.3, 1.03], stiffness=300.0, damping=1.0)
-    system = RigidSystem(m, dt=1e-3, gravity=[0.0, -G], ground=None, contact_restitution=0.7, contact_stiffness=1e4)
+    system = RigidSystem(
+        m, dt=1e-3, gravity=[0.0, -G], ground=None, contact_restitution=0.7, contact_stiffness=1e4
+    )
     return system, lambda traj: system.masses()[0]
 
 
@@ -151,7 +155,8 @@ def test_free_fall_centre_of_mass_follows_semi_implicit_euler_exactly(free, name
     V = np.einsum("i,fid->fd", m, traj["v"][:, 0]) / M
     k = np.arange(n + 1)[:, None]
     dt = system.dt
-    X_exact = X[0] + k * dt * V[0] + g * dt**2 * k * (k + 1) / 2  # X_n = X_0 + n dt V_0 + g dt^2 n (n + 1) / 2
+    # X_n = X_0 + n dt V_0 + g dt^2 n (n + 1) / 2
+    X_exact = X[0] + k * dt * V[0] + g * dt**2 * k * (k + 1) / 2
     V_exact = V[0] + k * dt * g  # V_n = V_0 + n dt g
     scale_x = np.abs(X_exact).max()
     scale_v = np.abs(V_exact).max()
@@ -176,7 +181,7 @@ def test_momentum_is_conserved_with_internal_forces_only(free, name):
     assert np.abs(v[-1] - v[0]).max() > 0.05, "the internal forces must actually exchange momentum"
 
 
-# --- energy: damped, with contact, nothing driving ------------------------------------------------------------------
+# --- energy: damped, with contact, nothing driving ----------------------------------------------------------
 
 
 def damped_springs():
@@ -189,7 +194,9 @@ def damped_springs():
     for a, b in [(0, 1), (0, 2), (1, 3), (2, 3), (0, 3), (1, 2)]:
         model.add_spring(a, b, stiffness=400.0, damping=2.0)
     kc = 1e4
-    system = diffsim.SpringSystem(model, dt=5e-4, ground=0.0, friction=0.5, contact_stiffness=kc, contact_damping=20.0)
+    system = diffsim.SpringSystem(
+        model, dt=5e-4, ground=0.0, friction=0.5, contact_stiffness=kc, contact_damping=20.0
+    )
 
     def energy(traj):
         pen = np.maximum(0.0 - traj["x"][:, 0, :, -1], 0.0)
@@ -206,7 +213,9 @@ def damped_rigid():
     r, k = 0.1, 1e4
     m.add_body([0.0, 0.3], velocity=[1.0, -1.0], angular_velocity=-20.0, name="ball", mass=1.0)
     m.add_circle("ball", r)
-    system = RigidSystem(m, dt=5e-4, ground=0.0, ground_restitution=0.5, ground_friction=0.5, ground_stiffness=k)
+    system = RigidSystem(
+        m, dt=5e-4, ground=0.0, ground_restitution=0.5, ground_friction=0.5, ground_stiffness=k
+    )
 
     def energy(traj):
         d = np.maximum(r - traj["x"][:, 0, 0, 1], 0.0)
@@ -296,8 +305,9 @@ def test_energy_never_rises_without_driving(name):
     omega^2 dt, that its oscillating energy error does not show), except on a step that opens or closes a contact:
     the step that first penetrates by pen_1 adds k pen_1^2 / 2 of potential that no force did work for (the force
     is evaluated at the start of the step, when pen = 0), a discretisation error of order (omega dt)^2 E, not
-    rounding. Those steps (penalty contact: springs, rigid, cloth) are left out of the step-to-step check; across each contact episode the energy after it
-    is still checked against the energy before it (the out-of-contact frames' energies never increase)."""
+    rounding. Those steps (penalty contact: springs, rigid, cloth) are left out of the step-to-step check; across
+    each contact episode the energy after it is still checked against the energy before it (the out-of-contact
+    frames' energies never increase)."""
     system, steps, energy, penalty = DAMPED[name]()
     sim = diffsim.Simulation(system, steps)
     sim.forward()
@@ -308,12 +318,14 @@ def test_energy_never_rises_without_driving(name):
     tol = 1e-12 * np.abs(e).max()
     assert rise.max() <= tol, (rise.max(), np.diff(e).argmax())  # E_{n+1} - E_n <= 0
     free_frames = e[~touching.any(axis=-1)]
-    assert np.diff(free_frames).max() <= tol, np.diff(free_frames).max()  # E(after contact) <= E(before contact)
-    assert touching.any() and same_contacts.sum() > 0.9 * steps, "the set-up must touch, and mostly not switch"
+    # E(after a contact episode) <= E(before it)
+    assert np.diff(free_frames).max() <= tol, np.diff(free_frames).max()
+    assert touching.any(), "the set-up must touch"
+    assert same_contacts.sum() > 0.9 * steps, "contacts open or close on few steps: the check covers the rest"
     assert e[-1] < e[0] - 0.1 * abs(e[0]), (e[0], e[-1])  # it did lose energy
 
 
-# --- smoke: an incompressible fluid in a closed box --------------------------------------------------------------
+# --- smoke: an incompressible fluid in a closed box ---------------------------------------------------------
 #
 # Momentum is not conserved in a closed box (its walls push on the fluid), and neither advection scheme conserves a
 # passive scalar's total (semi-Lagrangian back-traces are not area-preserving, MacCormack's clamp adds mass:
