@@ -17,7 +17,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/diffsim demo
+	$(BIN)/diffsim demo --force
 
 # Tests run in one process per core (pytest-xdist), a test file per process: most of their time is Taichi compiling
 # kernels, one thread each. JOBS=0 runs them in this process.

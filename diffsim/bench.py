@@ -517,10 +517,9 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
     }
     if args.json_path:
-        tmp = f"{args.json_path}.tmp{os.getpid()}"
-        with open(tmp, "w") as fh:
-            json.dump(report, fh, indent=1)
-        os.replace(tmp, args.json_path)
+        from diffsim.fileio import write_text_atomic  # noqa: PLC0415
+
+        write_text_atomic(args.json_path, json.dumps(report, indent=1))
     return 1 if any("error" in r for r in results) else 0
 
 

@@ -3,7 +3,8 @@
     diffsim run SCENE --out DIR [--steps N] [--render]
     diffsim params SCENE [--json]
     diffsim optimize SCENE --out DIR [--iters N] [--fit NAME ...] [--target FILE.npz] [--optimizer adam|sgd|lbfgs]
-                                     [--lr X] [--checkpoint K] [--no-render]
+                                     [--lr X] [--checkpoint K] [--save-every N] [--force] [--no-render]
+    diffsim optimize --resume DIR [--iters N]
     diffsim gradcheck SCENE [--fit NAME ...] [--fd-steps H ...] [--json]
     diffsim render SCENE_OR_TRAJECTORY --out FILE.gif|.mp4|.png
     diffsim info
@@ -12,7 +13,8 @@
 
 Common flags: --arch, --precision, --seed, --set NAME=VALUE (repeatable), --quiet, --debug. Exit codes: 0 success,
 1 a check failed (gradcheck), 2 bad input: one line ``diffsim: error: <file>: <key>: <reason>`` on stderr (the
-traceback only with --debug). Every file is written atomically. See docs/cli.md.
+traceback only with --debug), 130/143 stopped by SIGINT/SIGTERM (optimize saves its fit first). Every file is
+written atomically; output locations are checked before any work. See docs/cli.md.
 """
 
 from __future__ import annotations
@@ -43,6 +45,17 @@ COMMANDS = ("run", "params", "optimize", "gradcheck", "render", "info", "demo", 
 # Output helpers
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     """argparse type: a finite number > 0."""
     try:
@@ -52,6 +65,50 @@ def _positive_float(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
+
+
+def _seed(text: str) -> int:
+    """argparse type: a seed numpy and Taichi accept, 0 <= seed < 2^31 (Taichi's is a signed 32-bit integer)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value < 2**31:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..{2**31 - 1}, got {text}")
+    return value
+
+
+def _count(text: str, least: int = 0) -> int:
+    """argparse type: an integer >= least."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {text}")
+    return value
+
+
+def _positive_count(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _count(text, 1)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad flags are reported like every other bad input: one line, exit 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"diffsim: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def _check_format(args, drawn: bool) -> None:
+    """An .mp4 animation needs ffmpeg: refused before any work rather than after the simulation."""
+    import shutil  # noqa: PLC0415
+
+    if drawn and getattr(args, "format", None) == ".mp4" and shutil.which("ffmpeg") is None:
+        raise DiffsimError(
+            "writing .mp4 needs ffmpeg, which is not on PATH; use --format .gif", where="--format .mp4"
+        )
 
 
 class _Out:
@@ -83,10 +140,9 @@ def _rel(path: str | os.PathLike) -> str:
 
 
 def _write_json(path: Path, data) -> None:
-    from diffsim.viz.io import atomic_path  # noqa: PLC0415
+    from diffsim.fileio import write_text_atomic  # noqa: PLC0415
 
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_jsonable(data), indent=1) + "\n")
+    write_text_atomic(path, json.dumps(_jsonable(data), indent=1) + "\n")
 
 
 def _jsonable(value):
@@ -197,13 +253,17 @@ def _full_rollout(sim, twins: dict):
 
 
 def cmd_run(args) -> int:
+    from diffsim.fileio import check_output_folder, remove_stale_temporaries  # noqa: PLC0415
     from diffsim.scene.trajectory import render_trajectory, rollout, save_trajectory  # noqa: PLC0415
 
     out = _Out(args.quiet)
+    check_output_folder(args.out, "--out")
+    _check_format(args, args.render)
     _check_file(args.params, "--params")
     scene = _load(args, steps=args.steps)
     backend = _init(args, scene)
     system, sim, _ = scene.build(task=False, storage="full")
+    scene.check_task(system, sim)  # a broken [task] fails here as it would in optimize
     _load_params_file(args, system)
     t0 = time.perf_counter()
     sim.forward()
@@ -211,6 +271,7 @@ def cmd_run(args) -> int:
     traj = rollout(sim)
     drawing = scene.drawing(system)
     folder = Path(args.out)
+    remove_stale_temporaries(folder)  # of a killed earlier run
     written = [
         save_trajectory(
             folder / "trajectory.npz",
@@ -220,6 +281,7 @@ def cmd_run(args) -> int:
             batch=system.batch,
             system=scene.kind.kind,
             scene=scene.name,
+            scalars=getattr(system, "scalar_names", None),
         )
     ]
     written.append(scene.write(folder / "scene.toml"))
@@ -306,7 +368,54 @@ def cmd_params(args) -> int:
     return EXIT_OK
 
 
+#: the files `diffsim optimize` writes in its output folder (the animations in either format)
+OPTIMIZE_OUTPUTS = (
+    "checkpoint.npz", "result.json", "history.csv", "loss.png", "params.png", "trajectory.png", "scene.toml",
+    "before.gif", "after.gif", "before.mp4", "after.mp4",
+)  # fmt: skip
+#: the files whose presence marks a folder as holding an earlier run's outputs
+_RUN_MARKS = ("checkpoint.npz", "result.json", "history.csv")
+
+
+def _check_fresh_folder(folder: Path, force: bool, flag: str = "--out") -> None:
+    """Refuse (exit 2) to start a fit in a folder that holds an earlier run's outputs, unless --force."""
+    if force or not folder.is_dir():
+        return
+    found = [name for name in _RUN_MARKS if (folder / name).exists()]
+    if found:
+        raise DiffsimError(
+            f"{folder} holds the outputs of an earlier run ({', '.join(found)}): continue it with "
+            f"`diffsim optimize --resume {folder}`, replace it with --force, or give another {flag}",
+            where=flag,
+        )
+
+
+def _clear_outputs(folder: Path) -> list[str]:
+    """Delete diffsim's own outputs (and stale temporary files) from `folder`; other files are kept."""
+    from diffsim.fileio import remove_stale_temporaries  # noqa: PLC0415
+
+    removed = []
+    for name in OPTIMIZE_OUTPUTS:
+        path = folder / name
+        if path.is_file():
+            path.unlink()
+            removed.append(name)
+    removed += [p.name for p in remove_stale_temporaries(folder)]
+    return removed
+
+
 def cmd_optimize(args) -> int:
+    from diffsim.fileio import check_output_folder  # noqa: PLC0415
+
+    _check_format(args, not args.no_render)
+    if args.resume is not None:
+        return _resume(args)
+    if args.scene is None:
+        raise DiffsimError("give a SCENE to fit, or --resume DIR to continue a fit", where="optimize")
+    if args.out is None:
+        raise DiffsimError("the output folder is required: --out DIR", where="optimize")
+    check_output_folder(args.out, "--out")
+    _check_fresh_folder(Path(args.out), args.force)
     _check_file(args.target, "--target")
     _check_file(args.params, "--params")
     scene = _load(
@@ -323,50 +432,64 @@ def cmd_optimize(args) -> int:
     return _optimize(args, scene, Path(args.out), render=not args.no_render)
 
 
-def _optimize(args, scene, folder: Path, render: bool, label: str = "") -> int:
-    import numpy as np  # noqa: PLC0415
+#: flags that set up a fit, which --resume takes from the run it continues
+_SETUP_FLAGS = (
+    ("scene", "SCENE"), ("fit", "--fit"), ("target", "--target"), ("optimizer", "--optimizer"), ("lr", "--lr"),
+    ("tol", "--tol"), ("checkpoint", "--checkpoint"), ("steps", "--steps"), ("params", "--params"),
+    ("set", "--set"), ("seed", "--seed"), ("precision", "--precision"), ("force", "--force"),
+)  # fmt: skip
 
-    import diffsim  # noqa: PLC0415
-    from diffsim.scene.trajectory import render_trajectory  # noqa: PLC0415
-    from diffsim.viz import plot_loss, plot_param_paths, plot_trajectories  # noqa: PLC0415
 
-    out = _Out(args.quiet)
-    if not scene.has_task:
+def _resume(args) -> int:
+    from diffsim.fileio import check_output_folder  # noqa: PLC0415
+    from diffsim.optim.fit import CHECKPOINT_NAME, read_checkpoint  # noqa: PLC0415
+    from diffsim.scene import load_scene  # noqa: PLC0415
+
+    folder = Path(args.resume)
+    given = [flag for attr, flag in _SETUP_FLAGS if getattr(args, attr, None) not in (None, False, [])]
+    if given:
         raise DiffsimError(
-            "the scene has no [task]: add one, or give --target FILE.npz (and --fit NAME ...)",
-            where=scene.source,
+            f"{', '.join(given)}: a resumed fit keeps the settings it was started with (only --iters, --save-every "
+            "and the output options may change); start a new fit with another --out to change them",
+            where="--resume",
         )
-    backend = _init(args, scene)
-    system, sim, task = scene.build(grads="task")  # gradients for the fitted parameters only
-    _load_params_file(args, system)
-    drawing = scene.drawing(system)
-    pset = system.params
-    start = pset.to_dict(task.fit)
-    out.say(
-        f"{scene.name}: fitting {', '.join(task.fit)} ({sum(pset[n].size for n in task.fit)} values) with "
-        f"{task.optimizer.name}, {task.iters} iterations, on {backend['arch']} {backend['precision']}"
-    )
-    twins: dict = {}
-    before = _full_rollout(sim, twins) if render else None
+    if args.out is not None and Path(args.out).resolve() != folder.resolve():
+        raise DiffsimError(
+            f"a resumed fit writes into the folder it continues ({folder}), not {args.out}", where="--out"
+        )
+    if not folder.is_dir():
+        raise DiffsimError(
+            "folder not found" if not folder.exists() else "not a folder", where=f"--resume {folder}"
+        )
+    checkpoint = folder / CHECKPOINT_NAME
+    if not checkpoint.is_file():
+        raise DiffsimError(
+            f"no {CHECKPOINT_NAME} in {folder}: not an output folder of `diffsim optimize`", where="--resume"
+        )
+    check_output_folder(folder, "--resume")
+    saved = read_checkpoint(checkpoint)
+    cli = saved["extra"].get("cli")
+    if cli is None:
+        raise DiffsimError(
+            "written by diffsim.fit(), not `diffsim optimize`: resume it with fit(..., resume=...)",
+            where=str(checkpoint),
+        )
+    scene_file = folder / "scene.toml"
+    if not scene_file.is_file():
+        raise DiffsimError(f"no scene.toml in {folder} (it is written when the fit starts)", where="--resume")
+    scene = load_scene(scene_file, iters=args.iters)
+    _CONTEXT["source"] = scene.source
+    args.precision = cli["backend"]["precision"]
+    args.seed = cli["seed"]
+    if args.arch is None:
+        args.arch = cli["backend"]["arch"]
+    return _optimize(args, scene, folder, render=not args.no_render, resume=saved)
 
-    small = sum(pset[n].size for n in task.fit) <= 64
-    paths: dict[str, list] = {n: [] for n in task.fit} if small else {}
 
-    def record(_it, _rec, _sim):
-        for n in paths:
-            paths[n].append(pset[n].numpy().copy())
-        return False
-
-    result = diffsim.fit(
-        sim, callback=record if small else None, progress=not args.quiet, **task.fit_kwargs()
-    )
-    after = _full_rollout(sim, twins) if render else None
-
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
+def _summary(scene, task, backend, result, start: dict, source: str) -> dict:
     summary = {
         "scene": scene.name,
-        "source": os.path.abspath(scene.source),
+        "source": source,
         "system": scene.kind.kind,
         "backend": backend,
         "loss": task.loss_kind,
@@ -386,7 +509,177 @@ def _optimize(args, scene, folder: Path, render: bool, label: str = "") -> int:
     }
     if task.generated:
         summary["generated_from"] = task.generated
-    _write_json(folder / "result.json", summary)
+    return summary
+
+
+def _install_signal_handlers() -> dict:
+    """SIGTERM (and SIGINT) raise `Interrupted` in the main thread, so that `finally` blocks run: the fit writes
+    its checkpoint and `atomic_path` deletes its temporary file. A second signal while that happens is ignored."""
+    import signal  # noqa: PLC0415
+
+    def handler(signum, _frame):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    old = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread (an embedding program): leave its handlers alone
+        pass
+    return old
+
+
+def _restore_signal_handlers(old: dict) -> None:
+    import signal  # noqa: PLC0415
+
+    for sig, handler in old.items():
+        signal.signal(sig, handler)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; the command exits with 128 + the signal's number (130, 143)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    """Hold an exclusive lock on the output folder (flock on the folder itself: no file to leave behind; the
+    system releases it when the process ends, however it ends), or raise DiffsimError if another process holds it."""
+    try:
+        import fcntl  # noqa: PLC0415
+    except ImportError:  # not a POSIX system: no lock
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DiffsimError(f"{folder} is in use by another diffsim process", where="--out") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _optimize(args, scene, folder: Path, render: bool, label: str = "", resume: dict | None = None) -> int:
+    with contextlib.ExitStack() as stack:
+        return _optimize_locked(args, scene, folder, render, label, resume, stack)
+
+
+def _optimize_locked(args, scene, folder, render, label, resume, stack: contextlib.ExitStack) -> int:
+    import numpy as np  # noqa: PLC0415
+
+    import diffsim  # noqa: PLC0415
+    from diffsim.fileio import remove_stale_temporaries  # noqa: PLC0415
+    from diffsim.optim.fit import CHECKPOINT_NAME, FitResult, read_checkpoint  # noqa: PLC0415
+    from diffsim.scene.trajectory import render_trajectory  # noqa: PLC0415
+    from diffsim.viz import plot_loss, plot_param_paths, plot_trajectories  # noqa: PLC0415
+
+    out = _Out(args.quiet)
+    if not scene.has_task:
+        raise DiffsimError(
+            "the scene has no [task]: add one, or give --target FILE.npz (and --fit NAME ...)",
+            where=scene.source,
+        )
+    backend = _init(args, scene)
+    system, sim, task = scene.build(grads="task")  # gradients for the fitted parameters only
+    pset = system.params
+    if resume is None:
+        _load_params_file(args, system)
+        source = os.path.abspath(scene.source)
+    else:  # every parameter as it was when the fit started; the checkpoint then sets the fitted ones
+        starts = {k[6:]: v for k, v in resume["arrays"].items() if k.startswith("start:")}
+        pset.load_dict(starts, source=str(folder / CHECKPOINT_NAME))
+        source = resume["extra"]["cli"]["source"]
+    drawing = scene.drawing(system)
+    start = pset.to_dict(task.fit)
+    small = sum(pset[n].size for n in task.fit) <= 64
+    cli = {"source": source, "backend": backend, "seed": args.seed}
+    start_all = {n: np.asarray(v, dtype=np.float64) for n, v in pset.to_dict().items()}
+    # the values of a small fit's parameters at each iteration, for params.png
+    paths: dict[str, list] = {n: [] for n in task.fit} if small else {}
+    checkpoint = folder / CHECKPOINT_NAME
+    # the folder is claimed before any work: earlier outputs go (--force), the resolved scene and the checkpoint
+    # come at once, so that a fit killed at any point can be resumed
+    folder.mkdir(parents=True, exist_ok=True)
+    stack.enter_context(_folder_lock(folder))  # one process at a time in a folder
+    if resume is None:
+        if args.force:
+            _clear_outputs(folder)
+        else:  # again, under the lock: a run may have finished in the folder since the first look
+            _check_fresh_folder(folder, force=False)
+        scene.write(folder / "scene.toml")
+    else:
+        for n in paths:
+            paths[n] = list(resume["arrays"][f"path:{n}"][: resume["iterations"]])
+        if args.iters is not None:
+            scene.write(folder / "scene.toml")
+    remove_stale_temporaries(folder)
+    verb = "continuing" if resume else "fitting"
+    done = f" from iteration {resume['iterations']}" if resume else ""
+    out.say(
+        f"{label}{scene.name}: {verb} {', '.join(task.fit)} ({sum(pset[n].size for n in task.fit)} values) with "
+        f"{task.optimizer.name}, {task.iters} iterations{done}, on {backend['arch']} {backend['precision']}"
+    )
+    twins: dict = {}
+    before = _full_rollout(sim, twins) if render else None
+
+    def record(_it, _rec, _sim):
+        for n, values in paths.items():
+            values.append(pset[n].numpy().copy())
+        return False
+
+    def arrays() -> dict:
+        return {
+            **{f"start:{n}": v for n, v in start_all.items()},
+            **{f"path:{n}": np.asarray(v, dtype=np.float64) for n, v in paths.items()},
+        }
+
+    try:
+        result = diffsim.fit(
+            sim,
+            callback=record if small else None,
+            progress=not args.quiet,
+            checkpoint=checkpoint,
+            save_every=args.save_every,
+            resume=checkpoint if resume else None,
+            checkpoint_extra={"cli": cli},
+            checkpoint_arrays=arrays,
+            **task.fit_kwargs(),
+        )
+    except KeyboardInterrupt:
+        if not checkpoint.is_file():  # stopped before the fit's first write: nothing to keep
+            raise
+        saved = read_checkpoint(checkpoint)
+        pset.set_flat(saved["names"], saved["best_u"])
+        partial = FitResult(
+            params=pset.to_dict(task.fit),
+            best_loss=saved["best_loss"],
+            final_loss=saved["history"][-1]["loss"] if saved["history"] else math.nan,
+            history=saved["history"],
+            iterations=saved["iterations"],
+            wall_time_s=saved["elapsed_s"],
+            stopped="interrupted",
+        )
+        _write_json(folder / "result.json", _summary(scene, task, backend, partial, start, source))
+        _write_history(folder / "history.csv", partial.history)
+        print(
+            f"diffsim: the fit is saved after {saved['iterations']} iterations in {_rel(checkpoint)} (best loss "
+            f"{saved['best_loss']:.6g} in {_rel(folder / 'result.json')}); continue it with: "
+            f"diffsim optimize --resume {_rel(folder)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise
+    after = _full_rollout(sim, twins) if render else None
+
+    written = []
+    _write_json(folder / "result.json", _summary(scene, task, backend, result, start, source))
     written.append(folder / "result.json")
     _write_history(folder / "history.csv", result.history)
     written.append(folder / "history.csv")
@@ -396,7 +689,7 @@ def _optimize(args, scene, folder: Path, render: bool, label: str = "") -> int:
     if paths and result.history:
         plot_param_paths(paths, folder / "params.png", title=f"{scene.name}: parameters")
         written.append(folder / "params.png")
-    written.append(scene.write(folder / "scene.toml"))
+    written.append(folder / "scene.toml")  # written when the fit started
     if render and after is not None:
         if (
             task.target is not None
@@ -445,7 +738,7 @@ def _optimize(args, scene, folder: Path, render: bool, label: str = "") -> int:
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
-    from diffsim.viz.io import atomic_path  # noqa: PLC0415
+    from diffsim.fileio import atomic_path  # noqa: PLC0415
 
     columns = ["iteration", "loss", "grad_norm", "forward_s", "backward_s", "wall_time_s"]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
@@ -495,11 +788,13 @@ def cmd_gradcheck(args) -> int:
 
 
 def cmd_render(args) -> int:
+    from diffsim.fileio import check_output_file, remove_stale_temporaries  # noqa: PLC0415
     from diffsim.scene.trajectory import load_trajectory, render_trajectory, rollout  # noqa: PLC0415
     from diffsim.viz.io import animation_kind  # noqa: PLC0415
 
     out = _Out(args.quiet)
-    animation_kind(args.out)  # a bad suffix fails before anything runs
+    animation_kind(args.out)  # a bad suffix or an unwritable place fails before anything runs
+    check_output_file(args.out, "--out")
     source = args.scene
     if source.lower().endswith(".npz"):
         if args.set or args.steps is not None or args.params:
@@ -528,6 +823,7 @@ def cmd_render(args) -> int:
         sim.forward()
         traj = rollout(sim)
         drawing, title, dt = scene.drawing(system), scene.name, system.dt
+    remove_stale_temporaries(Path(args.out).parent)  # of a killed earlier render
     renderer = render_trajectory(
         _positions(traj, drawing, args.copy),
         drawing,
@@ -610,8 +906,11 @@ def cmd_info(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from diffsim.fileio import check_output_folder  # noqa: PLC0415
     from diffsim.scene import find_scene  # noqa: PLC0415
 
+    check_output_folder(args.out, "--out")
+    _check_fresh_folder(Path(args.out), args.force)
     path = find_scene("walker2d")
     if not path.exists():
         raise DiffsimError(
@@ -619,6 +918,7 @@ def cmd_demo(args) -> int:
             "DIFFSIM_SCENES to the folder holding it",
             where="demo",
         )
+    _check_format(args, not args.no_render)
     args.scene = str(path)
     scene = _load(args, iters=args.iters)
     folder = Path(args.out)
@@ -627,12 +927,13 @@ def cmd_demo(args) -> int:
     elapsed = time.perf_counter() - t0
     result = json.loads((folder / "result.json").read_text())
     history = result["loss_history"]
+    out = _Out(args.quiet)
     if history and result["best_loss"] is not None:
-        print(
+        out.say(
             f"demo: the walker's centre of mass moved {-history[0]:.2f} m before training and "
             f"{-result['best_loss']:.2f} m after {result['iterations']} iterations ({elapsed:.0f} s in all)"
         )
-    print(
+    out.say(
         f"demo: results in {_rel(folder)}/ (result.json, loss.png"
         + ("" if args.no_render else f", before{args.format}, after{args.format}")
         + ")"
@@ -671,7 +972,7 @@ def _common(parser: argparse.ArgumentParser, top: bool) -> None:
     )
     g.add_argument(
         "--seed",
-        type=int,
+        type=_seed,
         default=d(None),
         help="seed Python's, numpy's and Taichi's generators and the controller's initial weights",
     )
@@ -683,7 +984,13 @@ def _common(parser: argparse.ArgumentParser, top: bool) -> None:
         help="override a scene key (sim.steps=200, springs[3].stiffness=2e4) or a parameter's initial "
         "value (springs.stiffness=800, gravity=0,-5); repeatable",
     )
-    g.add_argument("--quiet", "-q", action="store_true", default=d(False), help="print nothing but warnings and errors (Taichi's own log lines included)")
+    g.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        default=d(False),
+        help="print nothing but warnings and errors (Taichi's own log lines included)",
+    )
     g.add_argument(
         "--debug",
         action="store_true",
@@ -697,7 +1004,9 @@ def _scene_arg(p, what="scene file (or the name of a shipped scene, e.g. walker2
 
 
 def _render_opts(p) -> None:
-    p.add_argument("--fps", type=float, default=30.0, help="frames per second of animations (default 30)")
+    p.add_argument(
+        "--fps", type=_positive_float, default=30.0, help="frames per second of animations (default 30)"
+    )
     p.add_argument(
         "--format", choices=(".gif", ".mp4"), default=".gif", help="animation format (default .gif)"
     )
@@ -706,7 +1015,7 @@ def _render_opts(p) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from diffsim import __version__  # noqa: PLC0415
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="diffsim",
         description="Differentiable physics on Taichi: simulate scene files, fit their parameters, draw them.",
         epilog="Exit codes: 0 success, 1 a check failed, 2 bad input. Docs: docs/cli.md.",
@@ -740,8 +1049,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_params)
 
     p = command("optimize", "fit parameters: the scene's [task], or the one given by the flags")
-    _scene_arg(p)
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument(
+        "scene",
+        metavar="SCENE",
+        nargs="?",
+        help="scene file (or the name of a shipped scene, e.g. walker2d); not with --resume",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output folder; one that holds an earlier run's outputs is refused (see --resume, --force)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the fit in DIR (an interrupted or finished `optimize --out DIR`) where it stopped, with "
+        "its settings; --iters N raises its total iteration count",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="delete the outputs of an earlier run in --out DIR first"
+    )
+    p.add_argument(
+        "--save-every",
+        type=_positive_int,
+        metavar="N",
+        help="write DIR/checkpoint.npz every N iterations (default: after an iteration when a second has passed "
+        "since the last write); also written at the start, at the end and on SIGINT/SIGTERM",
+    )
     p.add_argument("--iters", type=int, help="iterations (default: task.iters)")
     p.add_argument(
         "--fit",
@@ -777,9 +1111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--target", metavar="FILE.npz", help="target trajectory, as for optimize")
     p.add_argument("--steps", type=int, help="steps per rollout (default: sim.steps)")
-    p.add_argument("--tolerance", type=float, default=1e-6, help="largest relative error that passes (1e-6)")
-    p.add_argument("--directions", type=int, default=2, help="random directions per parameter (2)")
-    p.add_argument("--coordinates", type=int, default=4, help="single coordinates per parameter (4)")
+    p.add_argument(
+        "--tolerance", type=_positive_float, default=1e-6, help="largest relative error that passes (1e-6)"
+    )
+    p.add_argument("--directions", type=_positive_count, default=2, help="random directions per parameter (2)")
+    p.add_argument("--coordinates", type=_count, default=4, help="single coordinates per parameter (4)")
     p.add_argument(
         "--fd-steps",
         type=_positive_float,
@@ -795,10 +1131,10 @@ def build_parser() -> argparse.ArgumentParser:
     _scene_arg(p, "scene file, shipped scene name, or trajectory.npz")
     p.add_argument("--out", required=True, metavar="FILE", help="output: .gif, .mp4 (needs ffmpeg) or .png")
     p.add_argument("--steps", type=int, help="steps to simulate (scenes)")
-    p.add_argument("--stride", type=int, help="draw every N-th frame (default: near real time)")
-    p.add_argument("--copy", type=int, default=0, help="which batch copy to draw (0)")
+    p.add_argument("--stride", type=_positive_count, help="draw every N-th frame (default: near real time)")
+    p.add_argument("--copy", type=_count, default=0, help="which batch copy to draw (0)")
     p.add_argument("--params", metavar="FILE", help="parameter values (JSON) to simulate with")
-    p.add_argument("--fps", type=float, default=30.0, help="frames per second (30)")
+    p.add_argument("--fps", type=_positive_float, default=30.0, help="frames per second (30)")
     p.set_defaults(func=cmd_render)
 
     p = command("info", "version, backends, precision, Vulkan and rendering status")
@@ -809,6 +1145,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("demo", "optimize the walker (scenes/walker2d.toml) and write runs/demo/")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="output folder (runs/demo)")
     p.add_argument("--iters", type=int, help="iterations (default: the scene's, 40)")
+    p.add_argument("--force", action="store_true", help="delete the outputs of an earlier run in DIR first")
+    p.add_argument(
+        "--save-every",
+        type=_positive_int,
+        metavar="N",
+        help="checkpoint every N iterations (default: each second)",
+    )
     p.add_argument("--no-render", action="store_true", help="skip the animations")
     _render_opts(p)
     p.set_defaults(func=cmd_demo, params=None)
@@ -836,7 +1179,11 @@ def main(argv: list[str] | None = None) -> int:
         debug = args.debug
         if args.func is None:  # "bench" after common flags
             return cmd_bench(args.bench_args)
-        return int(args.func(args))
+        old_handlers = _install_signal_handlers()
+        try:
+            return int(args.func(args))
+        finally:
+            _restore_signal_handlers(old_handlers)
     except DiffsimError as e:
         if debug:
             traceback.print_exc()
@@ -845,9 +1192,12 @@ def main(argv: list[str] | None = None) -> int:
             text = f"{_CONTEXT['source']}: {text}"  # e.g. a rollout that went non-finite
         print(f"diffsim: error: {_one_line(text)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("diffsim: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        import signal  # noqa: PLC0415
+
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"diffsim: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:
         return EXIT_OK
     except Exception as e:  # noqa: BLE001 - a bug: one line unless --debug

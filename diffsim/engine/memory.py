@@ -7,6 +7,8 @@ import os
 
 from ..errors import DiffsimError
 
+__all__ = ["available_bytes", "check_memory", "format_bytes", "rollout_frames"]
+
 #: the share of the available memory one allocation may take
 HEADROOM = 0.9
 
@@ -38,4 +40,16 @@ def check_memory(needed: int, what: str, where: str, hint: str = "") -> None:
 
 
 def format_bytes(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.0f} MiB"
+    """``1.50 GiB`` from 256 MiB up, else ``12 MiB``."""
+    return f"{n / 2**30:.3g} GiB" if n >= 2**28 else f"{n / 2**20:.0f} MiB"
+
+
+def rollout_frames(steps: int, storage: str, checkpoint_every: int | None) -> tuple[int, int]:
+    """(frames a simulation keeps in its time-indexed fields, snapshot frames of state): all steps + 1 with full
+    storage; with checkpointed storage a window of k + 1 frames and a snapshot every k steps (k default
+    sqrt(steps))."""
+    if storage != "checkpointed":
+        return steps + 1, 0
+    k = checkpoint_every or max(1, int(round(steps**0.5)))
+    k = min(k, steps)
+    return k + 1, -(-steps // k) + 1

@@ -16,7 +16,6 @@ Optimizers work on an unconstrained vector `u`. The transform maps it to the val
 import fnmatch
 import json
 import math
-import os
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -128,7 +127,8 @@ class Parameter:
         lo, hi = self.bounds
         if lo is not None and np.any(arr < lo) or hi is not None and np.any(arr > hi):
             raise DiffsimError(
-                f"value outside bounds [{_fmt(lo)}, {_fmt(hi)}]: got min {arr.min():g}, max {arr.max():g}",
+                f"value outside bounds [{_fmt(lo, '-inf')}, {_fmt(hi, 'inf')}]: got min {arr.min():g}, "
+                f"max {arr.max():g}",
                 where=self.name,
             )
         if self.transform == "log" and np.any(arr <= 0):
@@ -218,8 +218,9 @@ def _normalize_bounds(bounds) -> tuple[float | None, float | None]:
     return (lo, hi)
 
 
-def _fmt(x) -> str:
-    return "-inf" if x is None else f"{x:g}"
+def _fmt(x, open_end: str) -> str:
+    """A bound as text: `open_end` ("-inf" or "inf") when there is none."""
+    return open_end if x is None else f"{x:g}"
 
 
 class ParameterSet:
@@ -336,14 +337,22 @@ class ParameterSet:
         for name, value in values.items():
             if name not in self._params:
                 raise DiffsimError(f"unknown parameter {name!r}", where=source)
-            self._params[name].set(np.asarray(value, dtype=np.float64))
+            try:
+                arr = np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError, OverflowError):
+                raise DiffsimError(
+                    f"{name}: must be a finite number or a (nested) list of them, got {value!r}", where=source
+                ) from None
+            try:
+                self._params[name].set(arr)
+            except DiffsimError as e:
+                raise DiffsimError(f"{name}: {e.reason}", where=source) from None
 
     def save(self, path: str, names=None) -> None:
         """Write name -> value as JSON, atomically."""
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as fh:
-            json.dump(self.to_dict(names), fh, indent=1)
-        os.replace(tmp, path)
+        from diffsim.fileio import write_text_atomic  # noqa: PLC0415
+
+        write_text_atomic(path, json.dumps(self.to_dict(names), indent=1))
 
     def load(self, path: str) -> None:
         try:
@@ -353,6 +362,14 @@ class ParameterSet:
             raise DiffsimError("file not found", where=path) from None
         except json.JSONDecodeError as e:
             raise DiffsimError(f"not valid JSON: {e}", where=path) from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise DiffsimError(f"cannot read: {e}", where=path) from None
         if isinstance(values, dict) and "params" in values and isinstance(values["params"], dict):
             values = values["params"]  # a result.json from `diffsim optimize`
+        if not isinstance(values, dict):
+            kinds = {list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+            got = kinds.get(type(values), "a number")
+            raise DiffsimError(
+                f"must hold a JSON object {{name: value, ...}} (or a result.json), got {got}", where=path
+            )
         self.load_dict(values, source=path)

@@ -45,7 +45,10 @@ CLOTH = Table(
             doc="grid: vertices per side (nx, ny); vertex (i, j) has index j nx + i.",
         ),
         "obj": Field(
-            "path", None, doc="obj: the mesh file (v and f lines; polygons are split into triangles)."
+            "path",
+            None,
+            doc="obj: the mesh file (v and f lines; polygons are split into triangles); a regular file of at most "
+            "256 MiB.",
         ),
         "scale": Field(
             "float", 1.0, min=0, min_exclusive=True, doc="obj: factor applied to the coordinates."
@@ -365,9 +368,14 @@ def _model(ctx: BuildContext):
     else:
         if cl["obj"] is None:
             raise ctx.error(("cloth", "obj"), "missing required key for mesh = 'obj'")
-        model = ClothModel.from_obj(
-            cl["obj"], scale=cl["scale"], center=cl["center"], rotation=cl["rotation"], **material
-        )
+        try:
+            model = ClothModel.from_obj(
+                cl["obj"], scale=cl["scale"], center=cl["center"], rotation=cl["rotation"], **material
+            )
+        except DiffsimError as e:
+            if e.where == cl["obj"]:  # about the file as a whole: name the scene key too
+                raise ctx.error(("cloth", "obj"), f"{e.where}: {e.reason}") from None
+            raise
         model.velocities = np.broadcast_to(
             np.asarray(cl["velocity"], dtype=np.float64), (model.n_vertices, 3)
         ).copy()
@@ -483,6 +491,16 @@ def cloth_drawing(system) -> Drawing:
     )
 
 
+def cloth_size(data: dict) -> tuple[int, str, str]:
+    """Values per copy per frame (x, v, force of each vertex; a lower bound), for the memory check: a grid's from
+    its resolution, before its mesh is made."""
+    cl = data["cloth"]
+    if cl["mesh"] != "grid":
+        return 9, "cloth.obj", "an OBJ mesh"
+    nx, ny = cl["resolution"]
+    return 9 * nx * ny, "cloth.resolution", f"a {nx} x {ny} grid of vertices"
+
+
 register_system(
     "cloth",
     CLOTH_SCENE,
@@ -491,4 +509,5 @@ register_system(
     doc="Triangle-mesh cloth in 3D (z up): co-rotated or StVK membrane, dihedral bending, damping, aerodynamic "
     "drag and lift, pins and kinematic handles, plane/sphere/box/capsule colliders with friction, semi-implicit "
     "Euler (see docs/cloth.md).",
+    size=cloth_size,
 )

@@ -7,6 +7,8 @@ spheres, voxel masks), the domain ``[walls]``, optional ``[[colliders]]``, and f
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from diffsim.scene.common import build_with_controller, scene_gravity
@@ -375,6 +377,27 @@ def mpm_drawing(system) -> Drawing:
     return Drawing(quantity="x", dim=system.dim, up_axis=system.dim - 1, ground=floor)
 
 
+def mpm_size(data: dict) -> tuple[int, str, str]:
+    """Values per copy per frame (x, v, C, F and the affine scratch of each particle), for the memory check: the
+    particle count estimated from the bodies' volumes, spacing and particles per cell (voxel bodies not counted),
+    before any particle is sampled."""
+    grid = data["grid"]
+    dim, res = grid["dim"], grid["res"]
+    dx = grid["dx"] if grid["dx"] is not None else 1.0 / res[0]
+    n = 0.0
+    for body in data["bodies"]:
+        ppc = body["ppc"] or grid["ppc"] or 2.0**dim
+        if body["shape"] == "box" and body["lo"] is not None and body["hi"] is not None:
+            volume = math.prod(max(0.0, h - lo) for lo, h in zip(body["lo"], body["hi"], strict=False))
+        elif body["shape"] == "sphere" and body["radius"] is not None:
+            volume = (math.pi if dim == 2 else 4.0 / 3.0 * math.pi) * body["radius"] ** dim
+        else:
+            continue
+        n += ppc * volume / dx**dim
+    n = int(n)
+    return (2 * dim + 3 * dim * dim) * n, "bodies", f"about {n} particles"
+
+
 register_system(
     "mpm",
     MPM_SCENE,
@@ -383,4 +406,5 @@ register_system(
     doc="The material point method (MLS-MPM with APIC transfers) in 2D or 3D: fluids, neo-Hookean solids, "
     "Drucker-Prager sand and actuated soft bodies on a background grid, with walls and colliders "
     "(see docs/mpm.md).",
+    size=mpm_size,
 )

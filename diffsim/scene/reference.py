@@ -66,7 +66,10 @@ damping = 0.5               # N s/m
 ```
 
 Everything not written takes its default (the tables below list them); `diffsim run` writes the scene back with
-every default filled in (`DIR/scene.toml`), and that file loads to the same scene.
+every default filled in (`DIR/scene.toml`), and that file loads to the same scene. Integers are 64-bit, as TOML
+specifies (a longer one is an error), and numbers must be finite. Before anything is allocated, a scene's rollout
+is estimated from its sizes (particles, vertices, bodies, grid cells, `sim.batch` copies, the frames `sim.steps`
+and `sim.storage` keep) and refused, with the figure, when it cannot fit in the memory available.
 
 ## Parameter names
 
@@ -88,6 +91,7 @@ A number is broadcast to the parameter's shape; a nested list gives every value.
 `springs[3].stiffness=2e4`, `controller.kind=periodic`, `task.optimizer.lr=0.01`) or, when it is not a key of the
 schema, a parameter name (`springs.stiffness=800`, `gravity=0,-5`), which sets the parameter's initial value as
 `[params]` would. VALUE is a number, `true`/`false`, a comma list (`0,-9.81` or `[0, -9.81]`) or a string.
+`scene.system` cannot be changed this way (the other tables describe the file's system): it is an error.
 
 ## Targets
 
@@ -95,9 +99,16 @@ A trajectory target is an array whose row i is frame i of a rollout (frame 0 is 
 `diffsim run` writes it: `trajectory.npz` holds one array per state quantity (`x`, `v`) and a `frame` array that
 numbers the rows; a `.npy` file or an inline array holds the rows alone, from frame 0. The trajectory loss compares
 the frames `every`, `2 every`, ... up to the rollout's last frame, so a target recorded over a longer rollout also
-works with `--steps` cut short. Relative paths are relative to the scene file. With `[task.loss.generate]` the
+works with `--steps` cut short. A target must reach the last compared frame: one that ends earlier (a 3-frame
+target for a 400-step rollout) is an error that names its last frame, as is a `.npz` recorded with another `dt`
+or by another system (its `meta`). Relative paths are relative to the scene file. With `[task.loss.generate]` the
 target is synthetic: the scene is simulated once with the listed parameter values and that rollout is the target;
 the fit then starts from the scene's own values (see scenes/springs_sysid.toml).
+
+What `--target FILE` compares depends on the system, and is the quantity `diffsim run` writes for it: particle
+positions `x` for springs, cloth and MPM, body positions (centres of mass) `x` for rigid bodies (a `trajectory`
+loss), and the density (`scalars`, the loss's `scalar`) for smoke (a `density` loss). A scene whose loss is of
+that kind keeps its other keys (`every`, `points`, `scalar`); any other loss is replaced.
 
 ## Backend hints
 

@@ -93,6 +93,12 @@ class SystemKind:
     build: Callable[[BuildContext], Any]
     drawing: Callable[[Any], Drawing] | None = None
     doc: str = ""
+    #: the loss kind `--target FILE` makes: one that compares the quantity `diffsim run` writes for the system
+    target_loss: str = "trajectory"
+    #: size(data) -> (values per copy per frame, scene key, description): a lower bound of what one frame of the
+    #: system's time-indexed fields holds, from the validated scene, to refuse a rollout that cannot fit before
+    #: anything is allocated (None: the builder checks itself)
+    size: Callable[[dict], tuple[int, str, str]] | None = None
 
 
 _KINDS: dict[str, SystemKind] = {}
@@ -107,8 +113,14 @@ def register_system(
     drawing: Callable[[Any], Drawing] | None = None,
     doc: str = "",
     replace: bool = False,
+    target_loss: str = "trajectory",
+    size: Callable[[dict], tuple[int, str, str]] | None = None,
 ) -> SystemKind:
-    """Make `kind` available to scene files (``[scene] system = "<kind>"``). Returns the registration."""
+    """Make `kind` available to scene files (``[scene] system = "<kind>"``). Returns the registration.
+
+    target_loss: the ``[task.loss]`` kind that ``--target FILE`` selects, one that compares the quantity
+    `diffsim run` writes for the system with the file (``trajectory``: point positions; smoke: ``density``).
+    size: see `SystemKind.size`."""
     if not isinstance(schema_table, Table):
         raise TypeError(f"schema_table must be a Table, got {type(schema_table).__name__}")
     if kind in _KINDS and not replace:
@@ -118,7 +130,7 @@ def register_system(
     clash = set(schema_table.fields) & set(COMMON_TABLES)
     if clash:
         raise ValueError(f"system kind {kind!r}: tables {sorted(clash)} are common to every scene")
-    entry = SystemKind(kind, schema_table, build_fn, drawing, doc)
+    entry = SystemKind(kind, schema_table, build_fn, drawing, doc, target_loss, size)
     _KINDS[kind] = entry
     return entry
 

@@ -307,6 +307,13 @@ def rigid_drawing(system) -> Drawing:
                    edges=np.asarray(pairs, dtype=np.int64).reshape(-1, 2), ground=ground)
 
 
+def rigid_size(data: dict) -> tuple[int, str, str]:
+    """Values per copy per frame (position, velocity, orientation, angular velocity of each body; a lower bound), for
+    the memory check."""
+    n = max(1, len(data["bodies"]))
+    return 9 * n, "bodies", f"{n} bodies"
+
+
 register_system(
     "rigid",
     RIGID_SCENE,
@@ -314,4 +321,5 @@ register_system(
     drawing=rigid_drawing,
     doc="Rigid bodies in 2D or 3D: spheres, boxes and capsules, penalty contacts with smoothed Coulomb friction, "
     "penalty joints with limits, motors and springs, semi-implicit Euler (see docs/rigid.md).",
+    size=rigid_size,
 )

@@ -222,6 +222,16 @@ def _drop_none(data: Any) -> Any:
     return data
 
 
+def _target_loss_kind(raw: dict) -> str:
+    """The loss kind a target file selects for the scene's system (the registry's `target_loss`)."""
+    table = raw.get("scene")
+    name = table.get("system") if isinstance(table, dict) else None
+    try:
+        return system_kind(name).target_loss if isinstance(name, str) else "trajectory"
+    except DiffsimError:  # an unknown system: validation reports it
+        return "trajectory"
+
+
 def _task_flags(raw: dict, target, fit, optimizer, lr, iters, tol) -> list:
     """Overrides for the command line's task flags, given the file's raw data."""
     out: list = []
@@ -229,10 +239,11 @@ def _task_flags(raw: dict, target, fit, optimizer, lr, iters, tol) -> list:
     loss = task.get("loss") if task and isinstance(task.get("loss"), dict) else None
     if target is not None:
         target = os.path.abspath(os.fspath(target))
-        if loss is not None and loss.get("kind") in ("trajectory", "final_position"):
+        made = _target_loss_kind(raw)
+        if loss is not None and loss.get("kind") in ("trajectory", "final_position", made):
             out += [(["task", "loss", "target"], target), (["task", "loss", "generate"], None)]
         else:
-            out.append((["task", "loss"], {"kind": "trajectory", "target": target}))
+            out.append((["task", "loss"], {"kind": made, "target": target}))
     if fit:
         out.append((["task", "fit"], list(fit)))
     if optimizer is not None:
@@ -327,6 +338,14 @@ class Scene:
         kind = system_kind(head["scene"]["system"])
         schema = scene_schema(kind.kind)
         key_pairs, param_values = _split_overrides(schema, pairs)
+        for path, value in key_pairs:
+            changed = value.get("system") if list(path) == ["scene"] and isinstance(value, dict) else value
+            if list(path) in (["scene"], ["scene", "system"]) and changed not in (None, kind.kind):
+                raise DiffsimError(
+                    f"cannot change the system kind from {kind.kind!r} to {changed!r}: the scene's other tables "
+                    f"describe a {kind.kind} system (write a scene file for {changed!r})",
+                    where="--set scene.system",
+                )
         if steps is not None:
             key_pairs.append((["sim", "steps"], int(steps)))
         if checkpoint_every is not None:
@@ -392,11 +411,9 @@ class Scene:
 
     def write(self, path: str | os.PathLike) -> Path:
         """Write the resolved scene as TOML, atomically."""
-        from diffsim.viz.io import atomic_path  # noqa: PLC0415
+        from diffsim.fileio import write_text_atomic  # noqa: PLC0415
 
-        with atomic_path(path) as tmp:
-            tmp.write_text(self.to_toml())
-        return Path(path)
+        return write_text_atomic(path, self.to_toml())
 
     # -- backend --------------------------------------------------------------------------------------------
     def backend(self, arch: str | None = None, precision: str | None = None) -> tuple[str, str, bool]:
@@ -440,6 +457,7 @@ class Scene:
 
         if not runtime._state["initialized"]:
             self.init_backend()
+        self._refuse_if_too_large()
         ctx = BuildContext(self.data, self.source, self.steps, requires_grad=requires_grad)
         system = self.kind.build(ctx)
         apply_named_values(
@@ -448,6 +466,28 @@ class Scene:
             lambda n: self._param_sources.get(n, f'{self.source}: params."{n}"'),
         )
         return system
+
+    def _refuse_if_too_large(self) -> None:
+        """Estimate the bytes of the rollout's time-indexed fields from the scene's sizes (values and gradients,
+        a lower bound) and refuse, with the figure, one that cannot fit, before anything is allocated."""
+        if self.kind.size is None:
+            return
+        from diffsim import runtime  # noqa: PLC0415
+        from diffsim.engine.memory import check_memory, rollout_frames  # noqa: PLC0415
+
+        sim = self.data["sim"]
+        per_frame, key, what = self.kind.size(self.data)
+        frames, snapshots = rollout_frames(self.steps, sim["storage"], sim["checkpoint_every"])
+        batch = sim["batch"]
+        item = 8 if runtime.current()["precision"] == "f64" else 4
+        need = item * batch * max(1, per_frame) * (2 * frames + snapshots)
+        check_memory(
+            need,
+            f"{frames} frames ({self.steps} steps, {sim['storage']} storage) of {batch} "
+            f"cop{'y' if batch == 1 else 'ies'} of {what}",
+            f"{self.source}: {'sim.batch' if batch > max(1, per_frame) else key}",
+            "use fewer steps, copies or elements, or checkpointed storage",
+        )
 
     def build(self, task: bool = True, storage: str | None = None, grads: str = "all"):
         """(system, simulation, task): the simulation has the task's loss attached; task is None when the scene
@@ -476,6 +516,13 @@ class Scene:
         if task and self.has_task:
             built_task = build_task(self.data["task"], self.source, system, sim)
         return system, sim, built_task
+
+    def check_task(self, system, sim) -> None:
+        """Check the [task] table against the built system, with the errors `build` gives, without simulating a
+        synthetic target or attaching the loss (for `diffsim run`). The target's agreement with this rollout (its
+        frames, points or grid) is left to `build`: a run may preview the scene with another horizon or size."""
+        if self.has_task:
+            build_task(self.data["task"], self.source, system, sim, dry=True)
 
     def drawing(self, system) -> Drawing:
         if self.kind.drawing is None:

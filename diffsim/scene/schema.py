@@ -104,6 +104,9 @@ def format_value(value: Any, max_items: int = 8) -> str:
         if len(value) > max_items:
             shown += f", ... ({len(value)} items)"
         return f"[{shown}]"
+    if isinstance(value, int) and len(str(value)) > 24:
+        digits = str(value)
+        return f"{digits[:8]}... ({len(digits.lstrip('-'))} digits)"
     return str(value)
 
 
@@ -457,7 +460,10 @@ def _check_field(f: Field, v: Any, path: str, ctx: _Context) -> Any:
 def _check_float(f: Field, v: Any, path: str, ctx: _Context) -> float:
     if not _is_number(v):
         raise ctx.error(path, f"must be a number, got {format_value(v)}")
-    x = float(v)
+    try:
+        x = float(v)
+    except OverflowError:  # an integer past a float's range
+        raise ctx.error(path, f"must be finite, got {format_value(v)}") from None
     if not math.isfinite(x):
         raise ctx.error(path, f"must be finite, got {format_value(v)}")
     _check_range(f, x, v, path, ctx)
@@ -468,6 +474,8 @@ def _check_int(f: Field, v: Any, path: str, ctx: _Context) -> int:
     if not _is_int(v):
         raise ctx.error(path, f"must be an integer, got {format_value(v)}")
     n = int(v)
+    if not -(2**63) <= n < 2**63:  # TOML integers are 64-bit; Python's are unbounded
+        raise ctx.error(path, f"must be a 64-bit integer (|value| < 2^63), got {format_value(v)}")
     _check_range(f, n, v, path, ctx)
     return n
 

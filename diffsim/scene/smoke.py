@@ -260,7 +260,10 @@ DENSITY_LOSS = Table(
     {
         "scalar": Field("str", "density", doc="The scalar compared."),
         "target": Field("str", None, doc="A .npy image of the grid's shape (compared at the last frame), or "
-                        "(frames, *grid) images compared at `every`, 2 `every`, ... Leave unset when "
+                        "(frames, *grid) images compared at `every`, 2 `every`, ...; or a trajectory.npz written "
+                        "by `diffsim run` (its `scalars`, compared at frames `every`, 2 `every`, ... (default "
+                        "every frame) up to the last, which it must reach, recorded with the scene's dt). "
+                        "Leave unset when "
                         "[task.loss.generate] lists parameter values. Relative to the scene file's folder (resolved "
                         "by the task loader, so not a \"path\" field, which would resolve it twice)."),
         "every": Field("int", None, min=1, doc="Frames between compared images (default: only the last frame for "
@@ -299,10 +302,13 @@ def _density_loss(task, spec: dict, where, system, sim) -> None:
         saved = {p.name: p.numpy().copy() for p in pset}
         try:
             apply_named_values(pset, generate, lambda n: f"{where.source}: task.loss.generate.\"{n}\"")
-            runner = sim if sim.storage == "full" else diffsim.Simulation(system, sim.steps, storage="full")
-            runner.set_loss(None)
-            runner.forward()
-            q = runner.trajectory(["scalars"])["scalars"][..., k]  # (frames, batch, *grid)
+            if task.dry:  # checking the table only (diffsim run): zeros stand in for the rollout
+                q = np.zeros((sim.steps + 1, system.batch, *system.n))
+            else:
+                runner = sim if sim.storage == "full" else diffsim.Simulation(system, sim.steps, storage="full")
+                runner.set_loss(None)
+                runner.forward()
+                q = runner.trajectory(["scalars"])["scalars"][..., k]  # (frames, batch, *grid)
         finally:
             for p in pset:
                 p.set(saved[p.name])
@@ -316,6 +322,11 @@ def _density_loss(task, spec: dict, where, system, sim) -> None:
         return
     if spec["target"] is None:
         raise DiffsimError("missing required key (a .npy target image, or [task.loss.generate] values)", where=at)
+    if spec["target"].lower().endswith(".npz"):
+        rows, frames = _density_rows(spec["target"], spec["scalar"], k, every or 1, at, system, sim)
+        task.target, task.target_frames = rows, frames
+        task.loss = ScalarLoss(rows, scalar=spec["scalar"], frames=frames, name=at)
+        return
     image = np.load(spec["target"], allow_pickle=False)
     n = tuple(system.n)
     if image.shape == n:
@@ -328,6 +339,35 @@ def _density_loss(task, spec: dict, where, system, sim) -> None:
                            f"that shape, or a stack (frames, {', '.join(map(str, n))}))", where=at)
     task.target = image
     task.loss = ScalarLoss(image, scalar=spec["scalar"], frames=frames, name=at)
+
+
+def _density_rows(path: str, scalar: str, k: int, every: int, at: str, system, sim):
+    """The images of `scalar` in a trajectory file written by `diffsim run` (its ``scalars`` array), at the
+    frames every, 2 every, ... of the rollout: (rows (frames, [batch,] *grid), frame numbers)."""
+    from diffsim.scene.task import check_target_dt, compared_frames, load_target_file  # noqa: PLC0415
+
+    rows, frames, meta = load_target_file(path, "scalars", at, system=system.kind)
+    check_target_dt(meta, system.dt, at)
+    names = meta.get("scalars")
+    if names is not None:
+        if scalar not in names:
+            raise DiffsimError(f"{path} holds the scalars {', '.join(map(repr, names))}, not {scalar!r}", where=at)
+        k = names.index(scalar)
+    n, batch = tuple(system.n), system.batch
+    if rows.ndim == len(n) + 3 and rows.shape[1] == 1 and batch == 1:
+        rows = rows[:, 0]
+    per_copy = rows.ndim == len(n) + 3
+    cells = tuple(rows.shape[2 if per_copy else 1 : -1])
+    if rows.ndim not in (len(n) + 2, len(n) + 3) or cells != n:
+        raise DiffsimError(f"{path} holds cells of shape {cells or rows.shape}; the grid has {n} cells", where=at)
+    if per_copy and rows.shape[1] != batch:
+        raise DiffsimError(
+            f"{path} holds {rows.shape[1]} copies (axis 1), the scene simulates batch = {batch}", where=at
+        )
+    if k >= rows.shape[-1]:
+        raise DiffsimError(f"{path} holds {rows.shape[-1]} scalars, {scalar!r} is number {k + 1}", where=at)
+    keep = compared_frames(frames, sim.steps, every, at)
+    return rows[keep][..., k], frames[keep]
 
 
 def _centroid_loss(task, spec: dict, where, system, sim) -> None:
@@ -355,6 +395,7 @@ register_system(
     SMOKE_SCENE,
     build_smoke,
     drawing=smoke_drawing,
+    target_loss="density",
     doc="Eulerian smoke: incompressible flow on a MAC grid in 2D or 3D, advected scalars, buoyancy, vorticity "
     "confinement, viscosity, force controls, obstacles and sources; the pressure solve is differentiated by an "
     "adjoint solve (see docs/smoke.md).",

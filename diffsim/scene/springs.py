@@ -276,6 +276,14 @@ def springs_drawing(system) -> Drawing:
     )
 
 
+def springs_size(data: dict) -> tuple[int, str, str]:
+    """Values per copy per frame (x, v, force of each particle; a lower bound), for the memory check."""
+    particles = data["particles"]
+    n = len(particles) if particles else 8  # a preset body: at least cube3d's 8
+    dim = len(particles[0]["position"]) if particles and particles[0].get("position") else 2
+    return 3 * dim * n, "particles", f"{n} particles"
+
+
 register_system(
     "springs",
     SPRINGS_SCENE,
@@ -283,4 +291,5 @@ register_system(
     drawing=springs_drawing,
     doc="Mass-spring soft bodies in 2D or 3D: point masses, damped springs (some actuated), a penalty ground "
     "with smoothed Coulomb friction, semi-implicit Euler (see docs/springs.md).",
+    size=springs_size,
 )

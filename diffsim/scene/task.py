@@ -4,9 +4,10 @@ Targets. A trajectory target is an array whose row i is frame i of a rollout (fr
 `diffsim run` writes it (``trajectory.npz``: the array named after the quantity, ``x``, plus a ``frame`` array that
 numbers the rows); a ``.npy`` file or an inline list holds the rows alone, starting at frame 0. The loss compares
 frames ``every, 2 every, ...`` up to the rollout's last frame (frame 0 is left out: it is the given initial state),
-so a target recorded over a longer rollout works with ``--steps`` cut short. ``[task.loss.generate]`` makes the
-target synthetic: the scene is simulated once with the listed parameter values and that rollout is the target,
-then the fit starts from the scene's own values.
+so a target recorded over a longer rollout works with ``--steps`` cut short; a target that ends before the last
+compared frame, or was recorded with another dt (meta of a ``.npz``), or by another system, is refused.
+``[task.loss.generate]`` makes the target synthetic: the scene is simulated once with the listed parameter values
+and that rollout is the target, then the fit starts from the scene's own values.
 """
 
 from __future__ import annotations
@@ -23,7 +24,17 @@ import numpy as np
 from diffsim.errors import DiffsimError
 from diffsim.scene.schema import Field, Table, Variants, format_value
 
-__all__ = ["TASK", "Task", "build_task", "load_target_file", "flatten_names", "apply_named_values", "register_loss"]
+__all__ = [
+    "TASK",
+    "Task",
+    "build_task",
+    "load_target_file",
+    "check_target_dt",
+    "compared_frames",
+    "flatten_names",
+    "apply_named_values",
+    "register_loss",
+]
 
 _PARAM_TABLE_DOC = "Keys are parameter names (`diffsim params SCENE` lists them), quoted or as dotted keys."
 
@@ -191,6 +202,8 @@ def _suggest(name: str, names: list[str]) -> str:
 def _as_array(value: Any, where: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
+    except OverflowError:  # an integer past a float's range
+        raise DiffsimError(f"must be finite, got {format_value(value)}", where=where) from None
     except (TypeError, ValueError):
         raise DiffsimError(
             f"must be a number or a (nested) list of numbers, got {format_value(value)}", where=where
@@ -215,19 +228,28 @@ def apply_named_values(pset, values: dict[str, Any], where_of) -> None:
 # Targets
 
 
-def load_target_file(path: str, quantity: str, where: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(rows, frame numbers, meta) from a trajectory file; rows are ``(frames, [batch,] points, dim)``."""
+def load_target_file(
+    path: str, quantity: str, where: str, system: str | None = None
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(rows, frame numbers, meta) from a trajectory file; rows are ``(frames, [batch,] points, dim)`` (for a grid
+    quantity ``(frames, [batch,] *cells, components)``). system: the scene's system kind; a ``.npz`` whose meta
+    names another one is refused."""
     ext = os.path.splitext(path)[1].lower()
     try:
         if ext == ".npz":
             with np.load(path, allow_pickle=False) as npz:
+                meta = json.loads(str(npz["meta"])) if "meta" in npz.files else {}
+                made_by = meta.get("system")
+                if system is not None and made_by is not None and made_by != system:
+                    raise DiffsimError(
+                        f"{path} was written by a {made_by!r} scene; this scene simulates {system!r}", where=where
+                    )
                 if quantity not in npz.files:
                     raise DiffsimError(
                         f"{path} has no array {quantity!r} (arrays: {', '.join(npz.files)})", where=where
                     )
                 rows = np.asarray(npz[quantity], dtype=np.float64)
                 frames = np.asarray(npz["frame"], dtype=np.int64) if "frame" in npz.files else None
-                meta = json.loads(str(npz["meta"])) if "meta" in npz.files else {}
         elif ext == ".npy":
             rows = np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
             frames, meta = None, {}
@@ -235,13 +257,47 @@ def load_target_file(path: str, quantity: str, where: str) -> tuple[np.ndarray, 
             raise DiffsimError(f"a target file must be .npz or .npy, got {path}", where=where)
     except DiffsimError:
         raise
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError) as e:
         raise DiffsimError(f"cannot read {path}: {e}", where=where) from None
+    if rows.ndim == 0 or len(rows) == 0:
+        raise DiffsimError(f"{path} holds no frames (array of shape {rows.shape})", where=where)
     if frames is None:
         frames = np.arange(len(rows))
     if len(frames) != len(rows):
         raise DiffsimError(f"{path}: 'frame' has {len(frames)} entries for {len(rows)} rows", where=where)
     return rows, frames, meta
+
+
+def check_target_dt(meta: dict, dt: float, where: str) -> None:
+    """Refuse a target recorded with another time step: its frames would not be the rollout's."""
+    if meta.get("dt") is not None and not math.isclose(float(meta["dt"]), dt, rel_tol=1e-9):
+        raise DiffsimError(
+            f"the target was recorded with dt = {meta['dt']:g} s, the scene has dt = {dt:g} s (its frames are "
+            f"not the rollout's: fit with --set sim.dt={meta['dt']:g}, or record the target with the scene's dt)",
+            where=where,
+        )
+
+
+def compared_frames(frames: np.ndarray, steps: int, every: int, where: str) -> np.ndarray:
+    """Which rows of a target with frame numbers `frames` a trajectory loss compares: frames every, 2 every, ...
+    up to the rollout's last frame. The target must reach the last of them: a target that ends early is refused
+    (fitting its first frames only would pass unnoticed)."""
+    last = steps - steps % every  # the last frame the loss compares
+    end = int(frames.max())
+    if end < last:
+        raise DiffsimError(
+            f"the target holds frames {int(frames.min())}..{end}, the {steps}-step rollout is compared up to "
+            f"frame {last}: give --steps {end} (sim.steps = {end}) or a target that covers the rollout",
+            where=where,
+        )
+    keep = (frames > 0) & (frames <= steps) & (frames % every == 0)
+    if not keep.any():
+        raise DiffsimError(
+            f"no target frame in 1..{steps} is a multiple of every = {every} (target frames "
+            f"{int(frames.min())}..{end})",
+            where=where,
+        )
+    return keep
 
 
 @dataclass
@@ -260,6 +316,7 @@ class Task:
     points: np.ndarray | None = None
     quantity: str = "x"  # the state quantity the target is compared with
     generated: dict = field(default_factory=dict)  # parameter values the synthetic target was made with
+    dry: bool = False  # built only to check the table: a synthetic target is not simulated (zeros stand in)
 
     def fit_kwargs(self) -> dict:
         """Keyword arguments for `diffsim.fit`."""
@@ -312,9 +369,24 @@ def resolve_fit(patterns: list[str], names: list[str], source: str) -> list[str]
     return fit
 
 
-def build_task(spec: dict, source: str, system, sim) -> Task:
-    """Build the task of a validated ``[task]`` table for `system`, and attach its loss to `sim`."""
-    import diffsim  # noqa: PLC0415
+def build_task(spec: dict, source: str, system, sim, dry: bool = False) -> Task:
+    """Build the task of a validated ``[task]`` table for `system`, and attach its loss to `sim`.
+
+    dry: only check the table (as `diffsim run` does, with the errors `diffsim optimize` would give): a synthetic
+    target's parameter values are checked but not simulated, the loss is not attached, and the parameters' bounds
+    and transforms are left as they were."""
+    pset = system.params
+    if not dry:
+        return _build_task(spec, source, system, sim, dry)
+    saved = {p.name: (p.bounds, p.transform) for p in pset}
+    try:
+        return _build_task(spec, source, system, sim, dry)
+    finally:
+        for p in pset:
+            p.bounds, p.transform = saved[p.name]
+
+
+def _build_task(spec: dict, source: str, system, sim, dry: bool) -> Task:
     from diffsim.engine.params import _normalize_bounds  # noqa: PLC0415
     from diffsim.optim.fit import make_optimizer  # noqa: PLC0415
 
@@ -381,7 +453,25 @@ def build_task(spec: dict, source: str, system, sim) -> Task:
         iters=spec["iters"],
         tol=spec["tol"],
         patience=spec["patience"],
+        dry=dry,
     )
+    try:
+        _build_loss(task, loss_spec, where, system, sim)
+    except DiffsimError as e:
+        # the target's agreement with this rollout (its frames, points, grid) is optimize's to check: `diffsim
+        # run` may preview the scene with another horizon or size
+        if not (dry and e.where == where("task", "loss", "target")):
+            raise
+    if not dry:
+        sim.set_loss(task.loss)
+    return task
+
+
+def _build_loss(task: Task, loss_spec: dict, where, system, sim) -> None:
+    """Set task.loss (and its target) for the validated ``[task.loss]`` table."""
+    import diffsim  # noqa: PLC0415
+
+    kind = loss_spec["kind"]
     if kind in LOSS_BUILDERS:
         LOSS_BUILDERS[kind](task, loss_spec, where, system, sim)
     elif kind == "com_displacement":
@@ -412,18 +502,21 @@ def build_task(spec: dict, source: str, system, sim) -> Task:
         task.loss = CenterOfMassTargetLoss(np.asarray(target, dtype=np.float64))
     else:
         _point_loss(task, loss_spec, where, system, sim)
-    sim.set_loss(task.loss)
-    return task
 
 
-def _generate(generate: dict, where, system, sim, quantity: str) -> tuple[np.ndarray, np.ndarray]:
-    """Simulate with the parameter values in `generate`; the rows of `quantity` (frames, batch, n, dim)."""
+def _generate(generate: dict, where, system, sim, quantity: str, dry: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Simulate with the parameter values in `generate`; the rows of `quantity` (frames, batch, n, dim). dry: check
+    the values only; zeros stand in for the rollout."""
     import diffsim  # noqa: PLC0415
 
     pset = system.params
     saved = {p.name: p.numpy().copy() for p in pset}
     try:
         apply_named_values(pset, generate, lambda n: _names_where(where.source, "task.loss.generate", n))
+        if dry:
+            spec = {s.name: s for s in system.field_specs()}[quantity]
+            rows = np.zeros((sim.steps + 1, system.batch, *spec.shape, spec.dim or 1))
+            return rows, np.arange(len(rows))
         runner = sim if sim.storage == "full" else diffsim.Simulation(system, sim.steps, storage="full")
         runner.set_loss(None)
         runner.forward()
@@ -449,7 +542,7 @@ def _point_loss(task: Task, spec: dict, where, system, sim) -> None:
         raise DiffsimError("give either target or [task.loss.generate], not both", where=at)
     meta: dict = {}
     if generate:
-        rows, frames = _generate(generate, where, system, sim, quantity)
+        rows, frames = _generate(generate, where, system, sim, quantity, dry=task.dry)
         task.generated = generate
         at = where("task", "loss", "generate")
     elif target is None:
@@ -457,7 +550,7 @@ def _point_loss(task: Task, spec: dict, where, system, sim) -> None:
             "missing required key (a target file or array, or [task.loss.generate] values)", where=at
         )
     elif isinstance(target, str):
-        rows, frames, meta = load_target_file(target, quantity, at)
+        rows, frames, meta = load_target_file(target, quantity, at, system=system.kind)
     else:
         rows = _as_array(target, at)
         if kind == "final_position" and rows.ndim == 2:
@@ -465,11 +558,7 @@ def _point_loss(task: Task, spec: dict, where, system, sim) -> None:
             frames = np.array([steps])
         else:
             frames = np.arange(len(rows))
-    if meta.get("dt") is not None and not math.isclose(float(meta["dt"]), system.dt, rel_tol=1e-9):
-        raise DiffsimError(
-            f"the target was recorded with dt = {meta['dt']:g} s, the scene has dt = {system.dt:g} s",
-            where=at,
-        )
+    check_target_dt(meta, system.dt, at)
     # rows: (frames, n, dim) or (frames, batch, n, dim)
     if rows.ndim == 4 and rows.shape[1] == 1 and batch == 1:
         rows = rows[:, 0]
@@ -507,14 +596,7 @@ def _point_loss(task: Task, spec: dict, where, system, sim) -> None:
         task.target, task.target_frames, task.points = final[None], np.array([steps]), points
         task.loss = diffsim.FinalPositionLoss(final, points=points, quantity=quantity, name=at)
         return
-    every = spec["every"]
-    keep = (frames > 0) & (frames <= steps) & (frames % every == 0)
-    if not keep.any():
-        raise DiffsimError(
-            f"no target frame in 1..{steps} is a multiple of every = {every} (target frames "
-            f"{frames.min()}..{frames.max()})",
-            where=at,
-        )
+    keep = compared_frames(frames, steps, spec["every"], at)
     rows, frames = rows[keep], frames[keep]
     task.target, task.target_frames, task.points = rows, frames, points
     task.loss = diffsim.PointLoss(rows, frames=frames, points=points, quantity=quantity, name=at)

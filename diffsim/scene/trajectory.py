@@ -8,7 +8,8 @@ A trajectory file holds, for a rollout of T steps:
 - ``act`` (T, [batch,] actuators), when the system has a controller: the action applied during step f -> f + 1;
 - what is needed to draw it: ``edges`` (m, 2) particle index pairs, ``faces`` (k, 3), ``ground`` (its height,
   NaN when there is none), ``actuated`` (indices of the actuated edges) and ``actuator`` (their action column);
-- ``meta``: a JSON string with system, scene, dim, up_axis, dt, steps, batch and the diffsim version.
+- ``meta``: a JSON string with system, scene, dim, up_axis, dt, steps, batch and the diffsim version (and for smoke
+  ``scalars``, the names of the components of ``scalars``).
 
 Written atomically with numpy's ``savez`` (no pickles: `numpy.load(path)` reads it as it is).
 """
@@ -49,10 +50,12 @@ def save_trajectory(
     batch: int,
     system: str,
     scene: str = "",
+    scalars: list[str] | None = None,
 ) -> Path:
-    """Write `traj` (from `rollout`) and the drawing info to `path` (.npz), atomically."""
+    """Write `traj` (from `rollout`) and the drawing info to `path` (.npz), atomically. scalars: the names of the
+    components of a smoke system's ``scalars`` (recorded in meta, for a density target)."""
     from diffsim import __version__  # noqa: PLC0415
-    from diffsim.viz.io import atomic_path  # noqa: PLC0415
+    from diffsim.fileio import atomic_path  # noqa: PLC0415
 
     arrays: dict[str, np.ndarray] = {}
     frames = None
@@ -89,6 +92,8 @@ def save_trajectory(
         "batch": batch,
         "diffsim": __version__,
     }
+    if scalars is not None:
+        meta["scalars"] = list(scalars)
     arrays["meta"] = np.array(json.dumps(meta))
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:

@@ -1,8 +1,8 @@
 """Writing images and animations atomically.
 
-Every file the viz module writes goes through `atomic_path`: the content is written to a temporary file in the same
-folder and renamed over the target with `os.replace` only when writing succeeded, so an interrupted render never
-leaves a truncated GIF or PNG behind (docs/design.md, "Outputs and errors").
+Every file the viz module writes goes through `atomic_path` (`diffsim.fileio`): the content is written to a temporary
+file in the same folder and renamed over the target with `os.replace` only when writing succeeded, so an interrupted
+render never leaves a truncated GIF or PNG behind (docs/design.md, "Outputs and errors").
 
 Frames are RGB arrays of shape (H, W, 3), dtype uint8. `write_frames` dispatches on the file suffix:
 
@@ -13,64 +13,20 @@ Frames are RGB arrays of shape (H, W, 3), dtype uint8. `write_frames` dispatches
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from diffsim.errors import DiffsimError
-
-PathLike = str | os.PathLike
+from diffsim.fileio import PathLike, atomic_path  # noqa: F401 - atomic_path is part of this module's interface
 
 #: Suffixes `write_frames` understands, mapped to the kind of file written.
 ANIMATION_SUFFIXES = {".gif": "gif", ".mp4": "mp4", ".png": "png"}
 
 _FFMPEG_MISSING = "writing .mp4 needs ffmpeg, which is missing (not found on PATH); write a .gif instead"
-
-
-def _default_file_mode() -> int:
-    """The mode a file created by `open(path, "w")` would get (0o666 less the umask)."""
-    # mkstemp creates 0o600 files; results should get the same permissions as any other file the user writes.
-    # os.umask can only be read by setting it, so it is set back at once.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-@contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`, with the same suffix; rename it onto `path` on success.
-
-    The parent folder is created if missing. If the body raises (including KeyboardInterrupt), the temporary file is
-    deleted and `path` is left as it was. The suffix is kept so that writers that infer the format from the name
-    (matplotlib's `savefig`, Pillow's `Image.save`, ffmpeg) see the right one.
-
-    Example::
-
-        with atomic_path("runs/loss.png") as tmp:
-            fig.savefig(tmp)
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        if not tmp.exists() or tmp.stat().st_size == 0:
-            raise DiffsimError("the writer produced no output", where=str(target))
-        mode = target.stat().st_mode & 0o777 if target.exists() else _default_file_mode()
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
 
 
 def animation_kind(path: PathLike) -> str:

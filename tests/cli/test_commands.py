@@ -210,6 +210,12 @@ def test_demo(tmp_path):
     assert json.loads((tmp_path / "demo" / "result.json").read_text())["iterations"] == 2
 
 
+def test_quiet_demo_prints_nothing(tmp_path):
+    proc = ok(diffsim("-q", "demo", "--iters", "1", "--no-render", "--out", "demo", cwd=tmp_path))
+    assert proc.stdout == "" and proc.stderr == ""
+    assert json.loads((tmp_path / "demo" / "result.json").read_text())["iterations"] == 1
+
+
 def test_bench_forwards_its_arguments(tmp_path):
     """`diffsim bench ARGS` calls diffsim.bench.main(ARGS) and exits with its return value."""
     code = textwrap.dedent("""

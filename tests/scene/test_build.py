@@ -448,3 +448,26 @@ def test_a_new_system_kind_plugs_in():
     finally:
         unregister_system("toy")
     assert "toy" not in system_kinds()
+
+
+def test_target_rows_are_matched_by_their_frame_numbers(tmp_path):
+    """A target file's `frame` array says which rollout frame each row is: a target kept every 5 frames is compared
+    at those frames; one that ends before the rollout's last compared frame is refused."""
+    use("cpu", "f64")
+    scene = Scene.from_dict(small(), "s.toml")
+    system, sim, _ = scene.build(task=False)
+    sim.forward()
+    x = rollout(sim)["x"][:, 0]  # (21, 2, 2)
+    path = tmp_path / "sparse.npz"
+    np.savez(path, x=x[::5], frame=np.arange(0, 21, 5))
+    _, sim2, task = Scene.from_dict(small(), "s.toml", target=str(path), fit=["springs.stiffness"]).build()
+    assert list(task.target_frames) == [5, 10, 15, 20]
+    np.testing.assert_array_equal(task.target, x[5::5])
+    assert sim2.forward() == pytest.approx(0.0, abs=1e-20)
+    message = built_error(
+        small(), "sim.steps=22", f"task.loss.target={path}", "task.loss.kind=trajectory", "task.fit=[gravity]"
+    )
+    assert message == (
+        "s.toml: task.loss.target: the target holds frames 0..20, the 22-step rollout is compared up to frame 22: "
+        "give --steps 20 (sim.steps = 20) or a target that covers the rollout"
+    )

@@ -22,11 +22,15 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ...errors import DiffsimError
+
+#: the largest OBJ file read (bytes)
+MAX_OBJ_BYTES = 256 * 2**20
 
 
 def rotation_matrix(rotvec) -> np.ndarray:
@@ -211,6 +215,15 @@ class ClothModel:
         scaled, rotated (rotation vector) and, if `center` is given, moved so its bounding-box centre is there."""
         path = os.fspath(path)
         try:
+            info = os.stat(path)
+            if not stat.S_ISREG(info.st_mode):  # /dev/zero, a FIFO, a folder: would never end or not parse
+                raise DiffsimError("not a regular file (an OBJ mesh file is needed)", where=path)
+            if info.st_size > MAX_OBJ_BYTES:
+                raise DiffsimError(
+                    f"{info.st_size / 2**20:.0f} MiB is larger than the {MAX_OBJ_BYTES // 2**20} MiB an OBJ mesh "
+                    "may have (a cloth of millions of triangles would not fit a rollout in memory)",
+                    where=path,
+                )
             with open(path) as fh:
                 lines = fh.read().splitlines()
         except FileNotFoundError:

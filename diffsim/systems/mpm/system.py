@@ -31,6 +31,7 @@ import numpy as np
 import taichi as ti
 
 from ... import runtime
+from ...colliders import box_distance, sphere_distance
 from ...engine import tmath
 from ...engine.launch import FastKernel
 from ...engine.state import FieldSpec
@@ -800,7 +801,6 @@ class MPMSystem(System):
     @ti.func
     def _collider_distance(self, c: ti.template(), xg, b, t):
         """(signed distance, outward unit normal) of node position xg to collider c at time t."""
-        d = ti.static(self.dim)
         kind = ti.static(self.col_kinds[c])
         centre = (
             self.col_position.field[self.col_position.bi(b), c]
@@ -813,24 +813,9 @@ class MPMSystem(System):
         if ti.static(kind == PLANE):
             dist = q.dot(n)
         elif ti.static(kind == SPHERE):
-            r = ti.sqrt(q.dot(q) + 1e-24)
-            dist = r - size[0]
-            n = q / r
+            dist, n = sphere_distance(q, size[0])
         else:
-            sign = ti.select(q >= 0, 1.0, -1.0)
-            e = ti.abs(q) - size
-            out = ti.max(e, 0.0)
-            r = ti.sqrt(out.dot(out) + 1e-24)
-            # inside: the nearest face
-            dist_in = e[0]
-            n_in = ti.Vector.unit(d, 0) * sign[0]
-            for k in ti.static(range(1, d)):
-                nearer = e[k] > dist_in
-                n_in = ti.select(nearer, ti.Vector.unit(d, k) * sign[k], n_in)
-                dist_in = ti.select(nearer, e[k], dist_in)
-            outside = e.max() > 0
-            dist = ti.select(outside, r, dist_in)
-            n = ti.select(outside, sign * out / r, n_in)
+            dist, n = box_distance(q, size)
         return dist, n
 
     @ti.func

@@ -1,7 +1,8 @@
 """Taichi functions for rigid-body kinematics and contact geometry, shared by the kernels of `system.py`.
 
 Quaternions are [w, x, y, z] and rotate body to world coordinates. Every function works for 2D and 3D vectors
-where that makes sense (`box_distance`, `segment_closest`), and is differentiable where its result is continuous.
+where that makes sense (`segment_closest`), and is differentiable where its result is continuous. The signed
+distance to a box is `diffsim.colliders.box_distance`, shared with the cloth and MPM colliders.
 """
 
 import math
@@ -140,29 +141,6 @@ def rotation_2d(angle):
 def vee(m):
     """The vector of the skew-symmetric part of a 3x3 matrix: vee((M - M^T) / 2)."""
     return 0.5 * ti.Vector([m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1]])
-
-
-@ti.func
-def box_distance(q, h):
-    """(signed distance, outward unit normal) of the point q from a box of half extents h, both in the box's
-    frame: outside, the distance to the nearest surface point; inside, minus the distance to the nearest face."""
-    dim = ti.static(q.n)
-    # Built as whole vectors, never element by element: Taichi's reverse mode reads the adjoint of a local vector
-    # written one component at a time before anything is stored to it (a compile-time warning per component)
-    sign = ti.Vector([ti.select(q[k] >= 0, 1.0, -1.0) for k in ti.static(range(dim))])
-    d = ti.abs(q) - h
-    dist = 0.0
-    n = ti.Vector.zero(float, dim)
-    if d.max() > 0:
-        out = ti.max(d, 0.0)
-        r = ti.sqrt(out.dot(out) + 1e-24)
-        dist = r
-        n = sign * out / r
-    else:  # inside: the nearest face (the largest component of d)
-        dist = d.max()
-        n = ti.Vector([ti.select(d[k] >= dist, sign[k], 0.0) for k in ti.static(range(dim))])
-        n = n / n.norm()  # a tie (on a diagonal) averages the faces
-    return dist, n
 
 
 @ti.func

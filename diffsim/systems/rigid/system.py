@@ -43,6 +43,7 @@ import numpy as np
 import taichi as ti
 
 from ... import runtime
+from ...colliders import box_distance
 from ...engine import tmath
 from ...engine.fields import FieldGroup, MassView
 from ...engine.state import FieldSpec
@@ -648,7 +649,7 @@ class RigidSystem(System):
             dist = p[self.dim - 1] - self.ground_height.field[self.ground_height.bi(b)]
         elif ti.static(geom == GEOM_BOX):
             h = ti.Vector([size_b[k] for k in ti.static(range(self.dim))])
-            dist, n_local = geo.box_distance(geo.mtv(Rb, p - cb), h)
+            dist, n_local = box_distance(geo.mtv(Rb, p - cb), h)
             normal = geo.mv(Rb, n_local)
         else:
             # sphere: its centre; capsule: the closest point of its axis; two capsules: the closest points

@@ -95,9 +95,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=shipped_target_path())
     args = parser.parse_args(argv)
     image = target_image(args.shape, args.resolution)
-    tmp = f"{args.out}.tmp{os.getpid()}.npy"
-    np.save(tmp, image.astype(np.float32))
-    os.replace(tmp, args.out)
+    from diffsim.fileio import atomic_path  # noqa: PLC0415
+
+    with atomic_path(args.out) as tmp:
+        np.save(tmp, image.astype(np.float32))
     print(f"wrote {args.out} ({args.shape}, {image.shape[0]}x{image.shape[1]})")
     return 0
 
