@@ -1,7 +1,7 @@
 """A square water column collapses in a box (MLS-MPM, weakly compressible water); its surge front against Martin and
 Moyce (1952).
 
-    python examples/mpm_dam_break2d.py              # writes runs/mpm_dam_break2d/{dam_break.gif,front.png}
+    python examples/mpm_dam_break2d.py              # writes runs/mpm_dam_break2d/{dam_break.gif,front.png,result.json}
     python examples/mpm_dam_break2d.py --no-render  # only the table of the front position
 
 The scene is scenes/dam_break2d.toml: a column of side a = 0.2 m, 16 cells across, released at t = 0. The front
@@ -10,6 +10,7 @@ a square column (the same numbers as tests/mpm/test_physics.py).
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -43,6 +44,9 @@ def main(argv=None) -> int:
     for t, z in zip(MM_T, MM_Z, strict=True):
         zs = float(np.interp(t, T, Z))
         print(f"{t:5.2f} {zs:8.3f} {z:8.2f} {100 * (zs / z - 1):+6.1f}%")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "result.json"), "w") as fh:  # read by tests/test_examples.py
+        json.dump({"T": T.tolist(), "Z": Z.tolist(), "cell": system.dx / a}, fh, indent=1)
     if not args.no_render:
         import matplotlib
 

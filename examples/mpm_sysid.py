@@ -1,6 +1,6 @@
 """Identify a liquid's viscosity and a jelly block's Young's modulus from particle trajectories (MLS-MPM, f64).
 
-    python examples/mpm_sysid.py                # writes runs/mpm_sysid/{loss.png,fitted.gif}
+    python examples/mpm_sysid.py                # writes runs/mpm_sysid/{loss.png,fitted.gif,result.json}
     python examples/mpm_sysid.py --no-render
 
 The scene is scenes/mpm_sysid.toml: a honey column slumps and a jelly block drops in a 32^2 box. The "measured"
@@ -9,6 +9,7 @@ L-BFGS-B matches every 10th frame of every particle's position.
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -40,6 +41,9 @@ def main(argv=None) -> int:
         f"Young's modulus {float(E.numpy()):.6g} Pa (truth 5e4); loss {result.history[0]['loss']:.3g} -> "
         f"{result.best_loss:.3g}"
     )
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "result.json"), "w") as fh:  # read by tests/test_examples.py
+        json.dump({"loss_history": result.loss_history, "best_loss": result.best_loss}, fh, indent=1)
     if not args.no_render:
         from diffsim.scene.trajectory import render_trajectory
         from diffsim.viz import plot_loss

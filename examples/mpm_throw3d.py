@@ -11,6 +11,7 @@ iteration.
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -73,6 +74,8 @@ def main(argv=None) -> int:
         f"{np.round(centre(sim), 4).tolist()} m, target {target.tolist()} m, distance "
         f"{np.linalg.norm(centre(sim) - target) * 1000:.1f} mm after {result.iterations} iterations"
     )
+    with open(os.path.join(args.out, "result.json"), "w") as fh:  # read by tests/test_examples.py
+        json.dump({"loss_history": result.loss_history, "best_loss": result.best_loss}, fh, indent=1)
     if not args.no_render:
         from diffsim.viz import plot_loss
 

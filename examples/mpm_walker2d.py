@@ -1,6 +1,7 @@
 """Teach DiffTaichi's diffmpm soft robot to walk: MLS-MPM, four actuated legs, gradients through 1,023 steps.
 
-    python examples/mpm_walker2d.py              # 20 iterations, writes runs/mpm_walker2d/{loss.png,before.gif,after.gif}
+    python examples/mpm_walker2d.py              # 20 iterations, writes runs/mpm_walker2d/{loss.png,before.gif,
+                                                 # after.gif,result.json}
     python examples/mpm_walker2d.py --iters 2 --steps 60 --no-render   # the short mode the tests run
 
 The robot (2,976 particles on a 128 x 128 grid) stretches its legs with act = tanh(bias + a sin(20 t) + b cos(20 t))
@@ -9,6 +10,7 @@ mean x of 0.250 to 0.386 m in 20 iterations; the mean x after each iteration is 
 """
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -107,6 +109,8 @@ def main(argv=None) -> int:
         f"best mean x {x0 - result.best_loss:.4f} m (from {x0:.4f}) after {result.iterations} iterations "
         f"({result.wall_time_s:.1f} s)"
     )
+    with open(os.path.join(args.out, "result.json"), "w") as fh:  # read by tests/test_examples.py
+        json.dump({"loss_history": result.loss_history, "best_loss": result.best_loss}, fh, indent=1)
     if not args.no_render:
         from diffsim.viz import plot_loss
 

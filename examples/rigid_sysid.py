@@ -1,7 +1,7 @@
 """Identify ground friction, restitution and a box's mass from its thrown trajectory (scenes/rigid_sysid.toml, f64).
 
     python examples/rigid_sysid.py                  # writes runs/rigid_sysid/{trajectory.png, loss.png, result.json}
-    python examples/rigid_sysid.py --iters 2 --steps 200     # the short mode the tests run
+    python examples/rigid_sysid.py --iters 6 --steps 200     # the short mode the tests run
 
 A 1 kg box is thrown tilted and spinning onto the ground, lands on an edge, rotates onto its face, bounces and
 slides to rest. The "measured" trajectory is simulated with friction 0.4, restitution 0.5 and mass 1 kg

@@ -8,6 +8,7 @@ a smaller grid (the target image is regenerated at that size) for a quick run.
 """
 
 import argparse
+import json
 import os
 
 import numpy as np
@@ -51,6 +52,8 @@ def main(argv=None) -> dict:
     h = result.loss_history
     print(f"loss {h[0]:.4g} -> {result.best_loss:.4g} ({result.best_loss / h[0]:.1%} of the start) in "
           f"{result.iterations} iterations, {result.wall_time_s:.0f} s")
+    with open(os.path.join(args.out, "result.json"), "w") as fh:  # read by tests/test_examples.py
+        json.dump({"loss_history": h, "best_loss": result.best_loss}, fh, indent=1)
     print("wrote " + ", ".join(paths))
     return {"result": result, "before": before, "after": after}
 

@@ -1,12 +1,14 @@
 """Teach the mass-spring walker to walk: an MLP controller optimized with Adam through 680 simulated steps.
 
-    python examples/walker2d.py              # 40 iterations, writes runs/walker2d/{loss.png,before.gif,after.gif}
+    python examples/walker2d.py              # 40 iterations, writes runs/walker2d/{loss.png,before.gif,after.gif,
+                                             # result.json}
     python examples/walker2d.py --iters 2 --steps 100 --no-render   # the short mode the tests run
 
 Loss = minus the forward displacement of the centre of mass (m). The distance after each iteration is printed.
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -74,6 +76,8 @@ def main(argv=None) -> int:
         f"best distance {-result.best_loss:.4f} m after {result.iterations} iterations "
         f"({result.wall_time_s:.1f} s)"
     )
+    with open(os.path.join(args.out, "result.json"), "w") as fh:  # read by tests/test_examples.py
+        json.dump({"loss_history": result.loss_history, "best_loss": result.best_loss}, fh, indent=1)
     if not args.no_render:
         from diffsim.viz import plot_loss
 
