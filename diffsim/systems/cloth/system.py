@@ -35,6 +35,7 @@ import taichi as ti
 
 from ... import runtime
 from ...colliders import KIND_ID, local_distance, rotation_from_vector
+from ...engine.simulation import DIVERGENCE_FACTOR
 from ...engine.state import FieldSpec
 from ...engine.system import System
 from ...errors import DiffsimError
@@ -449,7 +450,8 @@ class ClothSystem(System):
             )
 
     def instability_hint(self) -> str:
-        """Names the step, the most deformed triangle just before the state went non-finite, and a stable dt."""
+        """Names the step, the most deformed triangle just before the state went non-finite or diverged (past the
+        engine's bound, DIVERGENCE_FACTOR x max(1, |x| at the window's first frame)), and a stable dt."""
         limits = self.stable_dt()
         worst = min(limits, key=limits.get)
         text = (
@@ -463,7 +465,10 @@ class ClothSystem(System):
             x = s.x.to_numpy()
         except Exception:  # pragma: no cover - the state may be gone
             return text
-        ok = np.isfinite(x).reshape(x.shape[0], -1).all(axis=1)
+        flat = x.reshape(x.shape[0], -1).astype(np.float64)
+        bound = DIVERGENCE_FACTOR * max(1.0, float(np.abs(flat[0]).max()) if np.isfinite(flat[0]).all() else 1.0)
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(flat).all(axis=1) & (np.abs(np.nan_to_num(flat, nan=np.inf)).max(axis=1) <= bound)
         if ok.all():
             return text
         bad = int(np.argmin(ok))
@@ -484,7 +489,7 @@ class ClothSystem(System):
         tri = ", ".join(str(int(v)) for v in faces[t])
         ratio = math.exp(min(float(stretch[b, t]), 700.0))
         return (
-            f"step {bad - 1} of this window made it non-finite; triangle {t} (vertices {tri}) was the most "
+            f"step {bad - 1} of this window made it non-finite or diverge; triangle {t} (vertices {tri}) was the most "
             f"deformed before it (principal stretch {ratio:.3g}x); " + text
         )
 
