@@ -3,10 +3,21 @@
 Optimizers see a flat vector of *unconstrained* coordinates (`ParameterSet.get_flat`): each parameter's transform
 (log, sigmoid) is applied in between, so positivity and ranges hold by construction. Parameters with plain bounds are
 projected back into them after each first-order step; L-BFGS-B (scipy) honours them directly.
+
+Rejected steps. An evaluation whose rollout fails (`SimulationError`: NaN, Inf or divergence) or whose loss or
+gradient is not finite is *rejected*: it is recorded in the history with status "rejected" and its cause, and the fit
+goes on from the last accepted point. Adam and SGD go back to the last accepted iterate (and the optimizer state
+before the failed update) and retry with the step scaled by half; the scale stays reduced for the rest of the fit
+(one failure says the step size was too large for this problem). L-BFGS-B is given a loss of twice the best loss so
+far and a zero gradient at the rejected point: its line search then backtracks (an infinite or huge loss would make
+its cubic interpolation step back to the start point, and scipy end the fit there: see `rejected_loss`).
+`max_rejections` rejected evaluations in a row stop the fit with stopped="unstable" and the best iterate restored;
+a rejected first evaluation (the starting point) raises, as there is nothing to go back to.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -106,15 +117,38 @@ def make_optimizer(name: str, lr: float | None = None, **kw) -> Optimizer:
     return table[name](**kw)
 
 
+#: rejected evaluations in a row that stop a fit (stopped="unstable")
+MAX_REJECTIONS = 5
+
+
+def rejected_loss(best: float, last: float) -> float:
+    """The loss L-BFGS-B sees at a rejected point (with a zero gradient): best + |best| (twice the best loss when it
+    is positive), and no lower than the last accepted loss, so the line search never takes the point for progress.
+
+    Measured with scipy 1.17 on a quadratic whose first trial step lands past a cliff: inf, 1e30 or 1e300 there made
+    the line search's cubic interpolation return the start point and scipy stop ("relative reduction of f"), NaN made
+    it extrapolate without end ("abnormal termination"); twice the best loss backtracked to a quarter of the step
+    and went on to the minimum (`tests/optim/test_rejected_steps.py`)."""
+    return max(best + abs(best), last)
+
+
 @dataclass
 class FitResult:
-    params: dict  # name -> best value (lists)
+    """params: name -> best value (lists). history: one record per evaluation (iteration, loss, grad_norm,
+    forward_s, backward_s, wall_time_s, status "ok" or "rejected", cause: why it was rejected, else ""); a rejected
+    evaluation's loss is NaN when the rollout failed. best_iteration: the history index of best_loss. final_loss: the
+    loss of the last accepted evaluation. message: why the fit stopped when it did not finish normally."""
+
+    params: dict
     best_loss: float
     final_loss: float
-    history: list = field(default_factory=list)  # per evaluation: iteration, loss, grad_norm, wall_time_s
+    history: list = field(default_factory=list)
     iterations: int = 0
     wall_time_s: float = 0.0
     stopped: str = "iterations"
+    best_iteration: int | None = None
+    rejected: int = 0
+    message: str = ""
 
     @property
     def loss_history(self) -> list[float]:
@@ -133,13 +167,17 @@ def fit(
     resume: str | None = None,
     restore_best: bool = True,
     lr: float | None = None,
+    max_rejections: int = MAX_REJECTIONS,
 ) -> FitResult:
     """Minimise the simulation's loss over the named parameters (by default every one that has a gradient).
 
     tol: stop when the loss falls below `tol`, or changes by less than tol * max(1, |loss|) for `patience`
         iterations in a row. callback(iteration, record, sim) may return True to stop.
     resume: a JSON file of parameter values (as written by `ParameterSet.save` or `diffsim optimize`) to start from.
-    restore_best: leave the parameters at the best values seen (else at the last).
+    restore_best: leave the parameters at the best values seen (else at the last accepted ones).
+    max_rejections: stop with stopped="unstable" after this many rejected evaluations in a row (see the module's
+        docstring: an evaluation whose rollout, loss or gradient is not finite is rejected, the fit steps back).
+    Every evaluation counts towards `iters`, rejected ones included.
     """
     if sim.loss is None:
         raise DiffsimError("fit() needs a simulation with a loss")
@@ -153,62 +191,105 @@ def fit(
         pset.load(resume)
     u = pset.get_flat(selected)
     history: list[dict] = []
-    best = {"loss": math.inf, "u": u.copy()}
+    best = {"loss": math.inf, "u": u.copy(), "iteration": None}
+    last = {"loss": math.nan, "u": u.copy()}  # the last accepted evaluation
+    failures = {"row": 0, "total": 0, "cause": ""}
     start = time.perf_counter()
     bar = _progress(iters, progress)
 
-    def evaluate(u_: np.ndarray) -> tuple[float, np.ndarray]:
+    def evaluate(u_: np.ndarray) -> tuple[float, np.ndarray | None, str]:
+        """(loss, gradient, cause): cause is "" for an accepted evaluation, else why it was rejected (the gradient
+        is then None). The first evaluation raises instead: there is no accepted point to go back to."""
         pset.set_flat(selected, u_)
         t0 = time.perf_counter()
-        loss = sim.forward()
-        t1 = time.perf_counter()
-        sim.backward()
-        g = pset.grad_flat(selected)
+        loss, g, cause = math.nan, None, ""
+        t1 = t0
+        try:
+            loss = sim.forward()
+            t1 = time.perf_counter()
+            if not math.isfinite(loss):
+                raise SimulationError("loss", sim.steps, "the loss is not finite")
+            sim.backward()
+            g = pset.grad_flat(selected)
+            if not np.all(np.isfinite(g)):
+                bad = _first_nonfinite_param(pset, selected)
+                raise SimulationError("gradient", sim.steps, f"of {bad}")
+        except SimulationError as e:
+            if not history:
+                raise
+            cause, g = str(e), None
         t2 = time.perf_counter()
-        if not np.all(np.isfinite(g)):
-            bad = _first_nonfinite_param(pset, selected)
-            raise SimulationError("gradient", sim.steps, f"of {bad}")
         rec = {
             "iteration": len(history),
             "loss": loss,
-            "grad_norm": float(np.linalg.norm(g)),
+            "grad_norm": float(np.linalg.norm(g)) if g is not None else math.nan,
             "forward_s": t1 - t0,
             "backward_s": t2 - t1,
             "wall_time_s": time.perf_counter() - start,
+            "status": "rejected" if cause else "ok",
+            "cause": cause,
         }
         history.append(rec)
-        if loss < best["loss"]:
-            best.update(loss=loss, u=np.array(u_, copy=True))
+        if cause:
+            failures["row"] += 1
+            failures["total"] += 1
+            failures["cause"] = cause
+        else:
+            failures["row"] = 0
+            last.update(loss=loss, u=np.array(u_, copy=True))
+            if loss < best["loss"]:
+                best.update(loss=loss, u=np.array(u_, copy=True), iteration=rec["iteration"])
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.5g}")
-        return loss, g
+            bar.set_postfix(loss=f"{loss:.5g}" if not cause else "rejected")
+        return loss, g, cause
+
+    def unstable() -> str:
+        return (
+            f"{failures['row']} evaluations in a row were rejected, the last at iteration {len(history) - 1}: "
+            f"{failures['cause']}"
+        )
 
     stopped = "iterations"
+    message = ""
     try:
         if optimizer.first_order:
             optimizer.reset(u.size)
             quiet = 0
             prev = None
+            scale = 1.0  # the step's scale: halved on every rejected evaluation
+            accepted_u, accepted_g, saved = u, None, None
             for it in range(iters):
-                loss, g = evaluate(u)
+                loss, g, cause = evaluate(u)
                 if callback is not None and callback(it, history[-1], sim):
                     stopped = "callback"
                     break
-                if tol is not None:
-                    if loss < tol:
-                        stopped = "tolerance"
+                if cause:
+                    if failures["row"] >= max_rejections:
+                        stopped, message = "unstable", unstable()
                         break
-                    quiet = (
-                        quiet + 1 if prev is not None and abs(prev - loss) < tol * max(1.0, abs(loss)) else 0
-                    )
-                    if quiet >= patience:
-                        stopped = "converged"
-                        break
-                prev = loss
+                    # back to the last accepted iterate and the optimizer's state before the failed update
+                    scale *= 0.5
+                    optimizer.__dict__.update(copy.deepcopy(saved))
+                else:
+                    accepted_u, accepted_g = u, g
+                    if tol is not None:
+                        if loss < tol:
+                            stopped = "tolerance"
+                            break
+                        quiet = (
+                            quiet + 1
+                            if prev is not None and abs(prev - loss) < tol * max(1.0, abs(loss))
+                            else 0
+                        )
+                        if quiet >= patience:
+                            stopped = "converged"
+                            break
+                    prev = loss
                 if it < iters - 1:
-                    u = optimizer.update(u, g)
-                    pset.set_flat(selected, u)  # projection onto plain bounds happens in set_flat
+                    saved = copy.deepcopy(optimizer.__dict__)
+                    step = optimizer.update(accepted_u, accepted_g) - accepted_u
+                    pset.set_flat(selected, accepted_u + scale * step)  # projection onto plain bounds
                     u = pset.get_flat(selected)
         else:
             from scipy.optimize import minimize
@@ -221,13 +302,17 @@ def fit(
             scale = {}
 
             def fun(x):
-                loss, g = evaluate(x)
+                loss, g, cause = evaluate(x)
                 if callback is not None and callback(len(history) - 1, history[-1], sim):
-                    raise _Stop
+                    raise _Stop("callback")
+                if cause and failures["row"] >= max_rejections:
+                    raise _Stop("unstable")
                 if len(history) >= iters:
-                    raise _Stop
+                    raise _Stop("iterations")
                 if "s" not in scale:
                     scale["s"] = 1.0 / max(abs(loss), 1e-300)
+                if cause:  # a plateau above the best point: the line search backtracks (see rejected_loss)
+                    return rejected_loss(best["loss"], last["loss"]) * scale["s"], np.zeros_like(x)
                 return loss * scale["s"], g * scale["s"]
 
             try:
@@ -246,21 +331,26 @@ def fit(
                     },
                 )
                 stopped = "converged" if res.success else "iterations"
-            except _Stop:
-                stopped = "iterations" if len(history) >= iters else "callback"
+            except _Stop as why:
+                stopped = str(why)
+                if stopped == "unstable":
+                    message = unstable()
     finally:
         if bar is not None:
             bar.close()
-    if restore_best:
-        pset.set_flat(selected, best["u"])
+    # never leave the parameters at a rejected point
+    pset.set_flat(selected, best["u"] if restore_best or stopped == "unstable" else last["u"])
     return FitResult(
         params=pset.to_dict(selected),
         best_loss=best["loss"],
-        final_loss=history[-1]["loss"] if history else math.nan,
+        final_loss=last["loss"],
         history=history,
         iterations=len(history),
         wall_time_s=time.perf_counter() - start,
         stopped=stopped,
+        best_iteration=best["iteration"],
+        rejected=failures["total"],
+        message=message,
     )
 
 
