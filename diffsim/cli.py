@@ -33,6 +33,9 @@ from pathlib import Path
 from diffsim.errors import DiffsimError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+#: `optimize` stopped because every trial step in a row blew the simulation up (stopped="unstable"); the outputs are
+#: written, with the best parameters found
+EXIT_UNSTABLE = 3
 
 _CONTEXT: dict[str, str] = {}  # the scene file being worked on, to prefix errors that do not name one
 
@@ -352,7 +355,9 @@ def _optimize(args, scene, folder: Path, render: bool, label: str = "") -> int:
     small = sum(pset[n].size for n in task.fit) <= 64
     paths: dict[str, list] = {n: [] for n in task.fit} if small else {}
 
-    def record(_it, _rec, _sim):
+    def record(_it, rec, _sim):
+        if rec.get("status") == "rejected":  # the parameters of a step that blew up are not on the path
+            return False
         for n in paths:
             paths[n].append(pset[n].numpy().copy())
         return False
@@ -378,9 +383,12 @@ def _optimize(args, scene, folder: Path, render: bool, label: str = "") -> int:
         "iterations": result.iterations,
         "final_loss": result.final_loss,
         "best_loss": result.best_loss,
+        "best_iteration": result.best_iteration,
+        "rejected": result.rejected,
         "loss_history": result.loss_history,
         "wall_time_s": result.wall_time_s,
         "stopped": result.stopped,
+        "stop_message": result.message,
         "initial_params": start,
         "params": result.params,
     }
@@ -431,14 +439,18 @@ def _optimize(args, scene, folder: Path, render: bool, label: str = "") -> int:
             )
             written.append(path)
     first = result.loss_history[0] if result.loss_history else math.nan
+    rejected = f", {result.rejected} rejected" if result.rejected else ""
     out.say(
-        f"{label}loss {first:.6g} -> best {result.best_loss:.6g} in {result.iterations} iterations "
-        f"({result.wall_time_s:.1f} s, stopped: {result.stopped})"
+        f"{label}loss {first:.6g} -> best {result.best_loss:.6g} (iteration {result.best_iteration}) in "
+        f"{result.iterations} iterations{rejected} ({result.wall_time_s:.1f} s, stopped: {result.stopped})"
     )
     if small:
         for n in task.fit:
             out.say(f"  {n}: {_value_text(result.params[n])}")
     out.say("wrote " + ", ".join(_rel(p) for p in written))
+    if result.stopped == "unstable":
+        print(f"diffsim: fit stopped, unstable: {_one_line(result.message)}", file=sys.stderr)
+        return EXIT_UNSTABLE
     if not math.isfinite(result.best_loss):
         return EXIT_CHECK_FAILED
     return EXIT_OK
@@ -447,7 +459,7 @@ def _optimize(args, scene, folder: Path, render: bool, label: str = "") -> int:
 def _write_history(path: Path, history: list[dict]) -> None:
     from diffsim.viz.io import atomic_path  # noqa: PLC0415
 
-    columns = ["iteration", "loss", "grad_norm", "forward_s", "backward_s", "wall_time_s"]
+    columns = ["iteration", "loss", "grad_norm", "forward_s", "backward_s", "wall_time_s", "status", "cause"]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(columns)

@@ -47,7 +47,7 @@ def statuses(result):
 
 def test_lbfgs_backtracks_from_a_blown_up_trial_point(sim, damping):
     # On log(c), L-BFGS-B's first trial is a unit step: c = 5 e = 13.6, past the bound of 10, and the rollout
-    # diverges. Seen as twice the best loss with a zero gradient, the point makes the line search backtrack, and
+    # diverges. Seen as a plateau above the best loss (`rejected_loss`) with a zero gradient, the point makes the line search backtrack, and
     # the fit goes on to the true damping. (Seen as inf or 1e300, scipy stopped at the start point, c = 5.)
     damping.transform = "log"
     result = diffsim.fit(sim, ["springs.damping"], optimizer="lbfgs", iters=25, progress=False)
