@@ -204,11 +204,15 @@ def fit(
     def evaluate(u_: np.ndarray) -> tuple[float, np.ndarray | None, str]:
         """(loss, gradient, cause): cause is "" for an accepted evaluation, else why it was rejected (the gradient
         is then None). The first evaluation raises instead: there is no accepted point to go back to."""
-        pset.set_flat(selected, u_)
         t0 = time.perf_counter()
         loss, g, cause = math.nan, None, ""
         t1 = None
         try:
+            try:
+                with np.errstate(over="ignore", under="ignore"):
+                    pset.set_flat(selected, u_)
+            except DiffsimError as e:  # the step took a parameter out of its range (a log transform's overflow)
+                raise _Invalid(f"the trial step left a parameter's range: {e}") from e
             loss = sim.forward()
             t1 = time.perf_counter()
             if not math.isfinite(loss):
@@ -218,9 +222,9 @@ def fit(
             if not np.all(np.isfinite(g)):
                 bad = _first_nonfinite_param(pset, selected)
                 raise SimulationError("gradient", sim.steps, f"of {bad}")
-        except SimulationError as e:
+        except (SimulationError, _Invalid) as e:
             if not history:
-                raise
+                raise e.__cause__ if isinstance(e, _Invalid) else e
             cause, g = str(e), None
             if math.isfinite(loss):  # the gradient failed: the loss goes in the cause, the record's loss is NaN
                 cause, loss = f"{cause}; the loss was {loss:.6g}", math.nan
@@ -279,7 +283,7 @@ def fit(
                     scale *= 0.5
                     optimizer.__dict__.update(copy.deepcopy(saved))
                 else:
-                    accepted_u, accepted_g = u, g
+                    accepted_u, accepted_g = pset.get_flat(selected), g  # projected onto plain bounds by set_flat
                     if tol is not None:
                         if loss < tol:
                             stopped = "tolerance"
@@ -296,8 +300,7 @@ def fit(
                 if it < iters - 1:
                     saved = copy.deepcopy(optimizer.__dict__)
                     step = optimizer.update(accepted_u, accepted_g) - accepted_u
-                    pset.set_flat(selected, accepted_u + scale * step)  # projection onto plain bounds
-                    u = pset.get_flat(selected)
+                    u = accepted_u + scale * step  # evaluate() projects it onto plain bounds
         else:
             from scipy.optimize import minimize
 
@@ -362,6 +365,10 @@ def fit(
         rejected=failures["total"],
         message=message,
     )
+
+
+class _Invalid(Exception):
+    """A trial point outside a parameter's range: rejected like a rollout that failed."""
 
 
 def _first_nonfinite_param(pset, names) -> str:

@@ -141,3 +141,14 @@ def test_a_starting_point_that_blows_up_raises(sim, damping):
     damping.set(np.array([13.6]))
     with pytest.raises(SimulationError, match=r"diverging (x|v) at frame \d+ .*damping 13.6 N s/m\) needs dt <"):
         diffsim.fit(sim, ["springs.damping"], optimizer="adam", iters=3, progress=False)
+
+
+def test_a_step_out_of_a_parameters_range_is_rejected(sim, damping):
+    # On log(c), a rate of 1e12 sends c to exp(+-1e9): 0 or inf, which the parameter refuses. That trial is rejected
+    # like a blown-up rollout, and the fit ends unstable at the start, not with the parameter's error.
+    damping.transform = "log"
+    result = diffsim.fit(sim, ["springs.damping"], optimizer="sgd", lr=1e12, iters=20, max_rejections=3,
+                         progress=False)
+    assert result.stopped == "unstable" and statuses(result) == ["ok", "rejected", "rejected", "rejected"]
+    assert result.history[1]["cause"].startswith("the trial step left a parameter's range: springs.damping: ")
+    assert result.params["springs.damping"] == [pytest.approx(START)]

@@ -180,7 +180,8 @@ class SpringSystem(System):
 
         def limit(k, c, mass):
             a, b = k / mass, c / mass
-            return 4.0 / (b + np.sqrt(b * b + 4.0 * a))
+            with np.errstate(over="ignore"):  # b^2 overflows for an absurd damping: the limit is then 0
+                return 4.0 / (b + np.sqrt(b * b + 4.0 * a))
 
         if self.m:
             k = self.stiffness.numpy().reshape(-1, self.stiffness.shape[0])[:, : self.m]
