@@ -98,7 +98,6 @@ class Simulation:
         self._bad = ti.field(runtime.index_type(), shape=())
         self._frame0_max = ti.field(runtime.real(), shape=(max(1, len(self._state_specs)),))
         self._frame0_launch = {}
-        self._limits: dict[str, float] = {}
         self.loss = None
         self.set_loss(loss)
         self.loss_value = None
@@ -207,18 +206,14 @@ class Simulation:
             for spec in self._state_specs:
                 self._copy(self.snapshots.field(spec.name), j, s.field(spec.name), 0)
 
-    def _largest_finite(self) -> float:
-        return float(np.finfo(np.float64 if runtime.current()["precision"] == "f64" else np.float32).max)
-
     def _set_limits(self) -> None:
-        """The divergence bound of each state quantity, from frame 0 of the rollout (see DIVERGENCE_FACTOR)."""
-        if not self.check_finite:
+        """Store each state quantity's largest magnitude at frame 0 of the rollout on the device (slot per quantity),
+        where the check kernels read their divergence bound (see DIVERGENCE_FACTOR): no transfer to Python."""
+        if not self.check_finite or self.divergence_factor is None:
             return
-        if self.divergence_factor is None:
-            self._limits = {}
-            return
-        self._frame0_max.fill(0.0)
         for slot, spec in enumerate(self._state_specs):
+            if spec.dtype == "i32":
+                continue
             launch = self._frame0_launch.get(spec.name)
             if launch is None:
                 field = self.state.field(spec.name)
@@ -226,13 +221,11 @@ class Simulation:
                     max_abs_frame, field, self._frame0_max, types="ii"
                 )
             launch(slot, 0)
-        top = self._frame0_max.to_numpy()
-        largest = self._largest_finite()
-        self._limits = {
-            spec.name: min(largest, self.divergence_factor * max(1.0, float(top[slot])))
-            for slot, spec in enumerate(self._state_specs)
-            if spec.dtype != "i32"
-        }
+
+    def _limit(self, spec: FieldSpec) -> float:
+        """The divergence bound of a state quantity in this rollout (for messages)."""
+        slot = self._state_specs.index(spec)
+        return float(self.divergence_factor * max(1.0, float(self._frame0_max[slot])))
 
     def _check(self, start: int, stop: int, frame_offset: int) -> None:
         """Raise SimulationError if frames [start, stop) of the window hold NaN or Inf, or a state quantity past its
@@ -242,23 +235,23 @@ class Simulation:
         the error names the earliest one (a force or an action often goes bad one frame before the positions)."""
         if not self.check_finite:
             return
-        bad = self._first_bad(self._state_specs, start, stop, self._limits)
+        bad = self._first_bad(self._state_specs, start, stop, bounded=self.divergence_factor is not None)
         if bad is None:
             return
         frame, spec = bad
         arr = self.state.field(spec.name).to_numpy()[frame]
         if np.all(np.isfinite(arr)):
             raise SimulationError(
-                spec.name, frame + frame_offset, self._locate(spec, frame, self._limits[spec.name]), reason="diverging"
+                spec.name, frame + frame_offset, self._locate(spec, frame, self._limit(spec)), reason="diverging"
             )
-        frame, spec = self._first_bad([s for s in self.state.specs if s.dtype != "i32"], start, frame + 1, {})
+        frame, spec = self._first_bad([s for s in self.state.specs if s.dtype != "i32"], start, frame + 1, False)
         raise SimulationError(spec.name, frame + frame_offset, self._locate(spec, frame))
 
-    def _first_bad(self, specs, start: int, stop: int, limits: dict):
-        """(first frame, spec) among `specs` in [start, stop) with NaN, Inf or a component above the spec's limit
-        (absent from `limits`: finiteness only), or None."""
+    def _first_bad(self, specs, start: int, stop: int, bounded: bool):
+        """(first frame, spec) among `specs` in [start, stop) with NaN, Inf or, when `bounded`, a state quantity past
+        its divergence bound; or None."""
         worst = None
-        largest = self._largest_finite()
+        state = {spec.name: slot for slot, spec in enumerate(self._state_specs)}
         for spec in specs:
             if spec.dtype == "i32":
                 continue
@@ -266,10 +259,12 @@ class Simulation:
             launch = self._checks.get(spec.name)
             if launch is None:
                 launch = self._checks[spec.name] = FastKernel(
-                    nonfinite_kernel(field), field, self._bad, types="iif"
+                    nonfinite_kernel(field), field, self._bad, self._frame0_max, types="iiif"
                 )
             self._bad[None] = 2**30
-            launch(start, stop, limits.get(spec.name, largest))
+            slot = state.get(spec.name)
+            factor = self.divergence_factor if bounded and slot is not None else 0.0
+            launch(start, stop, slot or 0, float(factor))
             frame = int(self._bad[None])
             if frame < 2**30 and (worst is None or frame < worst[0]):
                 worst = (frame, spec)

@@ -112,16 +112,29 @@ def _bad_element(v, is_vector: ti.template(), is_f64: ti.template(), bound) -> b
     return bad
 
 
+@ti.func
+def _bound(scale: ti.template(), slot, factor):
+    """factor x max(1, scale[slot]), or -1 (no bound) when factor <= 0."""
+    bound = -1.0
+    if factor > 0:
+        bound = factor * ti.max(1.0, scale[slot])
+    return bound
+
+
 @ti.kernel
-def _first_bad_nested(field: ti.template(), out: ti.template(), start: ti.i32, stop: ti.i32, bound: float):
-    """Lower out[None] to the first frame in [start, stop) holding NaN, Inf or a component above `bound` in
-    magnitude (CPU). Frames and copies are the
-    parallel loop, the element axes nested loops inside it (a grouped loop over every axis spent half its time
-    decomposing its index: 6.3 against 3.4 ms for a 101-frame 128^2 velocity field)."""
+def _first_bad_nested(
+    field: ti.template(), out: ti.template(), scale: ti.template(), start: ti.i32, stop: ti.i32, slot: ti.i32,
+    factor: float,
+):
+    """Lower out[None] to the first frame in [start, stop) holding NaN, Inf or, when factor > 0, a component above
+    factor x max(1, scale[slot]) in magnitude (CPU). Frames and copies are the parallel loop, the element axes nested
+    loops inside it (a grouped loop over every axis spent half its time decomposing its index: 6.3 against 3.4 ms
+    for a 101-frame 128^2 velocity field)."""
     vec = ti.static(isinstance(field, ti.MatrixField))
     f64 = ti.static(field.dtype == ti.f64)
     nd = ti.static(len(field.shape))
     for fr, b in ti.ndrange((start, ti.min(stop, field.shape[0])), field.shape[1]):
+        bound = _bound(scale, slot, factor)
         bad = False
         if ti.static(nd == 2):
             bad = _bad_element(field[fr, b], vec, f64, bound)
@@ -142,21 +155,28 @@ def _first_bad_nested(field: ti.template(), out: ti.template(), start: ti.i32, s
 
 
 @ti.kernel
-def _first_bad_grouped(field: ti.template(), out: ti.template(), start: ti.i32, stop: ti.i32, bound: float):
+def _first_bad_grouped(
+    field: ti.template(), out: ti.template(), scale: ti.template(), start: ti.i32, stop: ti.i32, slot: ti.i32,
+    factor: float,
+):
     """The same on GPUs: one thread per element (a few frames of a large grid would give the nested loop's frames
     x copies too few threads)."""
     for idx in ti.grouped(field):
         if start <= idx[0] < stop:
             vec = ti.static(isinstance(field, ti.MatrixField))
+            bound = _bound(scale, slot, factor)
             if _bad_element(field[idx], vec, ti.static(field.dtype == ti.f64), bound):
                 ti.atomic_min(out[None], idx[0])
 
 
 @ti.func
 def _is_bad(x, is_f64: ti.template(), bound) -> bool:
-    """NaN or Inf, by the exponent bits (all ones): comparisons with NaN are unreliable under fast math; or a finite
-    value above `bound` in magnitude (pass the precision's largest finite number to test finiteness only)."""
-    bad = ti.abs(x) > bound
+    """NaN or Inf, by the exponent bits (all ones): comparisons with NaN are unreliable under fast math; or, when
+    bound >= 0, a finite value above `bound` in magnitude."""
+    bad = False
+    if bound >= 0:
+        if ti.abs(x) > bound:
+            bad = True
     if ti.static(is_f64):
         if ((ti.bit_cast(x, ti.u64) >> 52) & 0x7FF) == 0x7FF:
             bad = True
@@ -168,7 +188,9 @@ def _is_bad(x, is_f64: ti.template(), bound) -> bool:
 
 @ti.kernel
 def max_abs_frame(field: ti.template(), out: ti.template(), slot: ti.i32, frame: ti.i32):
-    """out[slot] = the largest |component| of field[frame] over copies and elements (out zeroed by the caller)."""
+    """out[slot] = the largest |component| of field[frame] over copies and elements."""
+    for _ in range(1):
+        out[slot] = 0.0
     vec = ti.static(isinstance(field, ti.MatrixField))
     for idx in ti.grouped(ti.ndrange(*field.shape[1:])):
         v = field[ti.Vector([frame] + [idx[k] for k in ti.static(range(len(field.shape) - 1))])]
@@ -181,8 +203,9 @@ def max_abs_frame(field: ti.template(), out: ti.template(), slot: ti.i32, frame:
 
 def nonfinite_kernel(field):
     """The kernel that finds the first non-finite frame of `field` (shape (frames, copies, *element axes), at most
-    three element axes): ``kernel(field, out, start, stop, bound)`` lowers out[None] to the first frame in
-    [start, stop) holding NaN, Inf or a component whose magnitude exceeds `bound`."""
+    three element axes): ``kernel(field, out, scale, start, stop, slot, factor)`` lowers out[None] to the first frame
+    in [start, stop) holding NaN, Inf or, when factor > 0, a component whose magnitude exceeds
+    factor x max(1, scale[slot]) (`scale` a 1-D field: the bound stays on the device)."""
     if runtime.current()["arch"] != "cpu":
         return _first_bad_grouped
     if not 2 <= len(field.shape) <= 5:

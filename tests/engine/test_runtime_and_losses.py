@@ -102,7 +102,7 @@ def test_fast_fill_sets_every_element_of_scalar_vector_and_matrix_fields():
 @pytest.mark.parametrize("precision", ["f32", "f64"])
 def test_nonfinite_scan_finds_the_first_bad_frame_for_every_field_rank(precision):
     # The check after each rollout window: frames x copies x up to three element axes, scalar and vector fields.
-    # Bad means NaN, Inf, or a magnitude above the bound argument (the divergence check).
+    # Bad means NaN, Inf, or, with a factor > 0, a magnitude above factor x max(1, scale[slot]) (the divergence check).
     # A NaN and an Inf are planted in different frames, copies and elements; the scan must return the earlier
     # frame inside [start, stop) and ignore bad values outside it. Both variants: the CPU's nested loops (what
     # nonfinite_kernel picks here) and the GPUs' one thread per element.
@@ -110,17 +110,18 @@ def test_nonfinite_scan_finds_the_first_bad_frame_for_every_field_rank(precision
 
     use("cpu", precision)
     real = ti.f64 if precision == "f64" else ti.f32
-    largest = float(np.finfo(np.float64 if precision == "f64" else np.float32).max)  # finiteness only
     out = ti.field(ti.i32, shape=())
+    scale = ti.field(real, shape=(2,))
+    scale.from_numpy(np.array([7.0, 0.5]))
     for tail in [(), (5,), (4, 3), (3, 2, 4)]:
         for dim in (None, 3):
             shape = (9, 2, *tail)
             fld = ti.field(real, shape=shape) if dim is None else ti.Vector.field(dim, real, shape=shape)
             for kernel in (nonfinite_kernel(fld), _first_bad_grouped):
 
-                def scan(start, stop, bound=largest, kernel=kernel, fld=fld):
+                def scan(start, stop, factor=0.0, slot=1, kernel=kernel, fld=fld):
                     out[None] = 2**30
-                    kernel(fld, out, start, stop, bound)
+                    kernel(fld, out, scale, start, stop, slot, factor)
                     return int(out[None])
 
                 arr = np.zeros(fld.shape + (() if dim is None else (dim,)))
@@ -136,7 +137,9 @@ def test_nonfinite_scan_finds_the_first_bad_frame_for_every_field_rank(precision
                 # the divergence bound: a finite component past it in magnitude counts as bad, one at it does not
                 arr[(4, 1) + (0,) * len(tail) + (() if dim is None else (dim - 1,))] = -3e6
                 fld.from_numpy(arr)
-                assert scan(3, 6) == 2**30
-                assert scan(3, 6, bound=3e6) == 2**30
-                assert scan(3, 6, bound=2.9e6) == 4
-                assert scan(0, 9, bound=2.9e6) == 2  # the NaN still comes first
+                assert scan(3, 6) == 2**30  # factor 0: finiteness only
+                assert scan(3, 6, factor=3e6) == 2**30  # bound 3e6 x max(1, scale[1] = 0.5)
+                assert scan(3, 6, factor=2.9e6) == 4
+                assert scan(0, 9, factor=2.9e6) == 2  # the NaN still comes first
+                assert scan(3, 6, factor=3e6 / 7 * 1.01, slot=0) == 2**30  # bound x max(1, scale[0] = 7)
+                assert scan(3, 6, factor=3e6 / 7 * 0.99, slot=0) == 4
