@@ -269,7 +269,7 @@ def fit(
             quiet = 0
             prev = None
             scale = 1.0  # the step's scale: halved on every rejected evaluation
-            accepted_u, accepted_g, saved = u, None, None
+            accepted_u, accepted_g, opt_before = u, None, None
             for it in range(iters):
                 loss, g, cause = evaluate(u)
                 if callback is not None and callback(it, history[-1], sim):
@@ -281,7 +281,7 @@ def fit(
                         break
                     # back to the last accepted iterate and the optimizer's state before the failed update
                     scale *= 0.5
-                    optimizer.__dict__.update(copy.deepcopy(saved))
+                    optimizer.__dict__.update(copy.deepcopy(opt_before))
                 else:
                     accepted_u, accepted_g = pset.get_flat(selected), g  # projected onto plain bounds by set_flat
                     if tol is not None:
@@ -298,7 +298,7 @@ def fit(
                             break
                     prev = loss
                 if it < iters - 1:
-                    saved = copy.deepcopy(optimizer.__dict__)
+                    opt_before = copy.deepcopy(optimizer.__dict__)
                     step = optimizer.update(accepted_u, accepted_g) - accepted_u
                     u = accepted_u + scale * step  # evaluate() projects it onto plain bounds
         else:
