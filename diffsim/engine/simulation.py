@@ -241,10 +241,10 @@ class Simulation:
         frame, spec = bad
         arr = self.state.field(spec.name).to_numpy()[frame]
         if np.all(np.isfinite(arr)):
-            raise SimulationError(
-                spec.name, frame + frame_offset, self._locate(spec, frame, self._limit(spec)), reason="diverging"
-            )
-        frame, spec = self._first_bad([s for s in self.state.specs if s.dtype != "i32"], start, frame + 1, False)
+            detail = self._locate(spec, frame, self._limit(spec))
+            raise SimulationError(spec.name, frame + frame_offset, detail, reason="diverging")
+        every = [s for s in self.state.specs if s.dtype != "i32"]
+        frame, spec = self._first_bad(every, start, frame + 1, bounded=False)
         raise SimulationError(spec.name, frame + frame_offset, self._locate(spec, frame))
 
     def _first_bad(self, specs, start: int, stop: int, bounded: bool):

@@ -211,7 +211,7 @@ def fit(
             try:
                 with np.errstate(over="ignore", under="ignore"):
                     pset.set_flat(selected, u_)
-            except DiffsimError as e:  # the step took a parameter out of its range (a log transform's overflow)
+            except DiffsimError as e:  # the step left a parameter's range (a log transform's overflow)
                 raise _Invalid(f"the trial step left a parameter's range: {e}") from e
             loss = sim.forward()
             t1 = time.perf_counter()
@@ -223,10 +223,12 @@ def fit(
                 bad = _first_nonfinite_param(pset, selected)
                 raise SimulationError("gradient", sim.steps, f"of {bad}")
         except (SimulationError, _Invalid) as e:
-            if not history:
-                raise e.__cause__ if isinstance(e, _Invalid) else e
+            if not history:  # the starting point: the error as it is, nothing to go back to
+                if isinstance(e, _Invalid):
+                    raise e.__cause__ from None
+                raise
             cause, g = str(e), None
-            if math.isfinite(loss):  # the gradient failed: the loss goes in the cause, the record's loss is NaN
+            if math.isfinite(loss):  # the gradient failed: the loss goes in the cause, the record's is NaN
                 cause, loss = f"{cause}; the loss was {loss:.6g}", math.nan
         t2 = time.perf_counter()
         t1 = t2 if t1 is None else t1  # the forward pass failed
@@ -283,7 +285,8 @@ def fit(
                     scale *= 0.5
                     optimizer.__dict__.update(copy.deepcopy(opt_before))
                 else:
-                    accepted_u, accepted_g = pset.get_flat(selected), g  # projected onto plain bounds by set_flat
+                    # as set_flat left it: projected onto plain bounds
+                    accepted_u, accepted_g = pset.get_flat(selected), g
                     if tol is not None:
                         if loss < tol:
                             stopped = "tolerance"
@@ -299,8 +302,9 @@ def fit(
                     prev = loss
                 if it < iters - 1:
                     opt_before = copy.deepcopy(optimizer.__dict__)
-                    step = optimizer.update(accepted_u, accepted_g) - accepted_u
-                    u = accepted_u + scale * step  # evaluate() projects it onto plain bounds
+                    u = optimizer.update(accepted_u, accepted_g)  # evaluate() projects it onto plain bounds
+                    if scale != 1.0:
+                        u = accepted_u + scale * (u - accepted_u)
         else:
             from scipy.optimize import minimize
 

@@ -14,7 +14,14 @@ def test_an_enormous_dashpot_stops_the_run_in_its_first_frames(tmp_path):
     # 1e9 N s/m on 0.05 kg: stable only for dt < 2 m_red / c = 1e-10 s. Without the damping in the estimate and the
     # divergence check, five steps reached 2e34 m and exited 0.
     proc = diffsim(
-        "run", SYSID, "--out", tmp_path / "o", "--set", "springs[0].damping=1e9", "--set", "sim.steps=5",
+        "run",
+        SYSID,
+        "--out",
+        tmp_path / "o",
+        "--set",
+        "springs[0].damping=1e9",
+        "--set",
+        "sim.steps=5",
         cwd=tmp_path,
     )
     assert proc.returncode == 2, proc.stderr
@@ -35,14 +42,29 @@ def test_an_enormous_dashpot_stops_the_run_in_its_first_frames(tmp_path):
 def test_optimize_whose_every_step_explodes_writes_the_best_and_exits_3(tmp_path):
     # Adam at a rate of 1e4 on log(stiffness) and log(damping): every trial, halved ten times, still blows up.
     proc = diffsim(
-        "optimize", SYSID, "--out", "o", "--optimizer", "adam", "--lr", "1e4", "--iters", "30", "--steps", "100",
-        "--no-render", "--quiet", cwd=tmp_path,
+        "optimize",
+        SYSID,
+        "--out",
+        "o",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "1e4",
+        "--iters",
+        "30",
+        "--steps",
+        "100",
+        "--no-render",
+        "--quiet",
+        cwd=tmp_path,
     )
     assert proc.returncode == 3, proc.stderr
     assert "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("diffsim: fit stopped, unstable: 10 evaluations in a row were rejected, the last at "
-                           "iteration 10: diverging x at frame ")
+    assert last.startswith(
+        "diffsim: fit stopped, unstable: 10 evaluations in a row were rejected, the last at "
+        "iteration 10: diverging x at frame "
+    )
     result = json.loads((tmp_path / "o" / "result.json").read_text())
     assert result["stopped"] == "unstable" and result["stop_message"] in last
     assert result["best_iteration"] == 0 and result["rejected"] == 10 and result["iterations"] == 11

@@ -47,7 +47,10 @@ def test_a_finite_explosion_is_an_error_at_the_first_frame_past_the_bound(system
     frame, quantity = first_past_bound(traj)
     assert 0 < frame < STEPS
 
-    for storage in ({}, {"checkpoint_every": 7}):  # the bound comes from frame 0 of the rollout, not the window
+    for storage in (
+        {},
+        {"checkpoint_every": 7},
+    ):  # the bound comes from frame 0 of the rollout, not the window
         sim = diffsim.Simulation(system, STEPS, **storage)
         with pytest.raises(SimulationError) as err:
             sim.run()

@@ -75,7 +75,9 @@ def test_adam_steps_back_halves_the_step_and_reaches_a_lower_loss(sim, damping):
     assert result.best_loss < 0.5 * first
     assert result.best_iteration >= 3
     assert result.history[result.best_iteration]["status"] == "ok"
-    assert sim.system.params["springs.damping"].numpy()[0] == pytest.approx(result.params["springs.damping"][0])
+    assert sim.system.params["springs.damping"].numpy()[0] == pytest.approx(
+        result.params["springs.damping"][0]
+    )
     assert result.params["springs.damping"][0] != pytest.approx(c2)  # it moved on after the retry
 
 
@@ -109,7 +111,13 @@ def test_every_trial_exploding_stops_unstable_with_the_best_iterate(sim, damping
     # restore_best=False still never leaves the parameters at a rejected point
     damping.set(np.array([START]))
     result = diffsim.fit(
-        sim, ["springs.damping"], optimizer="sgd", lr=1e9, iters=20, progress=False, restore_best=False,
+        sim,
+        ["springs.damping"],
+        optimizer="sgd",
+        lr=1e9,
+        iters=20,
+        progress=False,
+        restore_best=False,
         max_rejections=2,
     )
     assert result.stopped == "unstable" and statuses(result) == ["ok", "rejected", "rejected"]
@@ -129,7 +137,9 @@ def test_lbfgs_stops_unstable_after_repeated_rejections(sim, damping, monkeypatc
         return forward()
 
     monkeypatch.setattr(sim, "forward", failing_forward)
-    result = diffsim.fit(sim, ["springs.damping"], optimizer="lbfgs", iters=25, max_rejections=3, progress=False)
+    result = diffsim.fit(
+        sim, ["springs.damping"], optimizer="lbfgs", iters=25, max_rejections=3, progress=False
+    )
     assert result.stopped == "unstable"
     assert statuses(result) == ["ok", "rejected", "rejected", "rejected"]
     assert "non-finite x at frame 3 (planted)" in result.message
@@ -139,7 +149,9 @@ def test_lbfgs_stops_unstable_after_repeated_rejections(sim, damping, monkeypatc
 def test_a_starting_point_that_blows_up_raises(sim, damping):
     # Nothing to go back to: the error is the rollout's, as without a fit.
     damping.set(np.array([13.6]))
-    with pytest.raises(SimulationError, match=r"diverging (x|v) at frame \d+ .*damping 13.6 N s/m\) needs dt <"):
+    with pytest.raises(
+        SimulationError, match=r"diverging (x|v) at frame \d+ .*damping 13.6 N s/m\) needs dt <"
+    ):
         diffsim.fit(sim, ["springs.damping"], optimizer="adam", iters=3, progress=False)
 
 
@@ -147,8 +159,9 @@ def test_a_step_out_of_a_parameters_range_is_rejected(sim, damping):
     # On log(c), a rate of 1e12 sends c to exp(+-1e9): 0 or inf, which the parameter refuses. That trial is rejected
     # like a blown-up rollout, and the fit ends unstable at the start, not with the parameter's error.
     damping.transform = "log"
-    result = diffsim.fit(sim, ["springs.damping"], optimizer="sgd", lr=1e12, iters=20, max_rejections=3,
-                         progress=False)
+    result = diffsim.fit(
+        sim, ["springs.damping"], optimizer="sgd", lr=1e12, iters=20, max_rejections=3, progress=False
+    )
     assert result.stopped == "unstable" and statuses(result) == ["ok", "rejected", "rejected", "rejected"]
     assert result.history[1]["cause"].startswith("the trial step left a parameter's range: springs.damping: ")
     assert result.params["springs.damping"] == [pytest.approx(START)]

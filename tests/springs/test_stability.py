@@ -31,7 +31,9 @@ def system():
     use("cpu", "f64")
     m = diffsim.SpringModel(dim=2)
     m.add_particle([0.0, 0.0], mass=0.1)
-    m.add_particle([0.2, 0.0], velocity=[0.1, 0.0], mass=0.1)  # along the spring: the motion stays on its axis
+    m.add_particle(
+        [0.2, 0.0], velocity=[0.1, 0.0], mass=0.1
+    )  # along the spring: the motion stays on its axis
     m.add_spring(0, 1, stiffness=1.0, damping=0.0)
     copies = [(lim, s) for lim in LIMITS for s in SCALES]
     system = diffsim.SpringSystem(
@@ -105,4 +107,6 @@ def test_an_enormous_dashpot_is_named_with_the_step():
     with pytest.raises(SimulationError) as err:
         sim.run()
     assert err.value.frame <= 3, str(err.value)
-    assert "dt=0.001 s; spring 0 (stiffness 100 N/m, damping 1e+09 N s/m) needs dt < 1e-10 s" in str(err.value)
+    assert "dt=0.001 s; spring 0 (stiffness 100 N/m, damping 1e+09 N s/m) needs dt < 1e-10 s" in str(
+        err.value
+    )
