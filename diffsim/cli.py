@@ -35,6 +35,9 @@ from pathlib import Path
 from diffsim.errors import DiffsimError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+#: `optimize` stopped because every trial step in a row blew the simulation up (stopped="unstable"); the outputs are
+#: written, with the best parameters found
+EXIT_UNSTABLE = 3
 
 _CONTEXT: dict[str, str] = {}  # the scene file being worked on, to prefix errors that do not name one
 
@@ -501,9 +504,12 @@ def _summary(scene, task, backend, result, start: dict, source: str) -> dict:
         "iterations": result.iterations,
         "final_loss": result.final_loss,
         "best_loss": result.best_loss,
+        "best_iteration": result.best_iteration,
+        "rejected": result.rejected,
         "loss_history": result.loss_history,
         "wall_time_s": result.wall_time_s,
         "stopped": result.stopped,
+        "stop_message": result.message,
         "initial_params": start,
         "params": result.params,
     }
@@ -615,8 +621,9 @@ def _optimize_locked(args, scene, folder, render, label, resume, stack: contextl
             _check_fresh_folder(folder, force=False)
         scene.write(folder / "scene.toml")
     else:
+        accepted = sum(rec["status"] == "ok" for rec in resume["history"])  # one path entry each
         for n in paths:
-            paths[n] = list(resume["arrays"][f"path:{n}"][: resume["iterations"]])
+            paths[n] = list(resume["arrays"][f"path:{n}"][:accepted])
         if args.iters is not None:
             scene.write(folder / "scene.toml")
     remove_stale_temporaries(folder)
@@ -629,7 +636,9 @@ def _optimize_locked(args, scene, folder, render, label, resume, stack: contextl
     twins: dict = {}
     before = _full_rollout(sim, twins) if render else None
 
-    def record(_it, _rec, _sim):
+    def record(_it, rec, _sim):
+        if rec["status"] == "rejected":  # the parameters of a step that blew up are not on the path
+            return False
         for n, values in paths.items():
             values.append(pset[n].numpy().copy())
         return False
@@ -667,11 +676,13 @@ def _optimize_locked(args, scene, folder, render, label, resume, stack: contextl
         partial = FitResult(
             params=pset.to_dict(task.fit),
             best_loss=saved["best_loss"],
-            final_loss=saved["history"][-1]["loss"] if saved["history"] else math.nan,
+            final_loss=saved["prev"] if saved["prev"] is not None else math.nan,  # the last accepted loss
             history=saved["history"],
             iterations=saved["iterations"],
             wall_time_s=saved["elapsed_s"],
             stopped="interrupted",
+            best_iteration=saved["best_iteration"],
+            rejected=saved["rejected"],
         )
         _write_json(folder / "result.json", _summary(scene, task, backend, partial, start, source))
         _write_history(folder / "history.csv", partial.history)
@@ -731,9 +742,10 @@ def _optimize_locked(args, scene, folder, render, label, resume, stack: contextl
             )
             written.append(path)
     first = result.loss_history[0] if result.loss_history else math.nan
+    rejected = f", {result.rejected} rejected" if result.rejected else ""
     out.say(
-        f"{label}loss {first:.6g} -> best {result.best_loss:.6g} in {result.iterations} iterations "
-        f"({result.wall_time_s:.1f} s, stopped: {result.stopped})"
+        f"{label}loss {first:.6g} -> best {result.best_loss:.6g} (iteration {result.best_iteration}) in "
+        f"{result.iterations} iterations{rejected} ({result.wall_time_s:.1f} s, stopped: {result.stopped})"
     )
     if small:
         for n in task.fit:
@@ -741,6 +753,9 @@ def _optimize_locked(args, scene, folder, render, label, resume, stack: contextl
     if health and sim.health is not None:
         written += _write_health(sim, folder, scene.name, out.say)
     out.say("wrote " + ", ".join(_rel(p) for p in written))
+    if result.stopped == "unstable":
+        print(f"diffsim: fit stopped, unstable: {_one_line(result.message)}", file=sys.stderr)
+        return EXIT_UNSTABLE
     if not math.isfinite(result.best_loss):
         return EXIT_CHECK_FAILED
     return EXIT_OK
@@ -759,7 +774,7 @@ def _write_health(sim, folder: Path, name: str, say) -> list[Path]:
 def _write_history(path: Path, history: list[dict]) -> None:
     from diffsim.fileio import atomic_path  # noqa: PLC0415
 
-    columns = ["iteration", "loss", "grad_norm", "forward_s", "backward_s", "wall_time_s"]
+    columns = ["iteration", "loss", "grad_norm", "forward_s", "backward_s", "wall_time_s", "status", "cause"]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(columns)

@@ -12,6 +12,10 @@ checkpointed (checkpoint_every=K)
 Losses are sums of per-frame terms (see `diffsim.optim.losses`), evaluated right after the frame is written, so both
 policies treat them the same way.
 
+After each window the forward pass checks the state (`Simulation._check`): a NaN or Inf anywhere, or a state quantity
+whose magnitude passes DIVERGENCE_FACTOR x max(1, its largest magnitude at frame 0), raises SimulationError with the
+frame, quantity, copy, element and the system's `instability_hint`.
+
 The backward pass can record the state adjoint's norm (`health=True`, `engine/health.py`), and has two remedies for
 an exploding adjoint, both policies and batches alike: truncated backpropagation (`truncate=W`, one sweep per loss
 frame) and per-frame adjoint clipping (`clip_adjoint=C`). A non-finite gradient raises `SimulationError` naming the
@@ -29,12 +33,20 @@ from .. import runtime
 from ..errors import DiffsimError, SimulationError
 from .launch import FastKernel
 from .memory import check_memory
-from .state import FieldSpec, State, copy_frame, nonfinite_kernel, state_nbytes
+from .state import FieldSpec, State, copy_frame, max_abs_frame, nonfinite_kernel, state_nbytes
 from .system import System
 
 STORAGE = ("full", "checkpointed")
 #: with full storage, the health report's parameter contributions are read this many times per backward pass
 CONTRIBUTION_CHUNKS = 8
+
+#: The divergence bound of a state quantity is DIVERGENCE_FACTOR x max(1, its largest component magnitude at frame 0,
+#: in SI units), for every copy alike. A rollout that passes it has exploded even when it stays finite (an unstable
+#: step in f64 reaches 1e86 m before it overflows). The shipped scenes stay below 1e3 x that scale in their normal
+#: runs (positions, velocities, deformation gradients, smoke densities; measured with `diffsim run` on every scene in
+#: scenes/), so 1e8 leaves five orders of magnitude. `Simulation.divergence_factor = None` turns the bound off
+#: (NaN and Inf are still caught); `check_finite=False` turns every check off.
+DIVERGENCE_FACTOR = 1e8
 
 
 class Simulation:
@@ -43,6 +55,9 @@ class Simulation:
     Allocation happens here, once per (system, horizon); forward and backward reuse the same fields, so nothing is
     recompiled between optimizer iterations.
     """
+
+    #: see DIVERGENCE_FACTOR; None: only NaN and Inf are errors
+    divergence_factor: float | None = DIVERGENCE_FACTOR
 
     def __init__(
         self,
@@ -94,6 +109,8 @@ class Simulation:
         self._copies = {}
         self._checks = {}
         self._bad = ti.field(runtime.index_type(), shape=())
+        self._frame0_max = ti.field(runtime.real(), shape=(max(1, len(self._state_specs)),))
+        self._frame0_launch = {}
         self.loss = None
         self.set_loss(loss)
         self.loss_value = None
@@ -160,6 +177,7 @@ class Simulation:
         for j, (a, b) in enumerate(self.segments):
             self._load_segment_start(j)
             if j == 0:
+                self._set_limits()
                 self._eval_loss(0, 0)
             self._run_steps(a, b, loss=True)
             self._check(0, b - a + 1, a)
@@ -223,42 +241,88 @@ class Simulation:
             for spec in self._state_specs:
                 self._copy(self.snapshots.field(spec.name), j, s.field(spec.name), 0)
 
-    def _check(self, start: int, stop: int, frame_offset: int) -> None:
-        """Raise SimulationError if frames [start, stop) of the window hold NaN or Inf.
+    def _set_limits(self) -> None:
+        """Store each state quantity's largest magnitude at frame 0 of the rollout on the device (slot per quantity),
+        where the check kernels read their divergence bound (see DIVERGENCE_FACTOR): no transfer to Python."""
+        if not self.check_finite or self.divergence_factor is None:
+            return
+        for slot, spec in enumerate(self._state_specs):
+            if spec.dtype == "i32":
+                continue
+            launch = self._frame0_launch.get(spec.name)
+            if launch is None:
+                field = self.state.field(spec.name)
+                launch = self._frame0_launch[spec.name] = FastKernel(
+                    max_abs_frame, field, self._frame0_max, types="ii"
+                )
+            launch(slot, 0)
 
-        The state quantities are scanned first (cheap); only if one is bad are all quantities scanned, so the error
-        names the earliest one (a force or an action often goes bad one frame before the positions)."""
+    def _limit(self, spec: FieldSpec) -> float:
+        """The divergence bound of a state quantity in this rollout (for messages)."""
+        slot = self._state_specs.index(spec)
+        return float(self.divergence_factor * max(1.0, float(self._frame0_max[slot])))
+
+    def _check(self, start: int, stop: int, frame_offset: int) -> None:
+        """Raise SimulationError if frames [start, stop) of the window hold NaN or Inf, or a state quantity past its
+        divergence bound (`_set_limits`).
+
+        The state quantities are scanned first (cheap); only if one holds NaN or Inf are all quantities scanned, so
+        the error names the earliest one (a force or an action often goes bad one frame before the positions)."""
         if not self.check_finite:
             return
-        bad = self._first_bad(self._state_specs, start, stop)
+        bad = self._first_bad(self._state_specs, start, stop, bounded=self.divergence_factor is not None)
         if bad is None:
             return
-        frame, spec = self._first_bad([s for s in self.state.specs if s.dtype != "i32"], start, bad[0] + 1)
+        frame, spec = bad
+        arr = self.state.field(spec.name).to_numpy()[frame]
+        if np.all(np.isfinite(arr)):
+            detail = self._locate(spec, frame, self._limit(spec))
+            raise SimulationError(spec.name, frame + frame_offset, detail, reason="diverging")
+        every = [s for s in self.state.specs if s.dtype != "i32"]
+        frame, spec = self._first_bad(every, start, frame + 1, bounded=False)
         raise SimulationError(spec.name, frame + frame_offset, self._locate(spec, frame))
 
-    def _first_bad(self, specs, start: int, stop: int):
+    def _first_bad(self, specs, start: int, stop: int, bounded: bool):
+        """(first frame, spec) among `specs` in [start, stop) with NaN, Inf or, when `bounded`, a state quantity past
+        its divergence bound; or None."""
         worst = None
+        state = {spec.name: slot for slot, spec in enumerate(self._state_specs)}
         for spec in specs:
+            if spec.dtype == "i32":
+                continue
             field = self.state.field(spec.name)
             launch = self._checks.get(spec.name)
             if launch is None:
                 launch = self._checks[spec.name] = FastKernel(
-                    nonfinite_kernel(field), field, self._bad, types="ii"
+                    nonfinite_kernel(field), field, self._bad, self._frame0_max, types="iiif"
                 )
             self._bad[None] = 2**30
-            launch(start, stop)
+            slot = state.get(spec.name)
+            factor = self.divergence_factor if bounded and slot is not None else 0.0
+            launch(start, stop, slot or 0, float(factor))
             frame = int(self._bad[None])
             if frame < 2**30 and (worst is None or frame < worst[0]):
                 worst = (frame, spec)
         return worst
 
-    def _locate(self, spec: FieldSpec, frame: int) -> str:
+    def _locate(self, spec: FieldSpec, frame: int, limit: float | None = None) -> str:
+        """Where frame `frame` of `spec` is bad (non-finite, or past `limit` when given) and the system's hint."""
         arr = self.state.field(spec.name).to_numpy()[frame]
         flat = arr.reshape(arr.shape[0], -1) if arr.ndim > 1 else arr.reshape(-1, 1)
-        copies, elems = np.nonzero(~np.isfinite(flat))
+        size = ""
+        if limit is None:
+            copies, elems = np.nonzero(~np.isfinite(flat))
+        else:
+            mag = np.abs(flat.astype(np.float64))
+            copy, elem = np.unravel_index(int(np.argmax(mag)), mag.shape)
+            copies, elems = np.array([copy]), np.array([elem])
+            size = (
+                f"|{spec.name}| = {mag[copy, elem]:.3g} > {limit:.3g}, {self.divergence_factor:g} x max(1, "
+                f"|{spec.name}| at frame 0)"
+            )
         hint = getattr(self.system, "instability_hint", lambda: "")()
         where = f"copy {copies[0]}, element {elems[0] // (spec.dim or 1)}" if len(copies) else ""
-        return "; ".join(x for x in (where, hint) if x)
+        return "; ".join(x for x in (size, where, hint) if x)
 
     # -- backward -----------------------------------------------------------------------------------------------
     def backward(

@@ -102,71 +102,126 @@ def copy_frame(src: ti.template(), dst: ti.template(), src_frame: ti.i32, dst_fr
 
 
 @ti.func
-def _bad_element(v, is_vector: ti.template(), is_f64: ti.template()) -> bool:
+def _bad_element(v, is_vector: ti.template(), is_f64: ti.template(), limit) -> bool:
     bad = False
     if ti.static(is_vector):
         for k in ti.static(range(v.n)):
-            if _is_bad(v[k], is_f64):
+            if _is_bad(v[k], is_f64, limit):
                 bad = True
     else:
-        bad = _is_bad(v, is_f64)
+        bad = _is_bad(v, is_f64, limit)
+    return bad
+
+
+@ti.func
+def _limit_bits(scale: ti.template(), slot, factor, is_f64: ti.template()):
+    """The bit pattern of the bound factor x max(1, scale[slot]) when factor > 0, at most that of the largest finite
+    number, which is the bound for factor <= 0 (finiteness only). See `_is_bad`."""
+    bound = factor * ti.max(1.0, scale[slot])
+    if ti.static(is_f64):
+        limit = ti.u64(0x7FEFFFFFFFFFFFFF)
+        if factor > 0:
+            limit = ti.min(limit, ti.bit_cast(ti.cast(bound, ti.f64), ti.u64))
+        return limit
+    else:
+        limit = ti.u32(0x7F7FFFFF)
+        if factor > 0:
+            limit = ti.min(limit, ti.bit_cast(ti.cast(bound, ti.f32), ti.u32))
+        return limit
+
+
+@ti.func
+def _is_bad(x, is_f64: ti.template(), limit) -> bool:
+    """|x| above the bound whose bit pattern is `limit` (`_limit_bits`), or NaN or Inf, in one integer comparison:
+    the bits of a non-negative float, read as an unsigned integer, are ordered as the floats are, and Inf and NaN
+    (exponent all ones) lie above every finite number. (Float comparisons with NaN are unreliable under fast math.)"""
+    bad = False
+    if ti.static(is_f64):
+        bad = (ti.bit_cast(x, ti.u64) & ti.u64(0x7FFFFFFFFFFFFFFF)) > limit
+    else:
+        bad = (ti.bit_cast(x, ti.u32) & ti.u32(0x7FFFFFFF)) > limit
     return bad
 
 
 @ti.kernel
-def _first_bad_nested(field: ti.template(), out: ti.template(), start: ti.i32, stop: ti.i32):
-    """Lower out[None] to the first frame in [start, stop) holding NaN or Inf (CPU). Frames and copies are the
-    parallel loop, the element axes nested loops inside it (a grouped loop over every axis spent half its time
-    decomposing its index: 6.3 against 3.4 ms for a 101-frame 128^2 velocity field)."""
+def _first_bad_nested(
+    field: ti.template(), out: ti.template(), scale: ti.template(), start: ti.i32, stop: ti.i32, slot: ti.i32,
+    factor: float,
+):
+    """Lower out[None] to the first frame in [start, stop) holding NaN, Inf or, when factor > 0, a component above
+    factor x max(1, scale[slot]) in magnitude (CPU). Frames and copies are the parallel loop, the element axes nested
+    loops inside it (a grouped loop over every axis spent half its time decomposing its index: 6.3 against 3.4 ms
+    for a 101-frame 128^2 velocity field)."""
     vec = ti.static(isinstance(field, ti.MatrixField))
     f64 = ti.static(field.dtype == ti.f64)
     nd = ti.static(len(field.shape))
     for fr, b in ti.ndrange((start, ti.min(stop, field.shape[0])), field.shape[1]):
+        limit = _limit_bits(scale, slot, factor, f64)
         bad = False
         if ti.static(nd == 2):
-            bad = _bad_element(field[fr, b], vec, f64)
+            bad = _bad_element(field[fr, b], vec, f64, limit)
         elif ti.static(nd == 3):
             for i in range(field.shape[2]):
-                if _bad_element(field[fr, b, i], vec, f64):
+                if _bad_element(field[fr, b, i], vec, f64, limit):
                     bad = True
         elif ti.static(nd == 4):
             for i, j in ti.ndrange(field.shape[2], field.shape[3]):
-                if _bad_element(field[fr, b, i, j], vec, f64):
+                if _bad_element(field[fr, b, i, j], vec, f64, limit):
                     bad = True
         else:
             for i, j, k in ti.ndrange(field.shape[2], field.shape[3], field.shape[4]):
-                if _bad_element(field[fr, b, i, j, k], vec, f64):
+                if _bad_element(field[fr, b, i, j, k], vec, f64, limit):
                     bad = True
         if bad:
             ti.atomic_min(out[None], fr)
 
 
 @ti.kernel
-def _first_bad_grouped(field: ti.template(), out: ti.template(), start: ti.i32, stop: ti.i32):
+def _first_bad_grouped(
+    field: ti.template(), out: ti.template(), scale: ti.template(), start: ti.i32, stop: ti.i32, slot: ti.i32,
+    factor: float,
+):
     """The same on GPUs: one thread per element (a few frames of a large grid would give the nested loop's frames
     x copies too few threads)."""
     for idx in ti.grouped(field):
         if start <= idx[0] < stop:
             vec = ti.static(isinstance(field, ti.MatrixField))
-            if _bad_element(field[idx], vec, ti.static(field.dtype == ti.f64)):
+            f64 = ti.static(field.dtype == ti.f64)
+            if _bad_element(field[idx], vec, f64, _limit_bits(scale, slot, factor, f64)):
                 ti.atomic_min(out[None], idx[0])
 
 
-@ti.func
-def _is_bad(x, is_f64: ti.template()) -> bool:
-    """NaN or Inf, by the exponent bits (all ones): comparisons with NaN are unreliable under fast math."""
-    bad = False
-    if ti.static(is_f64):
-        bad = ((ti.bit_cast(x, ti.u64) >> 52) & 0x7FF) == 0x7FF
-    else:
-        bad = ((ti.bit_cast(x, ti.u32) >> 23) & 0xFF) == 0xFF
-    return bad
+#: on the CPU, `max_abs_frame` runs serially below this many elements per frame: a parallel loop's dispatch costs
+#: 15-20 us (docs/developing.md rule 11), more than scanning a small frame
+MAX_ABS_SERIAL_BELOW = 50_000
+
+
+def _serial_frame(field) -> bool:
+    return runtime.current()["arch"] == "cpu" and int(np.prod(field.shape[1:])) < MAX_ABS_SERIAL_BELOW
+
+
+@ti.kernel
+def max_abs_frame(field: ti.template(), out: ti.template(), slot: ti.i32, frame: ti.i32):
+    """out[slot] = the largest |component| of field[frame] over copies and elements."""
+    ti.loop_config(serialize=True)
+    for _ in range(1):
+        out[slot] = 0.0
+    vec = ti.static(isinstance(field, ti.MatrixField))
+    ti.loop_config(serialize=ti.static(_serial_frame(field)))
+    for idx in ti.grouped(ti.ndrange(*field.shape[1:])):
+        v = field[ti.Vector([frame] + [idx[k] for k in ti.static(range(len(field.shape) - 1))])]
+        if ti.static(vec):
+            for k in ti.static(range(v.n)):
+                ti.atomic_max(out[slot], ti.abs(v[k]))
+        else:
+            ti.atomic_max(out[slot], ti.abs(v))
 
 
 def nonfinite_kernel(field):
     """The kernel that finds the first non-finite frame of `field` (shape (frames, copies, *element axes), at most
-    three element axes): ``kernel(field, out, start, stop)`` lowers out[None] to the first frame in [start, stop)
-    holding NaN or Inf."""
+    three element axes): ``kernel(field, out, scale, start, stop, slot, factor)`` lowers out[None] to the first frame
+    in [start, stop) holding NaN, Inf or, when factor > 0, a component whose magnitude exceeds
+    factor x max(1, scale[slot]) (`scale` a 1-D field: the bound stays on the device)."""
     if runtime.current()["arch"] != "cpu":
         return _first_bad_grouped
     if not 2 <= len(field.shape) <= 5:

@@ -3,6 +3,18 @@
 Optimizers see a flat vector of *unconstrained* coordinates (`ParameterSet.get_flat`): each parameter's transform
 (log, sigmoid) is applied in between, so positivity and ranges hold by construction. Parameters with plain bounds are
 projected back into them after each first-order step; L-BFGS-B (scipy) honours them directly.
+
+Rejected steps. An evaluation whose rollout fails (`SimulationError`: NaN, Inf or divergence) or whose loss or
+gradient is not finite is *rejected*: it is recorded in the history with status "rejected" and its cause, and the fit
+goes on from the last accepted point. Adam and SGD go back to the last accepted iterate (and the optimizer state
+before the failed update) and retry with the step scaled by half; the scale stays reduced for the rest of the fit
+(one failure says the step size was too large for this problem). L-BFGS-B is given a loss above the best one (twice
+the best, plus the decrease its gradient predicted for the step) and a zero gradient at the rejected point: its line
+search then backtracks (an infinite or huge loss would make its cubic interpolation step back to the start point, and
+scipy end the fit there: see `rejected_loss`). `max_rejections` rejected evaluations in a row stop the fit with
+stopped="unstable" and the best iterate restored; a rejected first evaluation (the starting point) raises, as there
+is nothing to go back to. A checkpoint holds this state too (the step's scale, the rejection counts, the history with
+its rejected evaluations), so a resumed fit rejects and retries as the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -144,15 +156,41 @@ def make_optimizer(name: str, lr: float | None = None, **kw) -> Optimizer:
     return table[name](**kw)
 
 
+#: rejected evaluations in a row that stop a fit (stopped="unstable")
+MAX_REJECTIONS = 10
+
+
+def rejected_loss(best: float, last: float, predicted: float) -> float:
+    """The loss L-BFGS-B sees at a rejected point (with a zero gradient): best + |best| (twice the best loss when it
+    is positive) plus |predicted|, the change the gradient at the best point predicts for the step there, and no
+    lower than the last accepted loss, so the line search never takes the point for progress.
+
+    Measured with scipy 1.17 on a quadratic whose first trial step lands past a cliff (`tests/optim/`): inf, 1e30 or
+    1e300 there made the line search's cubic interpolation return the start point and scipy stop ("relative
+    reduction of f"), NaN made it extrapolate without end ("abnormal termination"); best + |best| backtracked to a
+    quarter of the step, and adding |predicted| to a tenth, whatever the loss's scale, then went on to the minimum.
+    (The cloth_sysid scene fitting six parameters, two of them dampings without a log transform: a first trial step
+    a thousand times too long came back to stable ground in four rejections.)"""
+    return max(best + abs(best) + abs(predicted), last)
+
+
 @dataclass
 class FitResult:
-    params: dict  # name -> best value (lists)
+    """params: name -> best value (lists). history: one record per evaluation (iteration, loss, grad_norm,
+    forward_s, backward_s, wall_time_s, status "ok" or "rejected", cause: why it was rejected, else ""); a rejected
+    evaluation's loss is NaN when the rollout failed. best_iteration: the history index of best_loss. final_loss: the
+    loss of the last accepted evaluation. message: why the fit stopped when it did not finish normally."""
+
+    params: dict
     best_loss: float
     final_loss: float
-    history: list = field(default_factory=list)  # per evaluation: iteration, loss, grad_norm, wall_time_s
+    history: list = field(default_factory=list)
     iterations: int = 0
     wall_time_s: float = 0.0
     stopped: str = "iterations"
+    best_iteration: int | None = None
+    rejected: int = 0
+    message: str = ""
 
     @property
     def loss_history(self) -> list[float]:
@@ -171,6 +209,7 @@ def fit(
     resume: str | os.PathLike | None = None,
     restore_best: bool = True,
     lr: float | None = None,
+    max_rejections: int = MAX_REJECTIONS,
     checkpoint: str | os.PathLike | None = None,
     save_every: int | None = None,
     checkpoint_extra: dict | None = None,
@@ -180,20 +219,25 @@ def fit(
 
     tol: stop when the loss falls below `tol`, or changes by less than tol * max(1, |loss|) for `patience`
         iterations in a row. callback(iteration, record, sim) may return True to stop.
-    checkpoint: a file (``.npz``) that holds the whole state of the fit: the current iterate and its gradient, the
-        optimizer's state (Adam's m, v, t; SGD's momentum), the history, the best loss and iterate. It is written
-        atomically before the first iteration, after every `save_every` iterations (None: after an iteration that
-        ends SAVE_INTERVAL_S or more after the last write), when the fit ends, and when it is interrupted
-        (KeyboardInterrupt or any other exception: the state after the last finished iteration).
-        `checkpoint_extra`: JSON-able data stored with it (`read_checkpoint(path)["extra"]`); `checkpoint_arrays()`:
-        called at each write, a dict of name to numpy array stored too (`read_checkpoint(path)["arrays"]`).
+    checkpoint: a file (``.npz``) that holds the whole state of the fit: the last accepted iterate and its gradient,
+        the optimizer's state (Adam's m, v, t; SGD's momentum), the step's scale and the rejection counts, the
+        history (rejected evaluations included), the best loss and iterate. It is written atomically before the
+        first iteration, after every `save_every` iterations (None: after an iteration that ends SAVE_INTERVAL_S or
+        more after the last write), when the fit ends, and when it is interrupted (KeyboardInterrupt or any other
+        exception: the state after the last finished iteration). `checkpoint_extra`: JSON-able data stored with it
+        (`read_checkpoint(path)["extra"]`); `checkpoint_arrays()`: called at each write, a dict of name to numpy
+        array stored too (`read_checkpoint(path)["arrays"]`).
     resume: a checkpoint (or a folder holding ``checkpoint.npz``) to continue from: Adam and SGD take the same
-        iterates as an uninterrupted fit; `iters` counts the iterations already done. The names, sizes and optimizer
-        settings must be those of the checkpoint. L-BFGS-B cannot be continued exactly (scipy keeps its state
-        private): it restarts from the best iterate, with a warning. A checkpoint of a fit that stopped early
-        (tolerance, convergence, callback) resumes to its result. A JSON file of parameter values (as written by
-        `ParameterSet.save` or `diffsim optimize`) instead sets the starting values.
-    restore_best: leave the parameters at the best values seen (else at the last).
+        iterates as an uninterrupted fit, rejected steps and their retries included; `iters` counts the iterations
+        already done. The names, sizes and optimizer settings must be those of the checkpoint. L-BFGS-B cannot be
+        continued exactly (scipy keeps its state private): it restarts from the best iterate, with a warning. A
+        checkpoint of a fit that stopped early (tolerance, convergence, callback, unstable) resumes to its result.
+        A JSON file of parameter values (as written by `ParameterSet.save` or `diffsim optimize`) instead sets the
+        starting values.
+    restore_best: leave the parameters at the best values seen (else at the last accepted ones).
+    max_rejections: stop with stopped="unstable" after this many rejected evaluations in a row (see the module's
+        docstring: an evaluation whose rollout, loss or gradient is not finite is rejected, the fit steps back).
+    Every evaluation counts towards `iters`, rejected ones included.
     """
     if sim.loss is None:
         raise DiffsimError("fit() needs a simulation with a loss")
@@ -217,19 +261,24 @@ def fit(
             pset.load(str(resume))
     u = pset.get_flat(selected)
     history: list[dict] = []
-    best = {"loss": math.inf, "u": u.copy()}
-    # the fit after its last finished iteration: u (evaluated when g is not None), g, the optimizer's state before
-    # the update that u and g make, the tolerance test's counters
-    run = {"u": u, "g": None, "prev": None, "quiet": 0, "stopped": None}
+    # the best accepted evaluation: its loss, point, history index and gradient (L-BFGS-B's rejected_loss needs it)
+    best = {"loss": math.inf, "u": u.copy(), "iteration": None, "g": None}
+    # the fit after its last finished iteration: u, the last accepted iterate (evaluated when g is not None), g, its
+    # gradient, the optimizer's state before the update that u and g make; the tolerance test's counters (prev: the
+    # last accepted loss); the step's scale (halved at each rejection), the rejections in a row and in all, and the
+    # last rejection's cause
+    run = {
+        "u": u, "g": None, "prev": None, "quiet": 0, "stopped": None,
+        "step_scale": 1.0, "in_a_row": 0, "rejected": 0, "last_cause": "",
+    }  # fmt: skip
     elapsed0 = 0.0
     if saved is not None:
         history = list(saved["history"])
-        best = {"loss": saved["best_loss"], "u": saved["best_u"]}
+        best = {k: saved[f"best_{k}"] for k in best}
         # a fit that ran out of iterations continues when given more; one stopped by a test stays stopped
         stopped = None if saved["stopped"] == "iterations" else saved["stopped"]
-        run.update(u=saved["u"], g=saved["g"], prev=saved["prev"], quiet=saved["quiet"], stopped=stopped)
+        run.update({k: saved[k] for k in run}, stopped=stopped)
         elapsed0 = saved["elapsed_s"]
-        u = run["u"]
     start = time.perf_counter() - elapsed0
     snapshot: dict = {}  # "last": the state as a checkpoint stores it, replaced whole (an interrupt leaves the old one)
 
@@ -239,8 +288,7 @@ def fit(
             optimizer=optimizer.config(),
             opt_state=optimizer.state() if optimizer.first_order else {},
             history=list(history),
-            best_loss=best["loss"],
-            best_u=best["u"],
+            **{f"best_{k}": v for k, v in best.items()},
             elapsed_s=time.perf_counter() - start,
             **run,
         )
@@ -261,32 +309,69 @@ def fit(
 
     bar = _progress(max(0, iters - len(history)), progress)
 
-    def evaluate(u_: np.ndarray) -> tuple[float, np.ndarray]:
-        pset.set_flat(selected, u_)
+    def evaluate(u_: np.ndarray) -> tuple[float, np.ndarray | None, str]:
+        """(loss, gradient, cause): cause is "" for an accepted evaluation, else why it was rejected (the gradient
+        is then None). The first evaluation raises instead: there is no accepted point to go back to."""
         t0 = time.perf_counter()
-        loss = sim.forward()
-        t1 = time.perf_counter()
-        sim.backward()
-        g = pset.grad_flat(selected)
+        loss, g, cause = math.nan, None, ""
+        t1 = None
+        try:
+            try:
+                with np.errstate(over="ignore", under="ignore"):
+                    pset.set_flat(selected, u_)
+            except DiffsimError as e:  # the step left a parameter's range (a log transform's overflow)
+                raise _Invalid(f"the trial step left a parameter's range: {e}") from e
+            loss = sim.forward()
+            t1 = time.perf_counter()
+            if not math.isfinite(loss):
+                raise SimulationError("loss", sim.steps, "the loss is not finite")
+            sim.backward()
+            g = pset.grad_flat(selected)
+            if not np.all(np.isfinite(g)):
+                bad = _first_nonfinite_param(pset, selected)
+                raise SimulationError("gradient", sim.steps, f"of {bad}")
+        except (SimulationError, _Invalid) as e:
+            if not history:  # the starting point: the error as it is, nothing to go back to
+                if isinstance(e, _Invalid):
+                    raise e.__cause__ from None
+                raise
+            cause, g = str(e), None
+            if math.isfinite(loss):  # the gradient failed: the loss goes in the cause, the record's is NaN
+                cause, loss = f"{cause}; the loss was {loss:.6g}", math.nan
         t2 = time.perf_counter()
-        if not np.all(np.isfinite(g)):
-            bad = _first_nonfinite_param(pset, selected)
-            raise SimulationError("gradient", sim.steps, f"of {bad}")
+        t1 = t2 if t1 is None else t1  # the forward pass failed
         rec = {
             "iteration": len(history),
             "loss": loss,
-            "grad_norm": float(np.linalg.norm(g)),
+            "grad_norm": float(np.linalg.norm(g)) if g is not None else math.nan,
             "forward_s": t1 - t0,
             "backward_s": t2 - t1,
             "wall_time_s": time.perf_counter() - start,
+            "status": "rejected" if cause else "ok",
+            "cause": cause,
         }
         history.append(rec)
-        if loss < best["loss"]:
-            best.update(loss=loss, u=np.array(u_, copy=True))
+        if cause:
+            run["in_a_row"] += 1
+            run["rejected"] += 1
+            run["last_cause"] = cause
+        else:
+            run["in_a_row"] = 0
+            if loss < best["loss"]:
+                best.update(loss=loss, u=np.array(u_, copy=True), iteration=rec["iteration"], g=g)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.5g}")
-        return loss, g
+            bar.set_postfix(loss=f"{loss:.5g}" if not cause else "rejected")
+        return loss, g, cause
+
+    def stop_test(cause: str) -> str | None:
+        """After an evaluation: "callback" when the callback asks to stop, "unstable" after `max_rejections`
+        rejections in a row, else None."""
+        if callback is not None and callback(len(history) - 1, history[-1], sim):
+            return "callback"
+        if cause and run["in_a_row"] >= max_rejections:
+            return "unstable"
+        return None
 
     try:
         if optimizer.first_order:
@@ -297,15 +382,18 @@ def fit(
             if saved is None:
                 save()
             for it in range(len(history), iters if run["stopped"] is None else 0):
-                if run["g"] is not None:  # the update the last evaluation asked for
-                    u = optimizer.update(u, run["g"])
-                    pset.set_flat(selected, u)  # projection onto plain bounds happens in set_flat
-                    u = pset.get_flat(selected)
-                loss, g = evaluate(u)
-                stopped = None
-                if callback is not None and callback(it, history[-1], sim):
-                    stopped = "callback"
-                elif tol is not None:
+                before = optimizer.state()
+                trial = run["u"]
+                if run["g"] is not None:  # the last accepted evaluation's update, scaled after rejections
+                    trial = optimizer.update(run["u"], run["g"])  # evaluate() projects it onto plain bounds
+                    if run["step_scale"] != 1.0:
+                        trial = run["u"] + run["step_scale"] * (trial - run["u"])
+                loss, g, cause = evaluate(trial)
+                if cause:  # back to the last accepted iterate and the optimizer's state before the update
+                    optimizer.load_state(before)
+                    run["step_scale"] *= 0.5
+                stopped = stop_test(cause)
+                if stopped is None and not cause and tol is not None:
                     if loss < tol:
                         stopped = "tolerance"
                     else:
@@ -314,7 +402,9 @@ def fit(
                         run["quiet"] = run["quiet"] + 1 if close else 0
                         if run["quiet"] >= patience:
                             stopped = "converged"
-                run.update(u=u, g=g, prev=loss, stopped=stopped)
+                if not cause:  # as set_flat left it: projected onto plain bounds
+                    run.update(u=pset.get_flat(selected), g=g, prev=loss)
+                run["stopped"] = stopped
                 take_snapshot()
                 if stopped is not None:
                     break
@@ -323,8 +413,8 @@ def fit(
             stopped = run["stopped"] or "iterations"
         else:
             stopped = _minimize_lbfgsb(
-                evaluate, run, u if saved is None else best["u"], saved is not None, pset, selected, optimizer,
-                iters, tol, history, callback, sim, take_snapshot, save, save_due,
+                evaluate, stop_test, run, best, saved is not None, pset, selected, optimizer, iters, tol, history,
+                take_snapshot, save, save_due,
             )  # fmt: skip
     except BaseException:
         save()  # the state after the last finished iteration
@@ -335,25 +425,36 @@ def fit(
     run["stopped"] = stopped
     take_snapshot()
     save()
-    if restore_best:
-        pset.set_flat(selected, best["u"])
+    # never leave the parameters at a rejected point
+    pset.set_flat(selected, best["u"] if restore_best or stopped == "unstable" else run["u"])
     return FitResult(
         params=pset.to_dict(selected),
         best_loss=best["loss"],
-        final_loss=history[-1]["loss"] if history else math.nan,
+        final_loss=run["prev"] if run["prev"] is not None else math.nan,
         history=history,
         iterations=len(history),
         wall_time_s=time.perf_counter() - start,
         stopped=stopped,
+        best_iteration=best["iteration"],
+        rejected=run["rejected"],
+        message=_unstable_message(history, run) if stopped == "unstable" else "",
+    )
+
+
+def _unstable_message(history: list[dict], run: dict) -> str:
+    """Why a fit stopped unstable: the rejections in a row and the last one's cause."""
+    return (
+        f"{run['in_a_row']} evaluations in a row were rejected, the last at iteration {len(history) - 1}: "
+        f"{run['last_cause']}"
     )
 
 
 def _minimize_lbfgsb(
-    evaluate, run, x0, resumed, pset, selected, optimizer, iters, tol, history, callback, sim, take_snapshot, save,
+    evaluate, stop_test, run, best, resumed, pset, selected, optimizer, iters, tol, history, take_snapshot, save,
     save_due,
 ) -> str:  # fmt: skip
-    """scipy's L-BFGS-B from x0; returns why it stopped. Its state is scipy's own: a checkpoint holds the history
-    and the best iterate, from which a resumed fit restarts."""
+    """scipy's L-BFGS-B from the start (a resumed fit: from the best iterate); returns why it stopped. Its state is
+    scipy's own: a checkpoint holds the history and the best iterate, from which a resumed fit restarts."""
     from scipy.optimize import minimize
 
     class _Stop(Exception):
@@ -373,28 +474,32 @@ def _minimize_lbfgsb(
         save()
     if len(history) >= iters:
         return "iterations"
-    # scipy's stopping tests are absolute for losses below 1, so it sees the loss divided by the first one: `tol`
-    # (default 1e-12) is then relative to the starting loss, whatever the loss's units.
+    # scipy's stopping tests are absolute for losses below 1, so it sees the loss divided by the first one's (the
+    # best loss after it): `tol` (default 1e-12) is then relative to the starting loss, whatever the loss's units.
     scale = {}
     budget = iters - len(history)
 
     def fun(x):
-        loss, g = evaluate(x)
-        stop = callback is not None and callback(len(history) - 1, history[-1], sim)
-        run.update(u=np.array(x, copy=True), g=g, prev=loss, stopped="callback" if stop else None)
+        loss, g, cause = evaluate(x)
+        if not cause:
+            run.update(u=np.array(x, copy=True), g=g, prev=loss)
+        run["stopped"] = stop_test(cause)
         take_snapshot()
         if save_due(len(history)):
             save()
-        if stop or len(history) >= iters:
+        if run["stopped"] is not None or len(history) >= iters:
             raise _Stop
         if "s" not in scale:
-            scale["s"] = 1.0 / max(abs(loss), 1e-300)
+            scale["s"] = 1.0 / max(abs(best["loss"]), 1e-300)
+        if cause:  # a plateau above the best point: the line search backtracks (see rejected_loss)
+            predicted = float(best["g"] @ (x - best["u"]))
+            return rejected_loss(best["loss"], run["prev"], predicted) * scale["s"], np.zeros_like(x)
         return loss * scale["s"], g * scale["s"]
 
     try:
         res = minimize(
             fun,
-            x0,
+            best["u"] if resumed else run["u"],
             jac=True,
             method="L-BFGS-B",
             bounds=pset.flat_bounds(selected),
@@ -406,7 +511,10 @@ def _minimize_lbfgsb(
                 "gtol": 1e-14,
             },
         )
-        run["stopped"] = "converged" if res.success else None
+        if res.success:
+            run["stopped"] = "converged"
+        elif run["in_a_row"]:  # scipy's line search gave up on rejected points
+            run["stopped"] = "unstable"
     except _Stop:
         pass
     return run["stopped"] or "iterations"
@@ -422,8 +530,8 @@ SAVE_INTERVAL_S = 1.0
 #: the name `diffsim optimize` gives the checkpoint in its output folder
 CHECKPOINT_NAME = "checkpoint.npz"
 _FORMAT = "diffsim-fit-checkpoint"
-_VERSION = 1
-_ARRAYS = ("u", "g", "best_u")
+_VERSION = 2  # 2: the rejection state (step_scale, in_a_row, rejected, last_cause, best_iteration, best_g)
+_ARRAYS = ("u", "g", "best_u", "best_g")
 
 
 def checkpoint_file(path: str | os.PathLike) -> Path:
@@ -442,8 +550,8 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
 
 
 def _history_columns(history: list[dict]) -> dict | None:
-    """The history as one array per key (numbers only, every record with the same keys), or None: an array is
-    written in microseconds where JSON text of a long history takes milliseconds, at every checkpoint."""
+    """The history as one array per key (numbers or strings, every record with the same keys), or None: an array
+    is written in microseconds where JSON text of a long history takes milliseconds, at every checkpoint."""
     if not history:
         return {}
     keys = list(history[0])
@@ -454,6 +562,8 @@ def _history_columns(history: list[dict]) -> dict | None:
             columns[key] = np.asarray(values, dtype=np.int64)
         elif all(type(v) in (int, float) for v in values):
             columns[key] = np.asarray(values, dtype=np.float64)
+        elif all(type(v) is str for v in values):  # status, cause
+            columns[key] = np.asarray(values, dtype=np.str_)
         else:
             return None
     if any(len(rec) != len(keys) for rec in history):
@@ -479,9 +589,14 @@ def _write_checkpoint(path, snap: dict, extra: dict | None, extra_arrays: dict) 
         "iterations": len(snap["history"]),
         "history": snap["history"] if columns is None else list(columns),
         "best_loss": snap["best_loss"],
+        "best_iteration": snap["best_iteration"],
         "prev": snap["prev"],
         "quiet": snap["quiet"],
         "stopped": snap["stopped"],
+        "step_scale": snap["step_scale"],
+        "in_a_row": snap["in_a_row"],
+        "rejected": snap["rejected"],
+        "last_cause": snap["last_cause"],
         "elapsed_s": snap["elapsed_s"],
         "extra": extra or {},
     }
@@ -491,9 +606,11 @@ def _write_checkpoint(path, snap: dict, extra: dict | None, extra_arrays: dict) 
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """A fit checkpoint as a dict: ``u``, ``g`` (None before the first evaluation), ``best_u``, ``best_loss``,
-    ``history``, ``names``, ``optimizer`` (its settings), ``opt_state``, ``iterations``, ``stopped`` (None while
-    the fit runs), ``extra`` (the caller's data), ... Raises `DiffsimError` naming the file if it is not one."""
+    """A fit checkpoint as a dict: ``u``, ``g`` (the last accepted iterate and its gradient, None before the first
+    evaluation), ``prev`` (its loss), ``best_u``, ``best_loss``, ``best_iteration``, ``best_g``, ``history``
+    (rejected evaluations included), ``names``, ``optimizer`` (its settings), ``opt_state``, ``iterations``,
+    ``stopped`` (None while the fit runs), ``step_scale``, ``in_a_row``, ``rejected``, ``last_cause`` (the
+    rejection state), ``extra`` (the caller's data), ... Raises `DiffsimError` naming the file if it is not one."""
     path = checkpoint_file(path)
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -550,6 +667,10 @@ def _settings(config: dict) -> str:
 
 def _one_line(e) -> str:
     return " ".join(str(e).split())
+
+
+class _Invalid(Exception):
+    """A trial point outside a parameter's range: rejected like a rollout that failed."""
 
 
 def _first_nonfinite_param(pset, names) -> str:

@@ -120,7 +120,7 @@ def test_unstable_time_step_is_reported_with_the_frame(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines[0].startswith("diffsim: warning: ") and "stability limit" in lines[0]
-    assert lines[-1].startswith(f"diffsim: error: {SYSID}: non-finite ") and " at frame " in lines[-1]
+    assert lines[-1].startswith(f"diffsim: error: {SYSID}: diverging ") and " at frame " in lines[-1]
     assert not (tmp_path / "o" / "trajectory.npz").exists()
 
 

@@ -102,6 +102,7 @@ def test_fast_fill_sets_every_element_of_scalar_vector_and_matrix_fields():
 @pytest.mark.parametrize("precision", ["f32", "f64"])
 def test_nonfinite_scan_finds_the_first_bad_frame_for_every_field_rank(precision):
     # The check after each rollout window: frames x copies x up to three element axes, scalar and vector fields.
+    # Bad means NaN, Inf, or, with a factor > 0, a magnitude above factor x max(1, scale[slot]) (the divergence check).
     # A NaN and an Inf are planted in different frames, copies and elements; the scan must return the earlier
     # frame inside [start, stop) and ignore bad values outside it. Both variants: the CPU's nested loops (what
     # nonfinite_kernel picks here) and the GPUs' one thread per element.
@@ -110,15 +111,17 @@ def test_nonfinite_scan_finds_the_first_bad_frame_for_every_field_rank(precision
     use("cpu", precision)
     real = ti.f64 if precision == "f64" else ti.f32
     out = ti.field(ti.i32, shape=())
+    scale = ti.field(real, shape=(2,))
+    scale.from_numpy(np.array([7.0, 0.5]))
     for tail in [(), (5,), (4, 3), (3, 2, 4)]:
         for dim in (None, 3):
             shape = (9, 2, *tail)
             fld = ti.field(real, shape=shape) if dim is None else ti.Vector.field(dim, real, shape=shape)
             for kernel in (nonfinite_kernel(fld), _first_bad_grouped):
 
-                def scan(start, stop, kernel=kernel, fld=fld):
+                def scan(start, stop, factor=0.0, slot=1, kernel=kernel, fld=fld):
                     out[None] = 2**30
-                    kernel(fld, out, start, stop)
+                    kernel(fld, out, scale, start, stop, slot, factor)
                     return int(out[None])
 
                 arr = np.zeros(fld.shape + (() if dim is None else (dim,)))
@@ -131,6 +134,15 @@ def test_nonfinite_scan_finds_the_first_bad_frame_for_every_field_rank(precision
                 assert scan(0, 9) == 2
                 assert scan(3, 9) == 6  # the NaN lies before the window
                 assert scan(3, 6) == 2**30  # and the Inf after it
+                # the divergence bound: a finite component past it in magnitude counts as bad, one at it does not
+                arr[(4, 1) + (0,) * len(tail) + (() if dim is None else (dim - 1,))] = -3e6
+                fld.from_numpy(arr)
+                assert scan(3, 6) == 2**30  # factor 0: finiteness only
+                assert scan(3, 6, factor=3e6) == 2**30  # bound 3e6 x max(1, scale[1] = 0.5)
+                assert scan(3, 6, factor=2.9e6) == 4
+                assert scan(0, 9, factor=2.9e6) == 2  # the NaN still comes first
+                assert scan(3, 6, factor=3e6 / 7 * 1.01, slot=0) == 2**30  # bound x max(1, scale[0] = 7)
+                assert scan(3, 6, factor=3e6 / 7 * 0.99, slot=0) == 4
 
 
 def test_a_rollout_too_large_for_memory_is_refused_before_allocation(monkeypatch):

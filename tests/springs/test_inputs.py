@@ -62,8 +62,9 @@ def test_nan_during_rollout_names_step_and_quantity():
     msg = str(err.value)
     assert err.value.quantity in ("x", "v", "force")
     assert 0 < err.value.frame <= 400
-    assert f"non-finite {err.value.quantity} at frame {err.value.frame}" in msg
-    assert "dt < " in msg
+    # it diverges (past 1e8 x its initial scale) a frame or so before it overflows, and is caught then
+    assert msg.startswith(f"diverging {err.value.quantity} at frame {err.value.frame} (")
+    assert "dt=0.01 s; spring 0 (stiffness 1e+07 N/m, damping 0 N s/m) needs dt < " in msg
 
 
 def test_bad_parameter_values_and_names():

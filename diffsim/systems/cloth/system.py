@@ -36,6 +36,7 @@ import taichi as ti
 from ... import runtime
 from ...colliders import KIND_ID, local_distance, rotation_from_vector
 from ...engine.fields import MassView
+from ...engine.simulation import DIVERGENCE_FACTOR
 from ...engine.state import FieldSpec
 from ...engine.system import System
 from ...errors import DiffsimError
@@ -398,12 +399,16 @@ class ClothSystem(System):
         return np.asarray(p.numpy()).reshape(p.copies, *p.shape)
 
     def stable_dt(self) -> dict[str, float]:
-        """Largest stable step (s) per mechanism, estimated from the current parameters: semi-implicit Euler
-        needs omega dt < 2 for the stiffest mode, and explicit damping gamma dt < 2 (gamma its decay rate).
+        """Largest stable step (s) per mechanism, estimated from the current parameters. For a mode of angular
+        frequency omega whose damping removes gamma of its velocity per second (v' = v - dt (omega^2 x + gamma v),
+        x' = x + dt v'), semi-implicit Euler is stable if and only if (omega dt)^2 + 2 gamma dt < 4 (Jury's test, as
+        for the springs), that is dt < 4 / (gamma + sqrt(gamma^2 + 4 omega^2)): 2 / omega undamped, 2 / gamma for
+        damping alone.
 
         stretching: omega^2 = 4 (lambda + 2 mu) / (rho h^2), h the smallest triangle altitude (the highest mode
-        of a lumped-mass membrane); bending: omega^2 = 9 k_b max(w / h^2) / (rho a_min) (within 5 % of the largest eigenvalue of a flat grid); contact:
-        omega^2 = k_c / rho; damping: gamma = 2 c_s omega_s^2 / (lambda + 2 mu) + c_m, and likewise for bending."""
+        of a lumped-mass membrane), gamma = 2 c_s omega^2 / (lambda + 2 mu) + c_m; bending: omega^2 = 9 k_b max(w /
+        h^2) / (rho a_min) (within 5 % of the largest eigenvalue of a flat grid), gamma = c_b omega^2 / k_b + c_m;
+        contact: omega^2 = k_c / rho, gamma = c_c / rho + c_m; damping: mass damping alone, gamma = c_m."""
         a = self.arrays
         rho = float(self._first(self.density).min())
         y = float(self._first(self.stretch_modulus).max())
@@ -414,11 +419,15 @@ class ClothSystem(System):
         f = a["faces"]
         edge = np.stack([np.linalg.norm(x[f[:, (k + 1) % 3]] - x[f[:, k]], axis=1) for k in range(3)], axis=1)
         h_min = float((2 * a["area"] / edge.max(axis=1)).min())
-        w_s = 2.0 * math.sqrt(p_mod / rho) / h_min
-        out = {"stretching": 2.0 / w_s}
-        cs = float(self._first(self.stretch_damping).max())
         cm = float(self._first(self.mass_damping).max())
-        gamma = 2 * cs * w_s**2 / p_mod + cm
+
+        def limit(omega, gamma):
+            with np.errstate(over="ignore"):
+                return float(4.0 / (gamma + np.sqrt(gamma * gamma + 4.0 * omega * omega)))
+
+        w_s = 2.0 * math.sqrt(p_mod / rho) / h_min
+        cs = float(self._first(self.stretch_damping).max())
+        out = {"stretching": limit(w_s, 2 * cs * w_s**2 / p_mod + cm)}
         if self.n_hinge:
             kb = float(self._first(self.bending_stiffness).max())
             hv = a["hinges"]
@@ -426,16 +435,14 @@ class ClothSystem(System):
             w_b = math.sqrt(
                 9 * kb * float((a["hinge_weight"] / alt**2).max()) / (rho * a["vertex_area"].min())
             )
-            out["bending"] = 2.0 / w_b
             cb = float(self._first(self.bending_damping).max())
-            gamma = max(gamma, cb * w_b**2 / kb + cm)
+            out["bending"] = limit(w_b, cb * w_b**2 / kb + cm)
         if self.n_col:
             kc = float(self._first(self.contact_stiffness).max())
-            out["contact"] = 2.0 / math.sqrt(kc / rho)
             cc = float(self._first(self.contact_damping).max())
-            gamma = max(gamma, cc / rho + cm)
-        if gamma > 0:
-            out["damping"] = 2.0 / gamma
+            out["contact"] = limit(math.sqrt(kc / rho), cc / rho + cm)
+        if cm > 0:
+            out["damping"] = 2.0 / cm
         return out
 
     def _check_time_step(self) -> None:
@@ -444,17 +451,19 @@ class ClothSystem(System):
         if self.dt > limits[worst]:
             warnings.warn(
                 f"{self.model.source}: dt={self.dt:g} s is above the estimated stability limit of semi-implicit "
-                f"Euler for {worst} ({limits[worst]:.3g} s); expect a blow-up. Use dt <= "
+                f"Euler for {worst} with its damping ({limits[worst]:.3g} s); expect a blow-up. Use dt <= "
                 f"{0.9 * min(limits.values()):.3g} s",
                 stacklevel=3,
             )
 
     def instability_hint(self) -> str:
-        """Names the step, the most deformed triangle just before the state went non-finite, and a stable dt."""
+        """Names the step, the most deformed triangle just before the state went non-finite or diverged (past the
+        engine's bound, DIVERGENCE_FACTOR x max(1, |x| at the window's first frame)), and a stable dt."""
         limits = self.stable_dt()
         worst = min(limits, key=limits.get)
         text = (
-            f"dt={self.dt:g} s; the estimated stable step is {limits[worst]:.3g} s ({worst}): suggested "
+            f"dt={self.dt:g} s; the estimated stable step is {limits[worst]:.3g} s ({worst}, damping included): "
+            "suggested "
             f"dt <= {0.9 * min(limits.values()):.3g} s"
         )
         s = self._state
@@ -464,7 +473,10 @@ class ClothSystem(System):
             x = s.x.to_numpy()
         except Exception:  # pragma: no cover - the state may be gone
             return text
-        ok = np.isfinite(x).reshape(x.shape[0], -1).all(axis=1)
+        flat = x.reshape(x.shape[0], -1).astype(np.float64)
+        bound = DIVERGENCE_FACTOR * max(1.0, float(np.abs(flat[0]).max()) if np.isfinite(flat[0]).all() else 1.0)
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(flat).all(axis=1) & (np.abs(np.nan_to_num(flat, nan=np.inf)).max(axis=1) <= bound)
         if ok.all():
             return text
         bad = int(np.argmin(ok))
@@ -485,7 +497,7 @@ class ClothSystem(System):
         tri = ", ".join(str(int(v)) for v in faces[t])
         ratio = math.exp(min(float(stretch[b, t]), 700.0))
         return (
-            f"step {bad - 1} of this window made it non-finite; triangle {t} (vertices {tri}) was the most "
+            f"step {bad - 1} of this window made it non-finite or diverge; triangle {t} (vertices {tri}) was the most "
             f"deformed before it (principal stretch {ratio:.3g}x); " + text
         )
 
