@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-all bench gpu-check install clean
+.PHONY: demo test test-slow test-all lint format bench gpu-check install clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,14 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PYTEST) -m slow tests || [ $$? -eq 5 ]  # 5: none selected
+
+# Lint and formatting (ruff, pinned in the test extra); CI runs `make lint`.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
 
 test-all: $(STAMP)
 	$(PYTEST) tests

@@ -58,7 +58,7 @@ def sysid_lowers_the_loss_tenfold(result: dict) -> None:
 def dam_break_front_advances(result: dict) -> None:
     """The released column collapses: its front Z = z / a never moves back and has moved forward by the end."""
     z = result["Z"]
-    assert all(b >= a for a, b in zip(z, z[1:])), z  # the front never retreats
+    assert all(b >= a for a, b in zip(z, z[1:], strict=False)), z  # the front never retreats
     assert z[-1] > z[0], z
 
 
