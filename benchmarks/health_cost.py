@@ -38,7 +38,11 @@ def main():
         _system, sim, _task = scene.build(grads="task")
         sim.forward()
         times = {"plain": [], "health": [], "plain, check_finite=False": []}
-        modes = [("plain", {}, True), ("health", {"health": True}, True), ("plain, check_finite=False", {}, False)]
+        modes = [
+            ("plain", {}, True),
+            ("health", {"health": True}, True),
+            ("plain, check_finite=False", {}, False),
+        ]
         verdict = ""
         for rep in range(args.reps + 1):
             for label, kw, check in modes:
@@ -53,7 +57,9 @@ def main():
                     frames = len(sim.health.frames)
                     marks = len(sim.health.contributions) + 1
         base, base_min = statistics.median(times["plain"]), min(times["plain"])
-        print(f"{name}: {sim.steps} steps, {sim.storage} storage, {args.reps} passes each (interleaved): median, best")
+        print(
+            f"{name}: {sim.steps} steps, {sim.storage} storage, {args.reps} passes each (interleaved): median, best"
+        )
         for label, ts in times.items():
             med, best = statistics.median(ts), min(ts)
             print(

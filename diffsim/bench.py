@@ -87,7 +87,9 @@ def _spring_grid(n):
             for di, dj in ((1, 0), (0, 1), (1, 1)):
                 if i + di < n and j + dj < n:
                     # k / m = 1e4 s^-2 at every size, so one dt (omega dt ~ 0.03) is stable for all sizes
-                    model.add_spring(idx(i, j), idx(i + di, j + dj), stiffness=1e4 / n**2, damping=1e-4 / n**2)
+                    model.add_spring(
+                        idx(i, j), idx(i + di, j + dj), stiffness=1e4 / n**2, damping=1e-4 / n**2
+                    )
     system = diffsim.SpringSystem(
         model, dt=2e-4, ground=0.0, contact_stiffness=1e4 / n**2, contact_damping=0.0
     )
@@ -102,6 +104,7 @@ for _n in (16, 32, 64, 128):
     ].__doc__ = f"{_n}x{_n} spring grid ({_n * _n} masses), 200 steps: scaling series"
 
 # --- cloth ---
+
 
 def _cloth_throw_sim(overrides=(), **kw):
     from diffsim.scene import load_scene
@@ -155,6 +158,7 @@ for _n in (17, 65, 129):
 
 # --- mpm ---
 
+
 def _mpm_walker_sim(steps=1023):
     import math
 
@@ -164,8 +168,9 @@ def _mpm_walker_sim(steps=1023):
 
     model = walker2d()
     ctrl = diffsim.Periodic(4, frequency=20.0 / (2 * math.pi), harmonics=1, init_scale=0.01, seed=0)
-    system = MPMSystem(model, dt=1e-3, gravity=[0.0, -3.8], walls="sticky", controller=ctrl,
-                       actuation_strength=4000.0)
+    system = MPMSystem(
+        model, dt=1e-3, gravity=[0.0, -3.8], walls="sticky", controller=ctrl, actuation_strength=4000.0
+    )
     loss = diffsim.CenterOfMassLoss(direction=(1.0, 0.0), maximize=True)
     return diffsim.Simulation(system, steps, loss=loss, storage="checkpointed", checkpoint_every=32)
 
@@ -191,14 +196,16 @@ def _mpm_block(n_target, steps):
     model.add_box([lo, lo], [lo + cells * dx, lo + cells * dx], "rubber", velocity=[0.5, 0.0])
     system = MPMSystem(model, dt=0.5 * dx / 8.0, walls="slip")
     loss = diffsim.CenterOfMassLoss(direction=(1.0, 0.0))
-    return diffsim.Simulation(system, steps, loss=loss, storage="checkpointed", checkpoint_every=min(10, steps))
+    return diffsim.Simulation(
+        system, steps, loss=loss, storage="checkpointed", checkpoint_every=min(10, steps)
+    )
 
 
 for _n, _steps in ((3_000, 200), (30_000, 40), (300_000, 6)):
     CASES[f"mpm{_n // 1000}k"] = (lambda n, k: lambda: (_mpm_block(n, k), "fit"))(_n, _steps)
-    CASES[f"mpm{_n // 1000}k"].__doc__ = (
-        f"MPM scaling: an elastic block of about {_n:,} particles on a 2D grid, {_steps} steps (forward steps/s)"
-    )
+    CASES[
+        f"mpm{_n // 1000}k"
+    ].__doc__ = f"MPM scaling: an elastic block of about {_n:,} particles on a 2D grid, {_steps} steps (forward steps/s)"
 
 
 # --- smoke ---
@@ -215,7 +222,11 @@ def _smoke_target2d_sim(n=128):
     if n != 128:
         path = os.path.join(tempfile.gettempdir(), f"diffsim_smoke_target{n}.npy")
         np.save(path, target_image("taijitu", (n, n)))
-        overrides = [f"grid.resolution=[{n}, {n}]", f"initial[0].cells={max(1, n // 8)}", f"task.loss.target={path}"]
+        overrides = [
+            f"grid.resolution=[{n}, {n}]",
+            f"initial[0].cells={max(1, n // 8)}",
+            f"task.loss.target={path}",
+        ]
     system, sim, _ = load_scene("smoke_target2d", overrides).build(grads="task")
     system.v0.set(_smoke_velocity(system))
     return sim
@@ -289,8 +300,16 @@ def _billiards_rows(rows):
     from diffsim.systems.rigid.robots import billiards as rack
 
     model = rack(rows=rows, table=(0.6 + 0.06 * rows, 0.6 + 0.06 * rows), rack=(0.4, 0.3 + 0.03 * rows))
-    system = RigidSystem(model, dt=1e-3, gravity=[0.0, 0.0], ground=None, contact_stiffness=2e4,
-                         contact_restitution=0.95, contact_friction=0.05, table_friction=0.2)
+    system = RigidSystem(
+        model,
+        dt=1e-3,
+        gravity=[0.0, 0.0],
+        ground=None,
+        contact_stiffness=2e4,
+        contact_restitution=0.95,
+        contact_friction=0.05,
+        table_friction=0.2,
+    )
     system.params["initial.cue.velocity"].set([[2.0, 0.0]])
     loss = diffsim.CenterOfMassLoss(direction=(1.0, 0.0))
     return diffsim.Simulation(system, 256, loss=loss)
@@ -299,7 +318,9 @@ def _billiards_rows(rows):
 for _rows in (2, 4, 8, 12):
     _nb = _rows * (_rows + 1) // 2 + 1
     CASES[f"billiards_{_nb}balls"] = (lambda r: lambda: (_billiards_rows(r), "fit"))(_rows)
-    CASES[f"billiards_{_nb}balls"].__doc__ = f"Rigid scaling: {_nb} balls on a table, all pairs tested, 256 steps"
+    CASES[
+        f"billiards_{_nb}balls"
+    ].__doc__ = f"Rigid scaling: {_nb} balls on a table, all pairs tested, 256 steps"
 
 
 @case("bounce")
@@ -315,10 +336,21 @@ def bounce():
     m.add_body([-0.5, 0.0, 1.0], name="ball", mass=1.0, velocity=[5.0, 0.0, -5.0])
     m.add_sphere("ball", 0.1)
     m.add_obstacle([2.0, 0.0, 1.0], [0.25, 1.0, 1.0])
-    system = RigidSystem(m, dt=1.0 / 480.0, ground=0.0, ground_stiffness=1e4, ground_restitution=0.85,
-                         ground_friction=0.2, contact_stiffness=1e4, contact_restitution=0.85, contact_friction=0.2)
+    system = RigidSystem(
+        m,
+        dt=1.0 / 480.0,
+        ground=0.0,
+        ground_stiffness=1e4,
+        ground_restitution=0.85,
+        ground_friction=0.2,
+        contact_stiffness=1e4,
+        contact_restitution=0.85,
+        contact_friction=0.2,
+    )
     loss = diffsim.FinalPositionLoss([[-2.0, 0.0, 1.5]])
     return diffsim.Simulation(system, 288, loss=loss), "fit"
+
+
 # --- end rigid ---
 
 
@@ -475,8 +507,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cold", action="store_true", help="empty Taichi kernel cache: measure cold compiles"
     )
-    parser.add_argument("--compare", nargs=2, metavar=("BASE.json", "OTHER.json"),
-                        help="print one table comparing two --json results (e.g. CPU and CUDA) and exit")
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("BASE.json", "OTHER.json"),
+        help="print one table comparing two --json results (e.g. CPU and CUDA) and exit",
+    )
     parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.compare:

@@ -1163,7 +1163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tolerance", type=_positive_float, default=1e-6, help="largest relative error that passes (1e-6)"
     )
-    p.add_argument("--directions", type=_positive_count, default=2, help="random directions per parameter (2)")
+    p.add_argument(
+        "--directions", type=_positive_count, default=2, help="random directions per parameter (2)"
+    )
     p.add_argument("--coordinates", type=_count, default=4, help="single coordinates per parameter (4)")
     p.add_argument(
         "--fd-steps",

@@ -60,7 +60,10 @@ def main(argv=None) -> int:
     parser.add_argument("--no-render", action="store_true")
     parser.add_argument("--arch", default=None)
     parser.add_argument(
-        "--bending-model", choices=("dihedral", "quadratic"), default=None, help="default: the scene's (dihedral)"
+        "--bending-model",
+        choices=("dihedral", "quadratic"),
+        default=None,
+        help="default: the scene's (dihedral)",
     )
     args = parser.parse_args(argv)
 

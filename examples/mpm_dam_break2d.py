@@ -25,7 +25,9 @@ MM_Z = [1.11, 1.22, 1.44, 1.67, 1.89, 2.11, 2.33, 2.56, 2.78, 3.00, 3.22, 3.44, 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=None, help="default: the scene's (a short run for a check)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="default: the scene's (a short run for a check)"
+    )
     parser.add_argument("--out", default="runs/mpm_dam_break2d")
     parser.add_argument("--no-render", action="store_true")
     parser.add_argument("--arch", default=None)
@@ -56,8 +58,13 @@ def main(argv=None) -> int:
         from diffsim.scene.trajectory import render_trajectory
 
         os.makedirs(args.out, exist_ok=True)
-        render_trajectory(x, scene.drawing(system), os.path.join(args.out, "dam_break.gif"),
-                          dt=sim.K * system.dt, progress=False)
+        render_trajectory(
+            x,
+            scene.drawing(system),
+            os.path.join(args.out, "dam_break.gif"),
+            dt=sim.K * system.dt,
+            progress=False,
+        )
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ax.plot(T, Z, label="MLS-MPM (16 cells across)")
         ax.plot(MM_T, MM_Z, "o", label="Martin and Moyce (1952)")

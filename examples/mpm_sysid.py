@@ -52,8 +52,9 @@ def main(argv=None) -> int:
         plot_loss(result.history, os.path.join(args.out, "loss.png"))
         sim.forward()
         x = sim.trajectory(["x"])["x"][:, 0]
-        render_trajectory(x, scene.drawing(system), os.path.join(args.out, "fitted.gif"), dt=system.dt,
-                          progress=False)
+        render_trajectory(
+            x, scene.drawing(system), os.path.join(args.out, "fitted.gif"), dt=system.dt, progress=False
+        )
         print(f"wrote {args.out}/loss.png, fitted.gif")
     return 0
 

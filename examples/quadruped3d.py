@@ -91,12 +91,22 @@ def main(argv=None) -> int:
             for f, c in zip(frames, colours, strict=True):
                 ax.add_collection(LineCollection(box_edges(scene, system, x[f], q[f]), colors=[c], lw=0.8))
             ax.axhline(0.0, color="0.5", lw=1)
-            ax.set(xlim=(lo, hi), ylim=(-0.02, 0.3), aspect="equal", ylabel="z (m)",
-                   title=f"{label} ({len(frames)} frames over {(len(x) - 1) * system.dt:.2f} s, dark to light)")
+            ax.set(
+                xlim=(lo, hi),
+                ylim=(-0.02, 0.3),
+                aspect="equal",
+                ylabel="z (m)",
+                title=f"{label} ({len(frames)} frames over {(len(x) - 1) * system.dt:.2f} s, dark to light)",
+            )
         t = np.arange(len(before[2])) * system.dt
-        axes[2].plot(t, before[2][:, 0] - before[2][0, 0], label=f"before: {summary['com_dx_before_m']:+.3f} m")
-        axes[2].plot(t, after[2][:, 0] - after[2][0, 0],
-                     label=f"after {summary['iterations']} Adam iterations: {summary['com_dx_after_m']:+.3f} m")
+        axes[2].plot(
+            t, before[2][:, 0] - before[2][0, 0], label=f"before: {summary['com_dx_before_m']:+.3f} m"
+        )
+        axes[2].plot(
+            t,
+            after[2][:, 0] - after[2][0, 0],
+            label=f"after {summary['iterations']} Adam iterations: {summary['com_dx_after_m']:+.3f} m",
+        )
         axes[2].set(xlabel="t (s)", ylabel="centre of mass x - x0 (m)")
         axes[2].legend()
         fig.tight_layout()

@@ -78,11 +78,17 @@ def main(argv=None) -> int:
             ax.plot(t, after[:, k], label="fitted")
             ax.set(xlabel="t (s)", ylabel=label)
         axes[0].legend()
-        fig.suptitle("box centre of mass: " + ", ".join(f"{n} {fitted[n]:.4g} (truth {truth[n]:g})" for n in NAMES),
-                     fontsize=9)
+        fig.suptitle(
+            "box centre of mass: " + ", ".join(f"{n} {fitted[n]:.4g} (truth {truth[n]:g})" for n in NAMES),
+            fontsize=9,
+        )
         fig.savefig(os.path.join(args.out, "trajectory.png"), dpi=100, bbox_inches="tight")
         plot_loss(result.history, os.path.join(args.out, "loss.png"))
-    print(json.dumps({k: summary[k] for k in ("evaluations", "loss_start", "loss_best", "fitted", "relative_error")}))
+    print(
+        json.dumps(
+            {k: summary[k] for k in ("evaluations", "loss_start", "loss_best", "fitted", "relative_error")}
+        )
+    )
     return 0
 
 

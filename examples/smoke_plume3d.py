@@ -35,8 +35,10 @@ def main(argv=None) -> dict:
         grid_image(column[frame].T, path, vmin=0.0, vmax=vmax, title=f"{scene.name}: frame {frame % len(q)}")
         paths.append(path)
     total = system.total(sim.trajectory(["scalars"])["scalars"][:, 0])
-    print(f"{scene.name}: {sim.steps} steps of {'x'.join(map(str, system.n))} in {elapsed:.1f} s "
-          f"({elapsed / sim.steps:.3f} s/step); density total {total[0]:.4g} -> {total[-1]:.4g}")
+    print(
+        f"{scene.name}: {sim.steps} steps of {'x'.join(map(str, system.n))} in {elapsed:.1f} s "
+        f"({elapsed / sim.steps:.3f} s/step); density total {total[0]:.4g} -> {total[-1]:.4g}"
+    )
     print("wrote " + ", ".join(paths))
     return {"column": column, "total": total, "paths": paths}
 

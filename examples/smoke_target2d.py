@@ -35,8 +35,11 @@ def main(argv=None) -> dict:
     if args.size != 128:
         path = os.path.join(args.out, f"target{args.size}.npy")
         np.save(path, target_image("taijitu", (args.size, args.size)))
-        overrides = [f"grid.resolution=[{args.size}, {args.size}]", f"initial[0].cells={max(1, args.size // 8)}",
-                     f"task.loss.target={os.path.abspath(path)}"]
+        overrides = [
+            f"grid.resolution=[{args.size}, {args.size}]",
+            f"initial[0].cells={max(1, args.size // 8)}",
+            f"task.loss.target={os.path.abspath(path)}",
+        ]
     scene = load_scene("smoke_target2d", overrides, iters=args.iters)
     scene.init_backend()
     system, sim, task = scene.build()
@@ -50,8 +53,10 @@ def main(argv=None) -> dict:
         grid_image(np.asarray(img).T, p, cmap="gray_r", vmin=0.0, vmax=1.0, title=f"{scene.name}: {name}")
         paths.append(p)
     h = result.loss_history
-    print(f"loss {h[0]:.4g} -> {result.best_loss:.4g} ({result.best_loss / h[0]:.1%} of the start) in "
-          f"{result.iterations} iterations, {result.wall_time_s:.0f} s")
+    print(
+        f"loss {h[0]:.4g} -> {result.best_loss:.4g} ({result.best_loss / h[0]:.1%} of the start) in "
+        f"{result.iterations} iterations, {result.wall_time_s:.0f} s"
+    )
     with open(os.path.join(args.out, "result.json"), "w") as fh:  # read by tests/test_examples.py
         json.dump({"loss_history": h, "best_loss": result.best_loss}, fh, indent=1)
     print("wrote " + ", ".join(paths))

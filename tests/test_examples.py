@@ -31,7 +31,6 @@ SHORT = {
 }
 
 
-
 def initial_and_best_loss(result: dict) -> tuple[float, float]:
     """(loss at the starting parameters, best loss of the fit) from an example's result.json."""
     if "loss_start" in result:

@@ -45,16 +45,28 @@ def main() -> int:
     yy, xx = [math.linspace(0, 1, spatial(**{k: n})) for k in ("y", "x")]
 
     def blob(cx, cy, r):
-        return CenteredGrid(lambda p: math.exp(-math.vec_squared(p - vec(x=cx * n, y=cy * n)) / (r * n) ** 2),
-                            0, bounds, x=n, y=n)
+        return CenteredGrid(
+            lambda p: math.exp(-math.vec_squared(p - vec(x=cx * n, y=cy * n)) / (r * n) ** 2),
+            0,
+            bounds,
+            x=n,
+            y=n,
+        )
 
     density0 = blob(0.5, 0.3, 0.1)
     target = blob(0.6, 0.6, 0.12)
 
     # The adjoint solve runs inside JAX's backward pass, where a diverged solve cannot be reported eagerly.
-    solve = Solve("CG", args.rel_tol, args.abs_tol, max_iterations=200, suppress=[math.Diverged, math.NotConverged],
-                  gradient_solve=Solve("CG", args.rel_tol, args.abs_tol, max_iterations=200,
-                                       suppress=[math.Diverged, math.NotConverged]))
+    solve = Solve(
+        "CG",
+        args.rel_tol,
+        args.abs_tol,
+        max_iterations=200,
+        suppress=[math.Diverged, math.NotConverged],
+        gradient_solve=Solve(
+            "CG", args.rel_tol, args.abs_tol, max_iterations=200, suppress=[math.Diverged, math.NotConverged]
+        ),
+    )
 
     def simulate(velocity):
         density = density0
@@ -90,9 +102,21 @@ def main() -> int:
         times.append(time.perf_counter() - a)
     import phi
 
-    print(json.dumps({"peer": "phiflow", "version": phi.__version__, "backend": "jax", "task": "smoke_target2d",
-                      "res": n, "steps": args.steps, "first_iteration_s": first,
-                      "seconds_per_iteration": statistics.median(times), "loss": float(loss)}))
+    print(
+        json.dumps(
+            {
+                "peer": "phiflow",
+                "version": phi.__version__,
+                "backend": "jax",
+                "task": "smoke_target2d",
+                "res": n,
+                "steps": args.steps,
+                "first_iteration_s": first,
+                "seconds_per_iteration": statistics.median(times),
+                "loss": float(loss),
+            }
+        )
+    )
     return 0
 
 

@@ -30,9 +30,16 @@ PAIRS = [
     ("cloth_throw 17x17, 1920 steps", "cloth_throw", ["warp_cloth_throw.py", "--iters", "3"]),
     ("bounce 288 steps", "bounce", ["warp_bounce.py", "--iters", "10"]),
     # PhiFlow (phiml 1.16 + JAX 0.4.38) fails to trace the 100-step task (docs/performance.md): 20 steps, per step
-    ("smoke_target2d 64^2 (PhiFlow: 20 steps)", "smoke64", ["phiflow_smoke_target.py", "--res", "64", "--steps", "20"]),
-    ("smoke_target2d 128^2 (PhiFlow: 20 steps)", "smoke_target2d",
-     ["phiflow_smoke_target.py", "--res", "128", "--steps", "20"]),
+    (
+        "smoke_target2d 64^2 (PhiFlow: 20 steps)",
+        "smoke64",
+        ["phiflow_smoke_target.py", "--res", "64", "--steps", "20"],
+    ),
+    (
+        "smoke_target2d 128^2 (PhiFlow: 20 steps)",
+        "smoke_target2d",
+        ["phiflow_smoke_target.py", "--res", "128", "--steps", "20"],
+    ),
 ]
 
 
@@ -54,8 +61,15 @@ def run_together(cmds, cores, env=None) -> list[dict]:
         return lambda: os.sched_setaffinity(0, {core})
 
     procs = [
-        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-                         preexec_fn=pin(core))
+        subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            preexec_fn=pin(core),
+        )
         for cmd, core in zip(cmds, cores, strict=True)
     ]
     out = []
@@ -84,9 +98,14 @@ def main() -> int:
     parser.add_argument("--python", default=sys.executable, help="interpreter with the peer packages")
     parser.add_argument("--repeat", type=int, default=3)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--concurrent", dest="concurrent", action="store_true", default=None,
-                      help="run each pair at the same time on two cores, cores swapped between rounds (default "
-                      "with two or more cores)")
+    mode.add_argument(
+        "--concurrent",
+        dest="concurrent",
+        action="store_true",
+        default=None,
+        help="run each pair at the same time on two cores, cores swapped between rounds (default "
+        "with two or more cores)",
+    )
     mode.add_argument("--sequential", dest="concurrent", action="store_false", help="one after the other")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per pair when concurrent (default 2)")
     parser.add_argument("--only", nargs="*", default=None, help="diffsim cases to run (default: every pair)")
@@ -113,25 +132,47 @@ def main() -> int:
                 ours, theirs = run_json(ours_cmd), run_json(peer_cmd, env=dict(os.environ))
             rounds.append({"cores": pair, "diffsim": ours, "peer": theirs, "ratio": ratio_of(ours, theirs)})
             a = f"{ours['total_s']:.4f}" if "total_s" in ours else ours.get("error", "?")[:30]
-            b = f"{theirs['seconds_per_iteration']:.4f}" if "seconds_per_iteration" in theirs else theirs.get(
-                "error", "?")[:30]
+            b = (
+                f"{theirs['seconds_per_iteration']:.4f}"
+                if "seconds_per_iteration" in theirs
+                else theirs.get("error", "?")[:30]
+            )
             r = rounds[-1]["ratio"]
             where = f" (cores {pair[0]}/{pair[1]})" if pair else ""
-            print(f"{label:34s} diffsim {a:>10s} s/it   {theirs.get('peer', peer[0])} {b:>10s} s/it   ratio "
-                  f"{'-' if r is None else f'{r:.3f}'}{where}", flush=True)
+            print(
+                f"{label:34s} diffsim {a:>10s} s/it   {theirs.get('peer', peer[0])} {b:>10s} s/it   ratio "
+                f"{'-' if r is None else f'{r:.3f}'}{where}",
+                flush=True,
+            )
         ratios = sorted(r["ratio"] for r in rounds if r["ratio"] is not None)
-        median = ratios[len(ratios) // 2] if len(ratios) % 2 else (
-            sum(ratios[len(ratios) // 2 - 1: len(ratios) // 2 + 1]) / 2 if ratios else None)
+        median = (
+            ratios[len(ratios) // 2]
+            if len(ratios) % 2
+            else (sum(ratios[len(ratios) // 2 - 1 : len(ratios) // 2 + 1]) / 2 if ratios else None)
+        )
         if len(rounds) > 1 and ratios:
-            print(f"{'':34s} median ratio {median:.3f} ({ratios[0]:.3f}-{ratios[-1]:.3f}) over {len(ratios)} "
-                  "rounds", flush=True)
-        rows.append({"task": label, "concurrent": concurrent, "rounds": rounds, "ratio": median,
-                     "ratio_range": [ratios[0], ratios[-1]] if ratios else None,
-                     "diffsim": rounds[-1]["diffsim"], "peer": rounds[-1]["peer"]})
+            print(
+                f"{'':34s} median ratio {median:.3f} ({ratios[0]:.3f}-{ratios[-1]:.3f}) over {len(ratios)} "
+                "rounds",
+                flush=True,
+            )
+        rows.append(
+            {
+                "task": label,
+                "concurrent": concurrent,
+                "rounds": rounds,
+                "ratio": median,
+                "ratio_range": [ratios[0], ratios[-1]] if ratios else None,
+                "diffsim": rounds[-1]["diffsim"],
+                "peer": rounds[-1]["peer"],
+            }
+        )
     if args.json_path:
         tmp = f"{args.json_path}.tmp{os.getpid()}"  # written whole, then renamed: never a truncated file
         with open(tmp, "w") as fh:
-            json.dump({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}, fh, indent=1)
+            json.dump(
+                {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}, fh, indent=1
+            )
         os.replace(tmp, args.json_path)
     return 0
 

@@ -28,7 +28,9 @@ def main() -> int:
     ke, kf, kd, mu = 1.0e4, 0.0, 1.0e1, 0.2
     builder = wp.sim.ModelBuilder()
     builder.add_particle(pos=wp.vec3(-0.5, 1.0, 0.0), vel=wp.vec3(5.0, -5.0, 0.0), mass=1.0)
-    builder.add_shape_box(body=-1, pos=wp.vec3(2.0, 1.0, 0.0), hx=0.25, hy=1.0, hz=1.0, ke=ke, kf=kf, kd=kd, mu=mu)
+    builder.add_shape_box(
+        body=-1, pos=wp.vec3(2.0, 1.0, 0.0), hx=0.25, hy=1.0, hz=1.0, ke=ke, kf=kf, kd=kd, mu=mu
+    )
     model = builder.finalize(requires_grad=True)
     model.ground = True
     model.soft_contact_ke, model.soft_contact_kf, model.soft_contact_kd = ke, kf, kd

@@ -31,10 +31,21 @@ def main() -> int:
     steps, dt = 2 * 60 * 16, 1.0 / 60.0 / 16
     builder = wp.sim.ModelBuilder()
     builder.default_particle_radius = 0.01
-    builder.add_cloth_grid(pos=wp.vec3(0.0, 0.0, 0.0), vel=wp.vec3(0.1, 0.1, 0.0),
-                           rot=wp.quat_from_axis_angle(wp.vec3(1.0, 0.0, 0.0), -math.pi * 0.25),
-                           dim_x=16, dim_y=16, cell_x=1.0 / 16, cell_y=1.0 / 16, mass=1.0,
-                           tri_ke=1e4, tri_ka=1e4, tri_kd=100.0, tri_lift=10.0, tri_drag=5.0)
+    builder.add_cloth_grid(
+        pos=wp.vec3(0.0, 0.0, 0.0),
+        vel=wp.vec3(0.1, 0.1, 0.0),
+        rot=wp.quat_from_axis_angle(wp.vec3(1.0, 0.0, 0.0), -math.pi * 0.25),
+        dim_x=16,
+        dim_y=16,
+        cell_x=1.0 / 16,
+        cell_y=1.0 / 16,
+        mass=1.0,
+        tri_ke=1e4,
+        tri_ka=1e4,
+        tri_kd=100.0,
+        tri_lift=10.0,
+        tri_drag=5.0,
+    )
     model = builder.finalize()
     model.ground = False
     integrator = wp.sim.SemiImplicitIntegrator()
@@ -44,12 +55,15 @@ def main() -> int:
 
     def launch_loss():
         com.zero_()
-        wp.launch(com_kernel, dim=model.particle_count, inputs=[states[-1].particle_q, model.particle_count, com])
+        wp.launch(
+            com_kernel, dim=model.particle_count, inputs=[states[-1].particle_q, model.particle_count, com]
+        )
         wp.launch(loss_kernel, dim=1, inputs=[com, wp.vec3(8.0, 0.0, 0.0), loss])
 
     iteration = make_iteration(wp, model, integrator, states, dt, loss, launch_loss, rate=5.0)
-    time_and_report(wp, iteration, args.iters, "cloth_throw", args.device, steps, loss,
-                    vertices=model.particle_count)
+    time_and_report(
+        wp, iteration, args.iters, "cloth_throw", args.device, steps, loss, vertices=model.particle_count
+    )
     return 0
 
 

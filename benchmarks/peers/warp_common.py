@@ -71,6 +71,19 @@ def time_and_report(wp, iteration, iters: int, task: str, device: str, steps: in
         c = time.perf_counter()
         times.append(c - a)
         fwd.append(b - a)
-    print(json.dumps({"peer": "warp", "version": wp.config.version, "task": task, "device": device,
-                      "steps": steps, **extra, "first_iteration_s": first, "forward_s": statistics.median(fwd),
-                      "seconds_per_iteration": statistics.median(times), "loss": float(loss.numpy()[0])}))
+    print(
+        json.dumps(
+            {
+                "peer": "warp",
+                "version": wp.config.version,
+                "task": task,
+                "device": device,
+                "steps": steps,
+                **extra,
+                "first_iteration_s": first,
+                "forward_s": statistics.median(fwd),
+                "seconds_per_iteration": statistics.median(times),
+                "loss": float(loss.numpy()[0]),
+            }
+        )
+    )

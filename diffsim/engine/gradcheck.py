@@ -80,7 +80,9 @@ def gradcheck(
     rng = np.random.default_rng(seed)
     params = sim.system.params.with_grad(names)
     if not params:
-        raise DiffsimError("no parameters to check (the system was built without gradients)", where="gradcheck")
+        raise DiffsimError(
+            "no parameters to check (the system was built without gradients)", where="gradcheck"
+        )
     sim.forward()
     sim.backward()
     grads = {p.name: p.grad().copy() for p in params}

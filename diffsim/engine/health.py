@@ -230,12 +230,17 @@ class AdjointMonitor:
         self._tree = fb.finalize()
         grads = [state.field(n).grad for n in self.names]
         self._reduce = FastKernel(
-            _frame_reducer(grads, runtime.serial_loops(batch, SERIAL_COPIES_BELOW)), self.norm2, self.bad, types="ii"
+            _frame_reducer(grads, runtime.serial_loops(batch, SERIAL_COPIES_BELOW)),
+            self.norm2,
+            self.bad,
+            types="ii",
         )
         self._clip = FastKernel(_clip_scale, self.norm2, self.bad, self.scale, types="if")
         self._scale = [FastKernel(_scale_frame, g, self.scale, types="i") for g in grads]
         self._zero = [
-            FastKernel(_zero_frames, state.field(s.name).grad, types="ii") for s in all_specs if s.dtype != "i32"
+            FastKernel(_zero_frames, state.field(s.name).grad, types="ii")
+            for s in all_specs
+            if s.dtype != "i32"
         ]
 
     def record(self, frame: int, offset: int) -> None:
@@ -329,9 +334,7 @@ class HealthReport:
         if self.first_nonfinite is not None:
             f = self.first_nonfinite
             what = ", ".join(self.bad_quantities(f)) or "state"
-            txt = (
-                f"exploding: the adjoint of {what} is non-finite from frame {f} (t = {f * self.dt:.4g} s) back"
-            )
+            txt = f"exploding: the adjoint of {what} is non-finite from frame {f} (t = {f * self.dt:.4g} s) back"
             if math.isfinite(rate):
                 txt += f"; fitted growth {rate:.4g}/s (x{math.exp(min(rate, 700.0)):.3g} per second)"
             return txt

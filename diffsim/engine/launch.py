@@ -73,4 +73,3 @@ class FastKernel:
                 getattr(ctx, setter)((i,), v)
             self._last = args
         self._prog.launch_kernel(self._data, ctx)
-

@@ -214,7 +214,9 @@ class Simulation:
         stops = {n}
         if loss:  # the frames in (a, b] with loss terms, found by bisection in the sorted schedule
             frames = self._loss_frames
-            stops.update(fg - a for fg in frames[bisect.bisect_right(frames, a) : bisect.bisect_right(frames, b)])
+            stops.update(
+                fg - a for fg in frames[bisect.bisect_right(frames, a) : bisect.bisect_right(frames, b)]
+            )
         k = 0
         for stop in sorted(stops):
             self._steps(k, a + k, stop - k)
@@ -519,7 +521,9 @@ class Simulation:
         if self._monitor is None:
             from .health import AdjointMonitor  # noqa: PLC0415
 
-            self._monitor = AdjointMonitor(self.state, self._state_specs, self.state.specs, self.steps, self.batch)
+            self._monitor = AdjointMonitor(
+                self.state, self._state_specs, self.state.specs, self.steps, self.batch
+            )
         return self._monitor
 
     def _health_report(self, chunks, stride: int):

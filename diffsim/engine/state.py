@@ -73,7 +73,9 @@ class State:
         if not self.needs_grad:
             return
         if self._zeroers is None:
-            self._zeroers = [filler(getattr(self, spec.name).grad) for spec in self.specs if spec.dtype != "i32"]
+            self._zeroers = [
+                filler(getattr(self, spec.name).grad) for spec in self.specs if spec.dtype != "i32"
+            ]
         for zero in self._zeroers:
             zero(0.0)
 
@@ -145,7 +147,12 @@ def _is_bad(x, is_f64: ti.template(), limit) -> bool:
 
 @ti.kernel
 def _first_bad_nested(
-    field: ti.template(), out: ti.template(), scale: ti.template(), start: ti.i32, stop: ti.i32, slot: ti.i32,
+    field: ti.template(),
+    out: ti.template(),
+    scale: ti.template(),
+    start: ti.i32,
+    stop: ti.i32,
+    slot: ti.i32,
     factor: float,
 ):
     """Lower out[None] to the first frame in [start, stop) holding NaN, Inf or, when factor > 0, a component above
@@ -178,7 +185,12 @@ def _first_bad_nested(
 
 @ti.kernel
 def _first_bad_grouped(
-    field: ti.template(), out: ti.template(), scale: ti.template(), start: ti.i32, stop: ti.i32, slot: ti.i32,
+    field: ti.template(),
+    out: ti.template(),
+    scale: ti.template(),
+    start: ti.i32,
+    stop: ti.i32,
+    slot: ti.i32,
     factor: float,
 ):
     """The same on GPUs: one thread per element (a few frames of a large grid would give the nested loop's frames
@@ -225,5 +237,7 @@ def nonfinite_kernel(field):
     if runtime.current()["arch"] != "cpu":
         return _first_bad_grouped
     if not 2 <= len(field.shape) <= 5:
-        raise ValueError(f"a state field has 2 to 5 axes (frames, copies, element axes), got shape {field.shape}")
+        raise ValueError(
+            f"a state field has 2 to 5 axes (frames, copies, element axes), got shape {field.shape}"
+        )
     return _first_bad_nested

@@ -87,7 +87,6 @@ class System(StepKernels):
         """Whether every loop of the step runs serially (see `multi_step_launcher`)."""
         return False
 
-
     # -- shared helpers -----------------------------------------------------------------------------------------
     def add_param(self, name: str, shape, value, **kw) -> Parameter:
         return self.params.add(

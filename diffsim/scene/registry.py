@@ -36,8 +36,13 @@ __all__ = [
 ]
 
 #: modules that register the built-in system kinds, imported on first use
-BUILTIN_MODULES = ("diffsim.scene.springs", "diffsim.scene.cloth", "diffsim.scene.mpm", "diffsim.scene.smoke",
-                   "diffsim.scene.rigid")
+BUILTIN_MODULES = (
+    "diffsim.scene.springs",
+    "diffsim.scene.cloth",
+    "diffsim.scene.mpm",
+    "diffsim.scene.smoke",
+    "diffsim.scene.rigid",
+)
 
 
 @dataclass

@@ -500,7 +500,9 @@ class Scene:
             raise DiffsimError(f"must be 'all' or 'task', got {grads!r}", where="grads")
         fitted = grads == "task" and task and self.has_task
         system = self.build_system(requires_grad=list(self.data["task"]["fit"]) if fitted else None)
-        if fitted:  # a pattern that matches nothing: the task's error (file, key, suggestion), not requires_grad's
+        if (
+            fitted
+        ):  # a pattern that matches nothing: the task's error (file, key, suggestion), not requires_grad's
             from diffsim.scene.task import resolve_fit  # noqa: PLC0415
 
             resolve_fit(self.data["task"]["fit"], system.params.names(), self.source)

@@ -242,7 +242,8 @@ def load_target_file(
                 made_by = meta.get("system")
                 if system is not None and made_by is not None and made_by != system:
                     raise DiffsimError(
-                        f"{path} was written by a {made_by!r} scene; this scene simulates {system!r}", where=where
+                        f"{path} was written by a {made_by!r} scene; this scene simulates {system!r}",
+                        where=where,
                     )
                 if quantity not in npz.files:
                     raise DiffsimError(
@@ -504,7 +505,9 @@ def _build_loss(task: Task, loss_spec: dict, where, system, sim) -> None:
         _point_loss(task, loss_spec, where, system, sim)
 
 
-def _generate(generate: dict, where, system, sim, quantity: str, dry: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _generate(
+    generate: dict, where, system, sim, quantity: str, dry: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Simulate with the parameter values in `generate`; the rows of `quantity` (frames, batch, n, dim). dry: check
     the values only; zeros stand in for the rollout."""
     import diffsim  # noqa: PLC0415

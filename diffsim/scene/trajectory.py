@@ -185,7 +185,9 @@ def render_trajectory(
     from diffsim.viz import animate_2d, render_3d  # noqa: PLC0415
 
     if drawing.grid:
-        return _render_grid(positions, drawing, path, dt=dt, fps=fps, stride=stride, title=title, progress=progress)
+        return _render_grid(
+            positions, drawing, path, dt=dt, fps=fps, stride=stride, title=title, progress=progress
+        )
     pos = np.asarray(positions, dtype=np.float64)
     if pos.ndim != 3 or pos.shape[-1] != drawing.dim:
         raise DiffsimError(

@@ -83,10 +83,14 @@ def test_quiet_silences_taichi_warnings_too(tmp_path):
     cache.mkdir()
     (cache / "ticache.lock").touch()
     env = {"TI_OFFLINE_CACHE_FILE_PATH": str(cache)}
-    loud = ok(diffsim("run", "walker2d", "--out", "w", "--steps", "5", cwd=tmp_path, env=env, taichi_log=True))
+    loud = ok(
+        diffsim("run", "walker2d", "--out", "w", "--steps", "5", cwd=tmp_path, env=env, taichi_log=True)
+    )
     assert "ticache.lock" in loud.stderr
     quiet = ok(
-        diffsim("run", "walker2d", "--out", "w", "--steps", "5", "--quiet", cwd=tmp_path, env=env, taichi_log=True)
+        diffsim(
+            "run", "walker2d", "--out", "w", "--steps", "5", "--quiet", cwd=tmp_path, env=env, taichi_log=True
+        )
     )
     assert quiet.stdout == "" and quiet.stderr == ""
 
@@ -247,8 +251,23 @@ def test_run_and_render_draw_a_smoke_grid(tmp_path):
     """A grid trajectory (smoke) is drawn as an image of its density, by `run --render` and by `render` of the
     saved file (which has no copy axis)."""
     scene = str(SCENES / "smoke_target2d.toml")
-    ok(diffsim("run", scene, "--set", "grid.resolution=[16, 16]", "--set", "initial[0].cells=2", "--steps", "4",
-               "--out", "r", "--render", "--quiet", cwd=tmp_path))
+    ok(
+        diffsim(
+            "run",
+            scene,
+            "--set",
+            "grid.resolution=[16, 16]",
+            "--set",
+            "initial[0].cells=2",
+            "--steps",
+            "4",
+            "--out",
+            "r",
+            "--render",
+            "--quiet",
+            cwd=tmp_path,
+        )
+    )
     assert (tmp_path / "r" / "animation.gif").stat().st_size > 1000
     proc = ok(diffsim("render", "r/trajectory.npz", "--out", "again.gif", cwd=tmp_path))
     assert "again.gif (matplotlib)" in proc.stdout

@@ -8,7 +8,16 @@ from tests.cli.conftest import SYSID, diffsim, ok
 def test_optimize_and_gradcheck_write_the_health_report(tmp_path):
     proc = ok(
         diffsim(
-            "optimize", "walker2d", "--out", "o", "--steps", "40", "--iters", "1", "--health", "--no-render",
+            "optimize",
+            "walker2d",
+            "--out",
+            "o",
+            "--steps",
+            "40",
+            "--iters",
+            "1",
+            "--health",
+            "--no-render",
             cwd=tmp_path,
         )
     )

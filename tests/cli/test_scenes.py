@@ -28,7 +28,9 @@ def _params():
     for name, kind in kinds.items():
         fast.setdefault(kind, FAST.get(kind, name))
     return [
-        pytest.param(path, id=path.stem, marks=[] if fast[kinds[path.stem]] == path.stem else [pytest.mark.slow])
+        pytest.param(
+            path, id=path.stem, marks=[] if fast[kinds[path.stem]] == path.stem else [pytest.mark.slow]
+        )
         for path in ALL
     ]
 

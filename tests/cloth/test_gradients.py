@@ -231,13 +231,20 @@ def test_gradients_for_some_parameters_only_equal_those_of_all():
     want = diffsim.Simulation(full, STEPS, loss=loss).value_and_grad()[1]
     some = free_cloth(requires_grad=names)
     value, got = diffsim.Simulation(some, STEPS, loss=loss).value_and_grad()
-    fitted = ["initial.velocity", "material.stretch_modulus", "material.poisson_ratio", "material.bending_stiffness",
-              "material.density"]
+    fitted = [
+        "initial.velocity",
+        "material.stretch_modulus",
+        "material.poisson_ratio",
+        "material.bending_stiffness",
+        "material.density",
+    ]
     assert sorted(got) == sorted(fitted)
     for n in fitted:
         np.testing.assert_allclose(got[n], want[n], rtol=1e-12, atol=0, err_msg=n)
         assert np.abs(got[n]).max() > 0, n
-    with pytest.raises(diffsim.DiffsimError, match=r"damping.stretch: this parameter was built without a gradient"):
+    with pytest.raises(
+        diffsim.DiffsimError, match=r"damping.stretch: this parameter was built without a gradient"
+    ):
         some.params["damping.stretch"].grad()
     with pytest.raises(diffsim.DiffsimError, match="air.drag: this parameter was built without a gradient"):
         diffsim.fit(diffsim.Simulation(some, STEPS, loss=loss), ["air.drag"], iters=1, progress=False)
@@ -258,7 +265,9 @@ def test_steps_launched_together_equal_steps_launched_one_by_one():
     loss = loss_for(system)  # a term every 5 frames and one at the end
     for every in (None, 15):  # full storage, checkpoints every 15 steps
         together = diffsim.Simulation(system, STEPS, loss=loss, checkpoint_every=every)
-        assert together._steps is not None and together.storage == ("full" if every is None else "checkpointed")
+        assert together._steps is not None and together.storage == (
+            "full" if every is None else "checkpointed"
+        )
         one_by_one = diffsim.Simulation(system, STEPS, loss=loss, checkpoint_every=every)
         one_by_one._steps = None
         v1, g1 = together.value_and_grad()

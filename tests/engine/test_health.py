@@ -199,7 +199,11 @@ def sims(pair):
     """The hanging pair with full storage and checkpointed every 5 and every 2 steps: the options are per call, so
     the tests share these (each new simulation compiles its kernels)."""
     system, _ = pair
-    return {"full": _sim(system), "cp5": _sim(system, checkpoint_every=5), "cp2": _sim(system, checkpoint_every=2)}
+    return {
+        "full": _sim(system),
+        "cp5": _sim(system, checkpoint_every=5),
+        "cp2": _sim(system, checkpoint_every=2),
+    }
 
 
 def _grads(sim, **kw):

@@ -16,7 +16,11 @@ def f64():
 
 @pytest.mark.parametrize(
     "case",
-    ["billiards", pytest.param("walker2d", marks=pytest.mark.slow), pytest.param("rigid_walker2d", marks=pytest.mark.slow)],
+    [
+        "billiards",
+        pytest.param("walker2d", marks=pytest.mark.slow),
+        pytest.param("rigid_walker2d", marks=pytest.mark.slow),
+    ],
 )
 def test_steps_launched_together_equal_steps_launched_one_by_one(case):
     sim, _ = bench.CASES[case]()

@@ -29,7 +29,9 @@ def test_too_many_field_groups_raise_a_clear_error_instead_of_crashing():
     message = r"p\d+: this process already holds \d+ groups of Taichi fields"
     with pytest.raises(diffsim.DiffsimError, match=message) as info:
         for k in range(runtime.FIELD_GROUP_LIMIT):
-            made.append(diffsim.Parameter(f"p{k}", (2,), 1.0))  # each a field of its own, after the first launch
+            made.append(
+                diffsim.Parameter(f"p{k}", (2,), 1.0)
+            )  # each a field of its own, after the first launch
     assert "diffsim.init()" in str(info.value)
     assert runtime.FIELD_GROUP_LIMIT - 2 * runtime.FIELD_GROUP_MARGIN < runtime.field_groups()
     assert runtime.field_groups() <= runtime.FIELD_GROUP_LIMIT - runtime.FIELD_GROUP_MARGIN
@@ -155,8 +157,11 @@ def test_a_rollout_too_large_for_memory_is_refused_before_allocation(monkeypatch
     system = diffsim.SpringSystem(square(dim=2), dt=1e-3)
     monkeypatch.setattr(memory, "available_bytes", lambda: 64 * 2**20)
     # 4 masses, 2D, x and v (+ forces and gradients) in f64: a few hundred bytes per frame -> 10^6 frames is > 64 MiB
-    with pytest.raises(diffsim.DiffsimError, match=r"steps: a rollout of 1000000 steps keeping 1000001 frames .* "
-                       r"needs about .* more than the 64 MiB available; use checkpointed storage"):
+    with pytest.raises(
+        diffsim.DiffsimError,
+        match=r"steps: a rollout of 1000000 steps keeping 1000001 frames .* "
+        r"needs about .* more than the 64 MiB available; use checkpointed storage",
+    ):
         diffsim.Simulation(system, 1_000_000)
     sim = diffsim.Simulation(system, 1_000_000, checkpoint_every=1000)  # 1,001 + 1,002 frames fit
     assert sim.memory_bytes()["total"] < 64 * 2**20

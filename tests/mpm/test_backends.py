@@ -35,15 +35,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.backends]
 def rollout(arch, precision, fluid=True, poisson_ratio=0.3):
     use(arch, precision)
     m = MPMModel(dim=2, res=32, dx=1 / 32, ppc=4, source="backends")
-    m.add_material("jelly", "elastic", density=1000.0, youngs_modulus=3e3, poisson_ratio=poisson_ratio,
-                   viscosity=0.3)
+    m.add_material(
+        "jelly", "elastic", density=1000.0, youngs_modulus=3e3, poisson_ratio=poisson_ratio, viscosity=0.3
+    )
     m.add_box([0.2, 0.105], [0.45, 0.23], "jelly", velocity=[0.7, -1.2], actuator=0)
     m.actuator_ids[0][: m.n_particles // 2] = 1
     if fluid:
         m.add_material("water", "fluid", density=1000.0, bulk_modulus=2e3, viscosity=0.8)
         m.add_box([0.6, 0.105], [0.75, 0.2], "water", velocity=[-0.3, -1.2])
-    system = MPMSystem(m, dt=2e-3, walls=WALLS, wall_friction=0.4,
-                       controller=diffsim.OpenLoop(2, STEPS, init=0.3), actuation_strength=400.0)
+    system = MPMSystem(
+        m,
+        dt=2e-3,
+        walls=WALLS,
+        wall_friction=0.4,
+        controller=diffsim.OpenLoop(2, STEPS, init=0.3),
+        actuation_strength=400.0,
+    )
     sim = diffsim.Simulation(system, STEPS, loss=target_loss(system, STEPS, every=4))
     floor = system.bound * system.dx
     return (*run(sim, ("x", "v", "C", "F")), floor)

@@ -54,7 +54,6 @@ def test_linear_momentum_is_conserved_without_gravity_and_walls(free_collision):
     assert grid_momentum[0] == pytest.approx(momentum[120], rel=1e-12)
 
 
-
 def test_stale_grid_outside_the_active_box_is_never_read(free_collision):
     # Each step clears and updates only the nodes its particles' stencils touch (MPMSystem._clear); the rest of the
     # grid keeps values of earlier steps. Poisoning the whole grid with NaN must leave the rollout unchanged, bit for
@@ -67,6 +66,7 @@ def test_stale_grid_outside_the_active_box_is_never_read(free_collision):
     traj = sim.trajectory()
     for name in ("x", "v", "C", "F"):
         assert np.array_equal(traj[name], ref[name]), name
+
 
 def test_elastic_bar_oscillates_at_its_analytic_frequency():
     # A free-free bar of length L, Young's modulus E, density rho and Poisson ratio 0 (no lateral coupling) in its

@@ -46,8 +46,12 @@ def rollout_2d(arch, precision):
 #: asin (the adjoint is rounded to f32 there), the anchor offsets' through the wheel's rotation matrix (cos, sin),
 #: which multiplies the zero offset in the rollout but not in its derivative. Measured: contact.restitution 1.1e-7,
 #: joints.anchor_b 3e-8, ground.restitution 2e-9; f32 rounding is 6e-8 per term.
-F32_ADJOINT = {"ground.restitution": 1e-6, "contact.restitution": 1e-6, "joints.anchor_a": 1e-6,
-               "joints.anchor_b": 1e-6}
+F32_ADJOINT = {
+    "ground.restitution": 1e-6,
+    "contact.restitution": 1e-6,
+    "joints.anchor_a": 1e-6,
+    "joints.anchor_b": 1e-6,
+}
 
 
 def wheel_and_balls():
@@ -58,16 +62,36 @@ def wheel_and_balls():
     m = RigidModel(dim=2, source="backends_exact")
     m.add_body([0.3, 0.15], angular_velocity=0.5, name="wheel", density=200.0)
     m.add_circle("wheel", 0.05)
-    m.add_joint("revolute", "world", "wheel", anchor=[0.3, 0.15], stiffness=2e4, damping=5.0, lower=-0.3,
-                upper=0.05, limit_stiffness=50.0, limit_damping=0.5, name="axle")
+    m.add_joint(
+        "revolute",
+        "world",
+        "wheel",
+        anchor=[0.3, 0.15],
+        stiffness=2e4,
+        damping=5.0,
+        lower=-0.3,
+        upper=0.05,
+        limit_stiffness=50.0,
+        limit_damping=0.5,
+        name="axle",
+    )
     m.add_motor("axle", mode="position", scale=0.3, kp=2.0, kd=0.05)
     m.add_body([0.33, 0.27], velocity=[0.1, -0.5], name="ball", mass=0.3)
     m.add_circle("ball", 0.04)
     m.add_body([0.1, 0.0405], velocity=[0.5, 0.02], angular_velocity=-2.0, name="roller", mass=0.2)
     m.add_circle("roller", 0.04)
-    return RigidSystem(m, dt=2e-3, ground=0.0, ground_friction=0.6, ground_restitution=1.0, ground_stiffness=2e4,
-                       contact_friction=0.3, contact_restitution=1.0, contact_stiffness=1e4,
-                       controller=diffsim.OpenLoop(1, STEPS, init=0.4))
+    return RigidSystem(
+        m,
+        dt=2e-3,
+        ground=0.0,
+        ground_friction=0.6,
+        ground_restitution=1.0,
+        ground_stiffness=2e4,
+        contact_friction=0.3,
+        contact_restitution=1.0,
+        contact_stiffness=1e4,
+        controller=diffsim.OpenLoop(1, STEPS, init=0.4),
+    )
 
 
 def rollout_exact(arch):

@@ -52,7 +52,9 @@ def rollout(dt: float, T: float, h0: float = H0):
     kernel instances). Loss |x - (0, -100)|^2, so d loss / d y0 = 2 (y(T) + 100) dy(T)/dy0 (x stays 0)."""
     system = ball(dt, h0)
     if (dt, T) not in _SIMS:
-        _SIMS[dt, T] = diffsim.Simulation(system, int(round(T / dt)), loss=diffsim.FinalPositionLoss([[0.0, -100.0]]))
+        _SIMS[dt, T] = diffsim.Simulation(
+            system, int(round(T / dt)), loss=diffsim.FinalPositionLoss([[0.0, -100.0]])
+        )
     return _SIMS[dt, T]
 
 
@@ -74,8 +76,14 @@ def analytic(T: float, contact_time: float = 0.0) -> float:
 TAU = math.pi * math.sqrt(1.0 / K)  # contact duration of the linear spring, m = 1 kg
 
 
-@pytest.mark.parametrize("dt, rel", [(5e-3, 0.35), pytest.param(2e-3, 0.06, marks=pytest.mark.slow),
-                                     pytest.param(1e-3, 0.03, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "dt, rel",
+    [
+        (5e-3, 0.35),
+        pytest.param(2e-3, 0.06, marks=pytest.mark.slow),
+        pytest.param(1e-3, 0.03, marks=pytest.mark.slow),
+    ],
+)
 def test_bounce_gradient_has_the_analytic_sign(dt, rel):
     for T in (0.6, 0.9):
         _y, grad = height_gradient(dt, T)

@@ -30,8 +30,11 @@ def two_boxes(dim=2):
 def test_joint_naming_a_missing_body():
     m = two_boxes()
     m.add_joint("revolute", "torso", "thigh", anchor=[0.3, 0.5])
-    with pytest.raises(DiffsimError, match=r"robot: joints\[0\]\.b: names body 'thigh', which does not exist; "
-                                           r"bodies: torso, leg"):
+    with pytest.raises(
+        DiffsimError,
+        match=r"robot: joints\[0\]\.b: names body 'thigh', which does not exist; "
+        r"bodies: torso, leg",
+    ):
         m.finalize()
 
 
@@ -46,12 +49,15 @@ def test_spring_and_shape_naming_a_missing_body():
         m.finalize()
 
 
-@pytest.mark.parametrize("kw, where, message", [
-    ({"density": -5.0}, "bodies[2].density", "must be > 0, got -5"),
-    ({"mass": 0.0}, "bodies[2].mass", "must be > 0, got 0"),
-    ({"mass": 1.0, "inertia": -1.0}, "bodies[2].inertia", "must be > 0"),
-    ({"mass": 1.0, "density": 3.0}, "bodies[2].density", "either density or mass"),
-])
+@pytest.mark.parametrize(
+    "kw, where, message",
+    [
+        ({"density": -5.0}, "bodies[2].density", "must be > 0, got -5"),
+        ({"mass": 0.0}, "bodies[2].mass", "must be > 0, got 0"),
+        ({"mass": 1.0, "inertia": -1.0}, "bodies[2].inertia", "must be > 0"),
+        ({"mass": 1.0, "density": 3.0}, "bodies[2].density", "either density or mass"),
+    ],
+)
 def test_bad_mass(kw, where, message):
     m = two_boxes()
     m.add_body([1.0, 1.0], name="bad", **kw)
@@ -61,11 +67,14 @@ def test_bad_mass(kw, where, message):
     assert err.value.where == f"robot: {where}" and message in err.value.reason
 
 
-@pytest.mark.parametrize("size, message", [
-    ([0.0, 0.1], "sizes must be > 0, got [0.0, 0.1]"),
-    ([-0.1, 0.1], "sizes must be > 0"),
-    ([0.1], "a box needs size = half extents (2 numbers), got [0.1]"),
-])
+@pytest.mark.parametrize(
+    "size, message",
+    [
+        ([0.0, 0.1], "sizes must be > 0, got [0.0, 0.1]"),
+        ([-0.1, 0.1], "sizes must be > 0"),
+        ([0.1], "a box needs size = half extents (2 numbers), got [0.1]"),
+    ],
+)
 def test_bad_shape_size(size, message):
     m = two_boxes()
     m.add_shape("leg", "box", size)
@@ -119,7 +128,10 @@ def test_penetration_at_start_warns_naming_the_bodies():
         sim.forward()
     text = " ".join(str(w.message) for w in record)
     assert "pile: penetration at the start" in text
-    assert "body 'left' and body 'right' overlap by 0.05 m" in text or "body 'right' and body 'left' overlap" in text
+    assert (
+        "body 'left' and body 'right' overlap by 0.05 m" in text
+        or "body 'right' and body 'left' overlap" in text
+    )
     assert "body 'sunk' and the ground overlap by 0.05 m" in text
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -143,7 +155,8 @@ def test_scene_errors_name_file_and_key(tmp_path):
     from diffsim.scene import load_scene
 
     path = tmp_path / "robot.toml"
-    path.write_text(textwrap.dedent("""
+    path.write_text(
+        textwrap.dedent("""
         [scene]
         system = "rigid"
         [sim]
@@ -161,7 +174,8 @@ def test_scene_errors_name_file_and_key(tmp_path):
         a = "torso"
         b = "thigh"
         anchor = [0.2, 0.5]
-    """))
+    """)
+    )
     scene = load_scene(path)
     with pytest.raises(DiffsimError) as err:
         scene.build()

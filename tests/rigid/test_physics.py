@@ -67,7 +67,7 @@ def test_bounce_rebounds_to_e_squared_h(ball):
     bottom = sim.trajectory()["x"][:, 0, 0, 1] - 0.1
     first_contact = int(np.argmax(bottom < 0))
     after = bottom[first_contact:]
-    rebound = after[int(np.argmax(np.diff(after) > 0)):].max()
+    rebound = after[int(np.argmax(np.diff(after) > 0)) :].max()
     assert rebound == pytest.approx(e * e * h, rel=0.02)
 
 
@@ -160,7 +160,9 @@ def test_joint_anchor_drift_is_force_over_stiffness(rod):
     traj = sim.trajectory()
     anchor = system.params["joints.anchor_b"].numpy()[0]
     angle = traj["angle"][:, 0, 0]
-    rot = np.stack([np.stack([np.cos(angle), -np.sin(angle)], -1), np.stack([np.sin(angle), np.cos(angle)], -1)], -2)
+    rot = np.stack(
+        [np.stack([np.cos(angle), -np.sin(angle)], -1), np.stack([np.sin(angle), np.cos(angle)], -1)], -2
+    )
     world = traj["x"][:, 0, 0] + rot @ anchor
     drift = np.linalg.norm(world, axis=1).max()
     d = 0.5 * ROD
@@ -203,8 +205,9 @@ def test_rotation_about_the_intermediate_axis_is_unstable(spinning_box):
         system.params["initial.angular_velocity"].set([w0])
         sim.forward()
         traj = sim.trajectory()
-        body_w = np.einsum("fji,fj->fi", np.array([quaternion_matrix(q) for q in traj["q"][:, 0, 0]]),
-                           traj["w"][:, 0, 0])
+        body_w = np.einsum(
+            "fji,fj->fi", np.array([quaternion_matrix(q) for q in traj["q"][:, 0, 0]]), traj["w"][:, 0, 0]
+        )
         along = body_w[:, axis] / 10.0
         if stable:
             assert along.min() > 0.99, axis
@@ -220,7 +223,9 @@ def test_free_collision_conserves_momentum():
     m = RigidModel(dim=3)
     m.add_body([0.0, 0.0, 0.0], velocity=[1.0, 0.0, 0.0], name="a", mass=1.0)
     m.add_sphere("a", 0.1)
-    m.add_body([0.5, 0.08, 0.0], velocity=[-0.5, 0.0, 0.1], angular_velocity=[0.0, 0.0, 3.0], name="b", mass=3.0)
+    m.add_body(
+        [0.5, 0.08, 0.0], velocity=[-0.5, 0.0, 0.1], angular_velocity=[0.0, 0.0, 3.0], name="b", mass=3.0
+    )
     m.add_sphere("b", 0.15)
     system = RigidSystem(m, dt=5e-4, gravity=[0.0, 0.0, 0.0], ground=None, contact_stiffness=1e4)
     for friction, restitution in ((0.4, 0.7), (0.0, 1.0)):
@@ -257,11 +262,15 @@ def test_mass_and_inertia_from_shapes():
     assert mass[0] == pytest.approx(ms, rel=1e-12)
     np.testing.assert_allclose(inertia[0], np.eye(3) * 0.4 * ms * 0.04, rtol=1e-12)
     mb = 800 * 0.2 * 0.4 * 0.6
-    np.testing.assert_allclose(np.diag(inertia[1]), mb / 3 * np.array([0.04 + 0.09, 0.01 + 0.09, 0.01 + 0.04]),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        np.diag(inertia[1]), mb / 3 * np.array([0.04 + 0.09, 0.01 + 0.09, 0.01 + 0.04]), rtol=1e-12
+    )
     mp = 1000 * 4 / 3 * math.pi * 0.1**3
     assert mass[2] == pytest.approx(2 * mp, rel=1e-12)
     # spheres at +-0.2 from the centre of mass along x
-    np.testing.assert_allclose(np.diag(inertia[2]), [2 * 0.4 * mp * 0.01, 2 * (0.4 * mp * 0.01 + mp * 0.04),
-                                                     2 * (0.4 * mp * 0.01 + mp * 0.04)], rtol=1e-12)
+    np.testing.assert_allclose(
+        np.diag(inertia[2]),
+        [2 * 0.4 * mp * 0.01, 2 * (0.4 * mp * 0.01 + mp * 0.04), 2 * (0.4 * mp * 0.01 + mp * 0.04)],
+        rtol=1e-12,
+    )
     np.testing.assert_allclose(system.params["initial.position"].numpy()[2], [2.2, 0.0, 1.0])

@@ -105,8 +105,20 @@ def test_quadruped_gradients_short_horizon():
     use("cpu", "f64")
     scene = load_scene("quadruped3d", steps=200)
     system, sim, task = scene.build()
-    assert_gradcheck(sim, ["controller.weights", "motors.kp", "motors.kd", "ground.friction", "ground.stiffness",
-                           "bodies.mass", "joints.angular_stiffness"], directions=1, coordinates=2)
+    assert_gradcheck(
+        sim,
+        [
+            "controller.weights",
+            "motors.kp",
+            "motors.kd",
+            "ground.friction",
+            "ground.stiffness",
+            "bodies.mass",
+            "joints.angular_stiffness",
+        ],
+        directions=1,
+        coordinates=2,
+    )
 
 
 @pytest.mark.slow
@@ -117,7 +129,18 @@ def test_quadruped_runs_from_the_command_line(tmp_path):
     from tests.cli.conftest import diffsim as cli
     from tests.cli.conftest import ok
 
-    ok(cli("run", "scenes/quadruped3d.toml", "--out", str(tmp_path / "r"), "--steps", "50", "--quiet",
-           cwd=Path(__file__).parents[2], timeout=600))
+    ok(
+        cli(
+            "run",
+            "scenes/quadruped3d.toml",
+            "--out",
+            str(tmp_path / "r"),
+            "--steps",
+            "50",
+            "--quiet",
+            cwd=Path(__file__).parents[2],
+            timeout=600,
+        )
+    )
     traj = np.load(tmp_path / "r" / "trajectory.npz")
     assert traj["x"].shape[-2:] == (5, 3) and np.isfinite(traj["x"]).all()

@@ -10,10 +10,17 @@ TIGHT = dict(tolerance=1e-10, relative_tolerance=0.0, adjoint_tolerance=1e-12)
 
 def swirl(speed=0.5):
     """A divergence-free field vanishing on the walls of the unit box: u = speed * curl(sin^2(pi x) sin^2(pi y))/pi."""
+
     def u(p):
         x, y = p[..., 0], p[..., 1]
-        return speed * np.stack([-np.sin(np.pi * x) ** 2 * np.sin(2 * np.pi * y),
-                                 np.sin(np.pi * y) ** 2 * np.sin(2 * np.pi * x)], -1)
+        return speed * np.stack(
+            [
+                -(np.sin(np.pi * x) ** 2) * np.sin(2 * np.pi * y),
+                np.sin(np.pi * y) ** 2 * np.sin(2 * np.pi * x),
+            ],
+            -1,
+        )
+
     return u
 
 
@@ -37,9 +44,17 @@ def full_featured(dim=2, advection="semi_lagrangian", n=10, batch=1, per_batch=(
     m.set_scalar("temperature", 0.1 + 0.1 * rng.random(res))
     m.add_obstacle(lo=(0.6,) * (dim - 1) + (0.6,), hi=(0.8,) * (dim - 1) + (0.75,))
     m.add_source({"density": 1.0, "temperature": 0.5}, center=(0.4,) * (dim - 1) + (0.15,), radius=0.2)
-    opts = dict(advection=advection, buoyancy={"density": -0.5, "temperature": 3.0},
-                gravity=(0.5,) * (dim - 1) + (-0.2,), viscosity=0.002, vorticity=0.3,
-                control={"steps": 2, "hold": 3, "block": 5}, batch=batch, per_batch=per_batch, **TIGHT)
+    opts = dict(
+        advection=advection,
+        buoyancy={"density": -0.5, "temperature": 3.0},
+        gravity=(0.5,) * (dim - 1) + (-0.2,),
+        viscosity=0.002,
+        vorticity=0.3,
+        control={"steps": 2, "hold": 3, "block": 5},
+        batch=batch,
+        per_batch=per_batch,
+        **TIGHT,
+    )
     opts.update(kw)
     system = SmokeSystem(m, dt=0.02, **opts)
     system.v0.set(random_velocity(system, 0.3))

@@ -19,8 +19,18 @@ GRAD_TIGHT = dict(tolerance=1e-12, relative_tolerance=0.0, adjoint_tolerance=1e-
 #: step); gradcheck keeps the best. Measured on these set-ups: 1e-10..1e-8 at steps 1e-4..1e-5.
 FD_STEPS = (1e-3, 1e-4, 1e-5, 1e-6)
 
-ALL_PARAMS = ["initial.velocity", "initial.density", "initial.temperature", "buoyancy.density",
-              "buoyancy.temperature", "gravity", "viscosity", "vorticity", "source.rate", "control.force"]
+ALL_PARAMS = [
+    "initial.velocity",
+    "initial.density",
+    "initial.temperature",
+    "buoyancy.density",
+    "buoyancy.temperature",
+    "gravity",
+    "viscosity",
+    "vorticity",
+    "source.rate",
+    "control.force",
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -37,8 +47,11 @@ def density_loss(system, steps=STEPS):
         img = np.repeat(img[:, :, None], system.n[2], axis=2)
     targets = np.stack([img] * steps)
     centroid = CentroidLoss([0.6] * (system.dim - 1) + [0.7])  # the plume task's loss: squared distance (m^2)
-    return (ScalarLoss(targets, every=1) + ScalarLoss(0.5 * targets[:, ::-1], scalar="temperature", every=1)
-            + centroid)
+    return (
+        ScalarLoss(targets, every=1)
+        + ScalarLoss(0.5 * targets[:, ::-1], scalar="temperature", every=1)
+        + centroid
+    )
 
 
 def assert_smoke_gradcheck(sim, names, tolerance=1e-6):
@@ -46,8 +59,14 @@ def assert_smoke_gradcheck(sim, names, tolerance=1e-6):
     vertical component is balanced exactly by hydrostatic pressure (a uniform force is a gradient, removed by the
     projection), so its derivative is 0 and a single-coordinate relative error would compare rounding to rounding;
     that component is checked against 0 instead."""
-    report = assert_gradcheck(sim, [n for n in names if n not in ("gravity", "viscosity")], tolerance=tolerance,
-                              steps=FD_STEPS, directions=2, coordinates=3)
+    report = assert_gradcheck(
+        sim,
+        [n for n in names if n not in ("gravity", "viscosity")],
+        tolerance=tolerance,
+        steps=FD_STEPS,
+        directions=2,
+        coordinates=3,
+    )
     if "viscosity" in names:  # 0.002 m^2/s, bounded below by 0: steps below its value
         assert_gradcheck(sim, ["viscosity"], tolerance=tolerance, steps=(1e-4, 1e-5, 1e-6, 1e-7))
     if "gravity" in names:
@@ -97,7 +116,10 @@ def test_adjoint_solve_equals_the_differentiated_iterations(sl_system):
     for n in ALL_PARAMS:
         a, b = grads[False][n], grads[True][n]
         err = np.abs(a - b).max() / np.abs(b).max()
-        assert err < 1e-8, (n, err)  # both solves are converged to ~1e-12; 1e-8 leaves room for their rounding
+        assert err < 1e-8, (
+            n,
+            err,
+        )  # both solves are converged to ~1e-12; 1e-8 leaves room for their rounding
     assert stats["unconverged"] == 0
     assert stats["adjoint_solves"] == stats["solves"] == STEPS
     assert stats["adjoint_iterations"] <= 1.5 * stats["iterations"], stats

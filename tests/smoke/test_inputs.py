@@ -20,9 +20,14 @@ def build(overrides, scene="smoke_target2d"):
     return sc.build()
 
 
-@pytest.mark.parametrize("res,msg", [("[0, 128]", ">= 1 cell per axis, got 0"),
-                                     ("[128, -4]", ">= 1 cell per axis, got -4"),
-                                     ("[128]", "2 or 3 entries")])
+@pytest.mark.parametrize(
+    "res,msg",
+    [
+        ("[0, 128]", ">= 1 cell per axis, got 0"),
+        ("[128, -4]", ">= 1 cell per axis, got -4"),
+        ("[128]", "2 or 3 entries"),
+    ],
+)
 def test_zero_negative_or_malformed_grid_sizes(res, msg):
     with pytest.raises(DiffsimError) as e:
         build([f"grid.resolution={res}"])

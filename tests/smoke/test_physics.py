@@ -20,8 +20,14 @@ def run(system, steps, names=("velocity", "scalars")):
     return sim.trajectory(list(names))
 
 
-@pytest.mark.parametrize("case", ["closed_2d", pytest.param("open_periodic_2d", marks=pytest.mark.slow),
-                                  pytest.param("mixed_3d", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "closed_2d",
+        pytest.param("open_periodic_2d", marks=pytest.mark.slow),
+        pytest.param("mixed_3d", marks=pytest.mark.slow),
+    ],
+)
 def test_divergence_after_projection_is_below_the_tolerance_everywhere(case):
     """div u' = -(b - A phi) / h^2 on the MAC grid: the solver's residual, so below its tolerance in every fluid cell,
     including those next to obstacles; and no flow through closed faces."""
@@ -52,7 +58,7 @@ def test_divergence_after_projection_is_below_the_tolerance_everywhere(case):
         div = np.abs(system.divergence(v[f]))
         assert div.max() <= tol, f"frame {f}: max |div u| = {div.max():.3g} > {tol:g}"
         assert div[near].max() <= tol
-        closed = (system.face_open_np == 0)
+        closed = system.face_open_np == 0
         assert np.abs(v[f][closed]).max() == 0.0  # walls and obstacles: no flow through, padding zero
 
 
@@ -88,15 +94,19 @@ def test_blob_carried_by_uniform_velocity_through_periodic_boundaries(advection)
     # not conservative).
     bound = {"semi_lagrangian": 0.06, "maccormack": 0.5}[advection]
     assert np.abs(error_cells).max() < bound, error_cells
-    np.testing.assert_allclose(traj["velocity"][-1, 0][..., 0][: n, : n], U[0], atol=1e-9)
+    np.testing.assert_allclose(traj["velocity"][-1, 0][..., 0][:n, :n], U[0], atol=1e-9)
 
 
 #: relative change of the total density after 50 steps of a swirl (max speed 0.5 m/s, CFL 0.32) in a closed box
 #: at 32^2; measured: SL Euler 13.2 %, SL midpoint 6.7 %, MacCormack Euler 1.15 %, MacCormack midpoint 0.20 %.
 #: Semi-Lagrangian advection is not conservative: its back-trace is not area-preserving and its interpolation
 #: smears filaments against the walls; MacCormack's error correction removes most of both.
-MASS_BOUNDS = {("semi_lagrangian", "euler"): 0.15, ("semi_lagrangian", "rk2"): 0.08,
-               ("maccormack", "euler"): 0.015, ("maccormack", "rk2"): 0.003}
+MASS_BOUNDS = {
+    ("semi_lagrangian", "euler"): 0.15,
+    ("semi_lagrangian", "rk2"): 0.08,
+    ("maccormack", "euler"): 0.015,
+    ("maccormack", "rk2"): 0.003,
+}
 
 
 @pytest.mark.slow
@@ -117,8 +127,11 @@ def test_taylor_green_vortex_decays_at_the_viscous_rate():
     exp(-2 nu t): the kinetic energy as exp(-4 nu t). Within 5 % of the rate (MacCormack, 32^2)."""
     n, nu, dt, steps = 32, 0.1, 0.02, 50
     m = SmokeModel((n, n), cell_size=2 * np.pi / n, boundary="periodic")
-    m.set_velocity(lambda p: np.stack([np.sin(p[..., 0]) * np.cos(p[..., 1]),
-                                       -np.cos(p[..., 0]) * np.sin(p[..., 1])], -1))
+    m.set_velocity(
+        lambda p: np.stack(
+            [np.sin(p[..., 0]) * np.cos(p[..., 1]), -np.cos(p[..., 0]) * np.sin(p[..., 1])], -1
+        )
+    )
     system = SmokeSystem(m, dt=dt, advection="maccormack", viscosity=nu, **TIGHT)
     traj = run(system, steps, ("velocity",))
     energy = system.energy(traj)[:, 0]
@@ -144,8 +157,15 @@ def test_2d_and_3d_agree_on_an_extruded_flow():
     nx, nz, ny = 12, 10, 4
     rng = np.random.default_rng(3)
     q = 0.3 * rng.random((nx, nz))
-    common = dict(advection="maccormack", buoyancy={"density": 2.0}, gravity=None, viscosity=0.002, vorticity=0.4,
-                  control={"steps": 2, "hold": 2, "block": 3}, **TIGHT)
+    common = dict(
+        advection="maccormack",
+        buoyancy={"density": 2.0},
+        gravity=None,
+        viscosity=0.002,
+        vorticity=0.4,
+        control={"steps": 2, "hold": 2, "block": 3},
+        **TIGHT,
+    )
     m2 = SmokeModel((nx, nz), boundary=[("closed", "open"), ("closed", "open")])
     m2.add_obstacle(lo=(0.3, 0.3), hi=(0.55, 0.5))
     m2.add_source({"density": 2.0}, lo=(0.2, 0.05), hi=(0.5, 0.2))

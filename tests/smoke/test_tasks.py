@@ -27,8 +27,12 @@ def test_target2d_on_a_small_grid(tmp_path):
     iterations: the loss falls to below 40 % of its start (measured: 27 % after 12; 25 % after 15)."""
     target = tmp_path / "target32.npy"
     np.save(target, target_image("taijitu", (32, 32)))
-    scene = load_scene("smoke_target2d", ["grid.resolution=[32, 32]", "initial[0].cells=4", "sim.dt=0.02",
-                                          f"task.loss.target={target}"], steps=50, iters=12)
+    scene = load_scene(
+        "smoke_target2d",
+        ["grid.resolution=[32, 32]", "initial[0].cells=4", "sim.dt=0.02", f"task.loss.target={target}"],
+        steps=50,
+        iters=12,
+    )
     _system, _sim, _task, result = solve(scene)
     h = result.loss_history
     assert result.best_loss < 0.4 * h[0], h

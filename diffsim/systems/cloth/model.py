@@ -480,7 +480,9 @@ class ClothModel:
             edge_len = np.linalg.norm(x_rest[hinges[:, 1]] - x_rest[hinges[:, 0]], axis=1)
             hinge_weight = 3.0 * edge_len**2 / (area[hinge_faces[:, 0]] + area[hinge_faces[:, 1]])
             rest_angle = dihedral_angles(x_rest, hinges)
-            hinge_k = quadratic_bending_weights(x_rest, hinges, area[hinge_faces[:, 0]] + area[hinge_faces[:, 1]])
+            hinge_k = quadratic_bending_weights(
+                x_rest, hinges, area[hinge_faces[:, 0]] + area[hinge_faces[:, 1]]
+            )
         else:
             hinge_weight = np.zeros(0)
             rest_angle = np.zeros(0)

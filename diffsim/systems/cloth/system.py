@@ -474,9 +474,13 @@ class ClothSystem(System):
         except Exception:  # pragma: no cover - the state may be gone
             return text
         flat = x.reshape(x.shape[0], -1).astype(np.float64)
-        bound = DIVERGENCE_FACTOR * max(1.0, float(np.abs(flat[0]).max()) if np.isfinite(flat[0]).all() else 1.0)
+        bound = DIVERGENCE_FACTOR * max(
+            1.0, float(np.abs(flat[0]).max()) if np.isfinite(flat[0]).all() else 1.0
+        )
         with np.errstate(invalid="ignore"):
-            ok = np.isfinite(flat).all(axis=1) & (np.abs(np.nan_to_num(flat, nan=np.inf)).max(axis=1) <= bound)
+            ok = np.isfinite(flat).all(axis=1) & (
+                np.abs(np.nan_to_num(flat, nan=np.inf)).max(axis=1) <= bound
+            )
         if ok.all():
             return text
         bad = int(np.argmin(ok))

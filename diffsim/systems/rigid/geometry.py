@@ -38,11 +38,19 @@ def mtv(a, x):
 def mm(a, b):
     """a b."""
     if ti.static(a.m == 2):
-        return ti.Matrix([[a[i, 0] * b[0, j] + a[i, 1] * b[1, j] for j in ti.static(range(b.m))]
-                          for i in ti.static(range(a.n))])
+        return ti.Matrix(
+            [
+                [a[i, 0] * b[0, j] + a[i, 1] * b[1, j] for j in ti.static(range(b.m))]
+                for i in ti.static(range(a.n))
+            ]
+        )
     else:
-        return ti.Matrix([[a[i, 0] * b[0, j] + a[i, 1] * b[1, j] + a[i, 2] * b[2, j] for j in ti.static(range(b.m))]
-                          for i in ti.static(range(a.n))])
+        return ti.Matrix(
+            [
+                [a[i, 0] * b[0, j] + a[i, 1] * b[1, j] + a[i, 2] * b[2, j] for j in ti.static(range(b.m))]
+                for i in ti.static(range(a.n))
+            ]
+        )
 
 
 @ti.func

@@ -228,20 +228,38 @@ class RigidModel:
         self.joints.append(Joint(kind, a, b, anchor=anchor, **kw))
         return len(self.joints) - 1
 
-    def add_motor(self, joint, mode: str = "torque", scale: float = 1.0, kp: float = 0.0, kd: float = 0.0,
-                  actuator: int | None = None) -> int:
+    def add_motor(
+        self,
+        joint,
+        mode: str = "torque",
+        scale: float = 1.0,
+        kp: float = 0.0,
+        kd: float = 0.0,
+        actuator: int | None = None,
+    ) -> int:
         """A motor on a revolute or prismatic joint, driven by controller output `actuator` (default: the next
         one). torque: tau = scale a; position: tau = kp (scale a - q) - kd dq/dt, with q the joint's angle (or
         displacement)."""
         self.motors.append(Motor(joint, mode, scale, kp, kd, actuator))
         return len(self.motors) - 1
 
-    def add_spring(self, a, b, anchor_a=None, anchor_b=None, stiffness: float = 100.0, damping: float = 0.0,
-                   rest_length: float | None = None, actuator: int = -1, actuation: float = 0.0) -> int:
+    def add_spring(
+        self,
+        a,
+        b,
+        anchor_a=None,
+        anchor_b=None,
+        stiffness: float = 100.0,
+        damping: float = 0.0,
+        rest_length: float | None = None,
+        actuator: int = -1,
+        actuation: float = 0.0,
+    ) -> int:
         """A spring between world points `anchor_a` on body a and `anchor_b` on body b (default: their centres);
         actuated ones have rest length L0 (1 + actuation a)."""
-        self.springs.append(BodySpring(a, b, anchor_a, anchor_b, stiffness, damping, rest_length, actuator,
-                                       actuation))
+        self.springs.append(
+            BodySpring(a, b, anchor_a, anchor_b, stiffness, damping, rest_length, actuator, actuation)
+        )
         return len(self.springs) - 1
 
     # -- queries --------------------------------------------------------------------------------------------
@@ -306,8 +324,9 @@ class RigidModel:
         if i == -1 and allow_world:
             return -1
         if not 0 <= i < len(names):
-            raise DiffsimError(f"names body {i}, but there are {len(names)} bodies (0..{len(names) - 1})",
-                               where=where)
+            raise DiffsimError(
+                f"names body {i}, but there are {len(names)} bodies (0..{len(names) - 1})", where=where
+            )
         return i
 
     def finalize(self) -> dict:
@@ -321,8 +340,9 @@ class RigidModel:
         names = self.body_names()
         for i, nm in enumerate(names):
             if nm in WORLD_NAMES or names.count(nm) > 1:
-                raise DiffsimError(f"body name {nm!r} is reserved or used twice", where=self._where("bodies", i,
-                                                                                                      "name"))
+                raise DiffsimError(
+                    f"body name {nm!r} is reserved or used twice", where=self._where("bodies", i, "name")
+                )
         adim = 1 if dim == 2 else 3
         out: dict = {"dim": dim, "n": n, "names": names}
 
@@ -338,14 +358,18 @@ class RigidModel:
             s_body[k] = self._body_ref(sh.body, where("body"), allow_world=False)
             kind = SHAPE_ALIASES.get(str(sh.kind), str(sh.kind))
             if kind not in SHAPE_KINDS:
-                raise DiffsimError(f"unknown shape kind {sh.kind!r}; choose sphere (circle), box or capsule",
-                                   where=where("kind"))
+                raise DiffsimError(
+                    f"unknown shape kind {sh.kind!r}; choose sphere (circle), box or capsule",
+                    where=where("kind"),
+                )
             s_kind[k] = SHAPE_ID[kind]
             need = {"sphere": 1, "box": dim, "capsule": 2}[kind]
             size = np.ravel(np.asarray(sh.size if sh.size is not None else [], dtype=np.float64))
             if size.shape != (need,):
-                raise DiffsimError(f"a {kind} needs size = {SIZE_DOC[kind]} ({need} numbers), got {size.tolist()}",
-                                   where=where("size"))
+                raise DiffsimError(
+                    f"a {kind} needs size = {SIZE_DOC[kind]} ({need} numbers), got {size.tolist()}",
+                    where=where("size"),
+                )
             if not np.all((size > 0) & np.isfinite(size)):
                 raise DiffsimError(f"sizes must be > 0, got {size.tolist()}", where=where("size"))
             s_size[k, :need] = size
@@ -370,29 +394,39 @@ class RigidModel:
             if dim == 2:
                 ang = 0.0 if b.orientation is None else b.orientation
                 if np.size(ang) != 1 or not math.isfinite(float(np.ravel([ang])[0])):
-                    raise DiffsimError(f"a 2D orientation is one angle (rad), got {ang}", where=where("angle"))
+                    raise DiffsimError(
+                        f"a 2D orientation is one angle (rad), got {ang}", where=where("angle")
+                    )
                 rot0[i, 0] = float(np.ravel([ang])[0])
                 R0[i] = rotation_2d(rot0[i, 0])
                 w = 0.0 if b.angular_velocity is None else b.angular_velocity
                 if np.size(w) != 1 or not math.isfinite(float(np.ravel([w])[0])):
-                    raise DiffsimError(f"a 2D angular velocity is one number (rad/s), got {w}",
-                                       where=where("angular_velocity"))
+                    raise DiffsimError(
+                        f"a 2D angular velocity is one number (rad/s), got {w}",
+                        where=where("angular_velocity"),
+                    )
                 w0[i, 0] = float(np.ravel([w])[0])
             else:
                 q = self._vector(b.orientation, 4, where("orientation"), default=[1.0, 0.0, 0.0, 0.0])
                 norm = float(np.linalg.norm(q))
                 if norm < 1e-9:
-                    raise DiffsimError(f"a quaternion must not be zero, got {q.tolist()}", where=where("orientation"))
+                    raise DiffsimError(
+                        f"a quaternion must not be zero, got {q.tolist()}", where=where("orientation")
+                    )
                 if abs(norm - 1.0) > 1e-6:
-                    warnings.warn(f"{where('orientation')}: quaternion {q.tolist()} has norm {norm:.6g}; normalised",
-                                  stacklevel=3)
+                    warnings.warn(
+                        f"{where('orientation')}: quaternion {q.tolist()} has norm {norm:.6g}; normalised",
+                        stacklevel=3,
+                    )
                 rot0[i] = q / norm
                 R0[i] = quaternion_matrix(rot0[i])
                 w0[i] = self._vector(b.angular_velocity, 3, where("angular_velocity"))
             mine = np.nonzero(s_body == i)[0]
             vols = np.array([shape_area_or_volume(SHAPE_KINDS[s_kind[k]], s_size[k], dim) for k in mine])
             if b.mass is None and b.inertia is not None:
-                raise DiffsimError("inertia is given without mass; give both, or neither", where=where("inertia"))
+                raise DiffsimError(
+                    "inertia is given without mass; give both, or neither", where=where("inertia")
+                )
             if b.mass is not None and b.density is not None:
                 raise DiffsimError("give either density or mass, not both", where=where("density"))
             if b.mass is None:
@@ -400,8 +434,9 @@ class RigidModel:
                 if not (np.isfinite(rho) and rho > 0):
                     raise DiffsimError(f"must be > 0, got {rho:g}", where=where("density"))
                 if not len(mine):
-                    raise DiffsimError(f"body {b.name!r} has no shapes: give its mass and inertia",
-                                       where=where("mass"))
+                    raise DiffsimError(
+                        f"body {b.name!r} has no shapes: give its mass and inertia", where=where("mass")
+                    )
                 mode[i] = MASS_DENSITY
                 slot[i] = len(density)
                 density.append(float(rho))
@@ -413,16 +448,20 @@ class RigidModel:
                 mass.append(m)
                 if b.inertia is None:
                     if not len(mine):
-                        raise DiffsimError(f"body {b.name!r} has no shapes: give its inertia too",
-                                           where=where("inertia"))
+                        raise DiffsimError(
+                            f"body {b.name!r} has no shapes: give its inertia too", where=where("inertia")
+                        )
                     mode[i] = MASS_GIVEN
                 else:
                     inert = self._vector(b.inertia, adim, where("inertia"))
                     if not np.all(inert > 0):
                         raise DiffsimError(f"must be > 0, got {inert.tolist()}", where=where("inertia"))
                     if dim == 3 and 2 * inert.max() > inert.sum() * (1 + 1e-9):
-                        raise DiffsimError(f"principal moments {inert.tolist()} violate the triangle inequality "
-                                           "(I1 + I2 >= I3)", where=where("inertia"))
+                        raise DiffsimError(
+                            f"principal moments {inert.tolist()} violate the triangle inequality "
+                            "(I1 + I2 >= I3)",
+                            where=where("inertia"),
+                        )
                     mode[i] = MASS_INERTIA_GIVEN
                     inertia_slot[i] = len(inertia)
                     inertia.append(inert)
@@ -433,10 +472,23 @@ class RigidModel:
                     s_offset[mine] -= com
                     x0[i] += R0[i] @ com
             groups.setdefault(str(b.group), []).append(i)
-        out.update(x0=x0, v0=v0, rot0=rot0, w0=w0, R0=R0, mass_mode=mode, mass_slot=slot,
-                   inertia_slot=inertia_slot, density=np.asarray(density), mass=np.asarray(mass),
-                   inertia=np.asarray(inertia).reshape(-1, adim), groups=groups)
-        out.update(shape_body=s_body, shape_kind=s_kind, shape_size=s_size, shape_offset=s_offset, shape_rot=s_rot)
+        out.update(
+            x0=x0,
+            v0=v0,
+            rot0=rot0,
+            w0=w0,
+            R0=R0,
+            mass_mode=mode,
+            mass_slot=slot,
+            inertia_slot=inertia_slot,
+            density=np.asarray(density),
+            mass=np.asarray(mass),
+            inertia=np.asarray(inertia).reshape(-1, adim),
+            groups=groups,
+        )
+        out.update(
+            shape_body=s_body, shape_kind=s_kind, shape_size=s_size, shape_offset=s_offset, shape_rot=s_rot
+        )
 
         # -- obstacles
         no = len(self.obstacles)
@@ -456,16 +508,39 @@ class RigidModel:
 
         # -- joints
         nj = len(self.joints)
-        J = {key: [] for key in ("kind", "a", "b", "anchor_a", "anchor_b", "axis_a", "axis_b", "ref_a", "ref_b",
-                                 "rel0", "angle0", "stiffness", "damping", "angular_stiffness", "angular_damping", "lower",
-                                 "upper", "limited", "limit_stiffness", "limit_damping")}
+        J = {
+            key: []
+            for key in (
+                "kind",
+                "a",
+                "b",
+                "anchor_a",
+                "anchor_b",
+                "axis_a",
+                "axis_b",
+                "ref_a",
+                "ref_b",
+                "rel0",
+                "angle0",
+                "stiffness",
+                "damping",
+                "angular_stiffness",
+                "angular_damping",
+                "lower",
+                "upper",
+                "limited",
+                "limit_stiffness",
+                "limit_damping",
+            )
+        }
         joined = set()
         for j, jt in enumerate(self.joints):
             where = lambda key, j=j: self._where("joints", j, key)  # noqa: E731
             kind = JOINT_ALIASES.get(str(jt.kind), str(jt.kind))
             if kind not in JOINT_KINDS:
-                raise DiffsimError(f"unknown joint kind {jt.kind!r}; choose {', '.join(JOINT_KINDS)}",
-                                   where=where("kind"))
+                raise DiffsimError(
+                    f"unknown joint kind {jt.kind!r}; choose {', '.join(JOINT_KINDS)}", where=where("kind")
+                )
             if dim == 2 and kind == "ball":
                 kind = "revolute"
             a = self._body_ref(jt.a, where("a"), allow_world=True)
@@ -475,8 +550,10 @@ class RigidModel:
             joined.add((min(a, b), max(a, b)))
             if jt.anchor is not None:
                 if jt.anchor_a is not None or jt.anchor_b is not None:
-                    raise DiffsimError("give anchor (a world point) or anchor_a and anchor_b, not both",
-                                       where=where("anchor"))
+                    raise DiffsimError(
+                        "give anchor (a world point) or anchor_a and anchor_b, not both",
+                        where=where("anchor"),
+                    )
                 p = self._vector(jt.anchor, dim, where("anchor"))
                 pa, pb = local(a, p), local(b, p)
             else:
@@ -502,17 +579,28 @@ class RigidModel:
             lower = -math.inf if jt.lower is None else float(jt.lower)
             upper = math.inf if jt.upper is None else float(jt.upper)
             if lower >= upper:
-                raise DiffsimError(f"lower limit {lower:g} must be below upper limit {upper:g}", where=where("lower"))
+                raise DiffsimError(
+                    f"lower limit {lower:g} must be below upper limit {upper:g}", where=where("lower")
+                )
             limited = math.isfinite(lower) or math.isfinite(upper)
             if limited and kind not in ("revolute", "prismatic"):
-                raise DiffsimError(f"limits apply to revolute and prismatic joints, not {kind}", where=where("lower"))
-            for key in ("stiffness", "damping", "angular_stiffness", "angular_damping", "limit_stiffness",
-                        "limit_damping"):
+                raise DiffsimError(
+                    f"limits apply to revolute and prismatic joints, not {kind}", where=where("lower")
+                )
+            for key in (
+                "stiffness",
+                "damping",
+                "angular_stiffness",
+                "angular_damping",
+                "limit_stiffness",
+                "limit_damping",
+            ):
                 val = float(getattr(jt, key))
                 ok = val > 0 if key == "stiffness" else val >= 0
                 if not (ok and math.isfinite(val)):
-                    raise DiffsimError(f"must be {'> 0' if key == 'stiffness' else '>= 0'}, got {val:g}",
-                                       where=where(key))
+                    raise DiffsimError(
+                        f"must be {'> 0' if key == 'stiffness' else '>= 0'}, got {val:g}", where=where(key)
+                    )
                 J[key].append(val)
             J["kind"].append(JOINT_ID[kind])
             J["a"].append(a)
@@ -538,18 +626,25 @@ class RigidModel:
             where = lambda key, k=k: self._where("motors", k, key)  # noqa: E731
             if isinstance(mo.joint, str):
                 if mo.joint not in jnames or not mo.joint:
-                    raise DiffsimError(f"names joint {mo.joint!r}, which does not exist; joints: "
-                                       f"{', '.join(x for x in jnames if x) or 'none named'}", where=where("joint"))
+                    raise DiffsimError(
+                        f"names joint {mo.joint!r}, which does not exist; joints: "
+                        f"{', '.join(x for x in jnames if x) or 'none named'}",
+                        where=where("joint"),
+                    )
                 j = jnames.index(mo.joint)
             else:
                 j = int(mo.joint)
                 if not 0 <= j < nj:
                     raise DiffsimError(f"names joint {j}, but there are {nj} joints", where=where("joint"))
             if J["kind"][j] not in (JOINT_ID["revolute"], JOINT_ID["prismatic"]):
-                raise DiffsimError(f"motors drive revolute and prismatic joints; joint {j} is "
-                                   f"{JOINT_KINDS[J['kind'][j]]}", where=where("joint"))
+                raise DiffsimError(
+                    f"motors drive revolute and prismatic joints; joint {j} is {JOINT_KINDS[J['kind'][j]]}",
+                    where=where("joint"),
+                )
             if mo.mode not in MOTOR_MODES:
-                raise DiffsimError(f"unknown motor mode {mo.mode!r}; choose torque or position", where=where("mode"))
+                raise DiffsimError(
+                    f"unknown motor mode {mo.mode!r}; choose torque or position", where=where("mode")
+                )
             for key in ("kp", "kd"):
                 val = float(getattr(mo, key))
                 if not (val >= 0 and math.isfinite(val)):
@@ -568,8 +663,20 @@ class RigidModel:
         out["motors"] = {k: np.asarray(v) for k, v in M.items()}
 
         # -- springs
-        S = {key: [] for key in ("a", "b", "anchor_a", "anchor_b", "stiffness", "damping", "rest_length",
-                                 "actuator", "actuation")}
+        S = {
+            key: []
+            for key in (
+                "a",
+                "b",
+                "anchor_a",
+                "anchor_b",
+                "stiffness",
+                "damping",
+                "rest_length",
+                "actuator",
+                "actuation",
+            )
+        }
         for k, sp in enumerate(self.springs):
             where = lambda key, k=k: self._where("springs", k, key)  # noqa: E731
             a = self._body_ref(sp.a, where("a"), allow_world=True)
@@ -581,8 +688,9 @@ class RigidModel:
             length = float(np.linalg.norm(pb_w - pa_w))
             rest = length if sp.rest_length is None else float(sp.rest_length)
             if not (rest > 0 and math.isfinite(rest)):
-                raise DiffsimError(f"must be > 0, got {rest:g} (anchors at the same place?)",
-                                   where=where("rest_length"))
+                raise DiffsimError(
+                    f"must be > 0, got {rest:g} (anchors at the same place?)", where=where("rest_length")
+                )
             if not (sp.stiffness > 0 and math.isfinite(sp.stiffness)):
                 raise DiffsimError(f"must be > 0, got {sp.stiffness:g}", where=where("stiffness"))
             if not (sp.damping >= 0 and math.isfinite(sp.damping)):

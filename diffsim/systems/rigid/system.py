@@ -141,12 +141,24 @@ class RigidSystem(System):
         up[-1] = 1.0
         gravity = -9.81 * up if gravity is None else np.asarray(gravity, dtype=np.float64)
         if gravity.shape != (dim,) or not np.all(np.isfinite(gravity)):
-            raise DiffsimError(f"must have {dim} finite components, got {np.ravel(gravity).tolist()}",
-                               where=f"{src}: gravity")
+            raise DiffsimError(
+                f"must have {dim} finite components, got {np.ravel(gravity).tolist()}",
+                where=f"{src}: gravity",
+            )
         self._pb = set(per_batch)
         self._used_pb = set()
-        self._build_params(arrays, gravity, ground, ground_friction, ground_restitution, ground_stiffness,
-                           contact_friction, contact_restitution, contact_stiffness, table_friction)
+        self._build_params(
+            arrays,
+            gravity,
+            ground,
+            ground_friction,
+            ground_restitution,
+            ground_stiffness,
+            contact_friction,
+            contact_restitution,
+            contact_stiffness,
+            table_friction,
+        )
         unknown = self._pb - self._used_pb
         if unknown:
             raise DiffsimError(f"unknown parameter names {sorted(unknown)}", where="per_batch")
@@ -154,7 +166,9 @@ class RigidSystem(System):
 
         n_act = model.n_actuators
         if n_act and controller is None:
-            raise DiffsimError(f"{n_act} motors or springs are actuated but no controller is given", where=src)
+            raise DiffsimError(
+                f"{n_act} motors or springs are actuated but no controller is given", where=src
+            )
         self.obs_per_body = 2 * dim + (2 if dim == 2 else 4) + (1 if dim == 2 else 3)
         self.n_obs = self.obs_per_body * n + 2 * self.nj
         if controller is not None and controller.n_actions != n_act:
@@ -180,91 +194,164 @@ class RigidSystem(System):
             idx = np.asarray(members)
             g = {"members": idx, "size": len(idx)}
             g["x"] = self._param(prefix + "position", (len(idx), dim), A["x0"][idx], vector_dim=dim, unit="m")
-            g["v"] = self._param(prefix + "velocity", (len(idx), dim), A["v0"][idx], vector_dim=dim, unit="m/s")
+            g["v"] = self._param(
+                prefix + "velocity", (len(idx), dim), A["v0"][idx], vector_dim=dim, unit="m/s"
+            )
             if dim == 2:
                 g["rot"] = self._param(prefix + "angle", (len(idx),), A["rot0"][idx, 0], unit="rad")
                 g["w"] = self._param(prefix + "angular_velocity", (len(idx),), A["w0"][idx, 0], unit="rad/s")
             else:
-                g["rot"] = self._param(prefix + "orientation", (len(idx), 4), A["rot0"][idx], vector_dim=4,
-                                       doc="unit quaternion [w, x, y, z], normalised when used")
-                g["w"] = self._param(prefix + "angular_velocity", (len(idx), 3), A["w0"][idx], vector_dim=3,
-                                     unit="rad/s")
+                g["rot"] = self._param(
+                    prefix + "orientation",
+                    (len(idx), 4),
+                    A["rot0"][idx],
+                    vector_dim=4,
+                    doc="unit quaternion [w, x, y, z], normalised when used",
+                )
+                g["w"] = self._param(
+                    prefix + "angular_velocity", (len(idx), 3), A["w0"][idx], vector_dim=3, unit="rad/s"
+                )
             self.groups.append(g)
         self.has_density = len(A["density"]) > 0
         self.has_mass = len(A["mass"]) > 0
         self.has_inertia = len(A["inertia"]) > 0
         if self.has_density:
-            self.density = self._param("bodies.density", (len(A["density"]),), A["density"], transform="log",
-                                       unit="kg/m^3 (kg/m^2 in 2D)", doc="of the bodies whose mass is not given")
+            self.density = self._param(
+                "bodies.density",
+                (len(A["density"]),),
+                A["density"],
+                transform="log",
+                unit="kg/m^3 (kg/m^2 in 2D)",
+                doc="of the bodies whose mass is not given",
+            )
         if self.has_mass:
-            self.mass = self._param("bodies.mass", (len(A["mass"]),), A["mass"], transform="log", unit="kg",
-                                    doc="of the bodies whose mass is given")
+            self.mass = self._param(
+                "bodies.mass",
+                (len(A["mass"]),),
+                A["mass"],
+                transform="log",
+                unit="kg",
+                doc="of the bodies whose mass is given",
+            )
         if self.has_inertia:
             shape = (len(A["inertia"]),) if dim == 2 else (len(A["inertia"]), 3)
             value = A["inertia"][:, 0] if dim == 2 else A["inertia"]
-            self.inertia = self._param("bodies.inertia", shape, value, transform="log", unit="kg m^2",
-                                       vector_dim=None if dim == 2 else 3,
-                                       doc="principal moments of the bodies whose inertia is given")
+            self.inertia = self._param(
+                "bodies.inertia",
+                shape,
+                value,
+                transform="log",
+                unit="kg m^2",
+                vector_dim=None if dim == 2 else 3,
+                doc="principal moments of the bodies whose inertia is given",
+            )
         if self.ns:
-            self.size = self._param("shapes.size", (self.ns, 3), A["shape_size"], vector_dim=3, transform="log",
-                                    unit="m", doc="sphere [r, 1, 1], box [half extents (, 1)], capsule [r, h, 1]")
+            self.size = self._param(
+                "shapes.size",
+                (self.ns, 3),
+                A["shape_size"],
+                vector_dim=3,
+                transform="log",
+                unit="m",
+                doc="sphere [r, 1, 1], box [half extents (, 1)], capsule [r, h, 1]",
+            )
         if self.no:
-            self.obstacle_position = self._param("obstacles.position", (self.no, dim), A["obstacle_position"],
-                                                 vector_dim=dim, unit="m")
-            self.obstacle_size = self._param("obstacles.size", (self.no, dim), A["obstacle_size"][:, :dim],
-                                             vector_dim=dim, transform="log", unit="m", doc="half extents")
+            self.obstacle_position = self._param(
+                "obstacles.position", (self.no, dim), A["obstacle_position"], vector_dim=dim, unit="m"
+            )
+            self.obstacle_size = self._param(
+                "obstacles.size",
+                (self.no, dim),
+                A["obstacle_size"][:, :dim],
+                vector_dim=dim,
+                transform="log",
+                unit="m",
+                doc="half extents",
+            )
         self.gravity = self._param("gravity", (dim,), gravity, vector_dim=dim, unit="m/s^2")
         if self.has_ground:
             self.ground_height = self._param("ground.height", (), ground, unit="m")
             self.ground_friction = self._param("ground.friction", (), g_mu, bounds=(0, None))
-            self.ground_restitution = self._param("ground.restitution", (), g_e, bounds=(geo.MIN_RESTITUTION, 1.0))
+            self.ground_restitution = self._param(
+                "ground.restitution", (), g_e, bounds=(geo.MIN_RESTITUTION, 1.0)
+            )
             self.ground_stiffness = self._param("ground.stiffness", (), g_k, transform="log", unit="N/m")
         if self.has_contact_material:
             self.contact_friction = self._param("contact.friction", (), c_mu, bounds=(0, None))
-            self.contact_restitution = self._param("contact.restitution", (), c_e, bounds=(geo.MIN_RESTITUTION, 1.0))
+            self.contact_restitution = self._param(
+                "contact.restitution", (), c_e, bounds=(geo.MIN_RESTITUTION, 1.0)
+            )
             self.contact_stiffness = self._param("contact.stiffness", (), c_k, transform="log", unit="N/m")
         if self.has_table:
-            self.table_friction = self._param("table.friction", (), table_mu, bounds=(0, None),
-                                              doc="deceleration mu g of bodies sliding on the table")
+            self.table_friction = self._param(
+                "table.friction",
+                (),
+                table_mu,
+                bounds=(0, None),
+                doc="deceleration mu g of bodies sliding on the table",
+            )
         J = A["joints"]
         if self.nj:
             nj = self.nj
-            self.j_stiffness = self._param("joints.stiffness", (nj,), J["stiffness"], transform="log", unit="N/m")
-            self.j_damping = self._param("joints.damping", (nj,), J["damping"], bounds=(0, None), unit="N s/m")
-            self.j_ang_stiffness = self._param("joints.angular_stiffness", (nj,), J["angular_stiffness"],
-                                               bounds=(0, None), unit="N m/rad")
-            self.j_ang_damping = self._param("joints.angular_damping", (nj,), J["angular_damping"],
-                                             bounds=(0, None), unit="N m s/rad")
-            self.j_anchor_a = self._param("joints.anchor_a", (nj, dim), J["anchor_a"], vector_dim=dim, unit="m",
-                                          doc="in body a's frame (world point if a is the world)")
-            self.j_anchor_b = self._param("joints.anchor_b", (nj, dim), J["anchor_b"], vector_dim=dim, unit="m",
-                                          doc="in body b's frame")
+            self.j_stiffness = self._param(
+                "joints.stiffness", (nj,), J["stiffness"], transform="log", unit="N/m"
+            )
+            self.j_damping = self._param(
+                "joints.damping", (nj,), J["damping"], bounds=(0, None), unit="N s/m"
+            )
+            self.j_ang_stiffness = self._param(
+                "joints.angular_stiffness", (nj,), J["angular_stiffness"], bounds=(0, None), unit="N m/rad"
+            )
+            self.j_ang_damping = self._param(
+                "joints.angular_damping", (nj,), J["angular_damping"], bounds=(0, None), unit="N m s/rad"
+            )
+            self.j_anchor_a = self._param(
+                "joints.anchor_a",
+                (nj, dim),
+                J["anchor_a"],
+                vector_dim=dim,
+                unit="m",
+                doc="in body a's frame (world point if a is the world)",
+            )
+            self.j_anchor_b = self._param(
+                "joints.anchor_b", (nj, dim), J["anchor_b"], vector_dim=dim, unit="m", doc="in body b's frame"
+            )
             lim = np.nonzero(J["limited"])[0]
             self.n_limited = len(lim)
             self.limit_slot_np = np.full(nj, -1)
             self.limit_slot_np[lim] = np.arange(len(lim))
             if len(lim):
-                self.j_lower = self._param("joints.lower", (len(lim),), J["lower"][lim], unit="rad or m",
-                                           doc="of the limited joints")
+                self.j_lower = self._param(
+                    "joints.lower", (len(lim),), J["lower"][lim], unit="rad or m", doc="of the limited joints"
+                )
                 self.j_upper = self._param("joints.upper", (len(lim),), J["upper"][lim], unit="rad or m")
-                self.j_limit_stiffness = self._param("joints.limit_stiffness", (len(lim),),
-                                                     J["limit_stiffness"][lim], bounds=(0, None))
-                self.j_limit_damping = self._param("joints.limit_damping", (len(lim),), J["limit_damping"][lim],
-                                                   bounds=(0, None))
+                self.j_limit_stiffness = self._param(
+                    "joints.limit_stiffness", (len(lim),), J["limit_stiffness"][lim], bounds=(0, None)
+                )
+                self.j_limit_damping = self._param(
+                    "joints.limit_damping", (len(lim),), J["limit_damping"][lim], bounds=(0, None)
+                )
         M = A["motors"]
         if self.nm:
-            self.m_scale = self._param("motors.scale", (self.nm,), M["scale"],
-                                       doc="torque (N m) or force (N) per unit action; position mode: rad or m")
+            self.m_scale = self._param(
+                "motors.scale",
+                (self.nm,),
+                M["scale"],
+                doc="torque (N m) or force (N) per unit action; position mode: rad or m",
+            )
             self.m_kp = self._param("motors.kp", (self.nm,), M["kp"], bounds=(0, None), unit="N m/rad")
             self.m_kd = self._param("motors.kd", (self.nm,), M["kd"], bounds=(0, None), unit="N m s/rad")
         S = A["springs"]
         if self.nk:
-            self.s_stiffness = self._param("springs.stiffness", (self.nk,), S["stiffness"], transform="log",
-                                           unit="N/m")
-            self.s_damping = self._param("springs.damping", (self.nk,), S["damping"], bounds=(0, None),
-                                         unit="N s/m")
-            self.s_rest = self._param("springs.rest_length", (self.nk,), S["rest_length"], transform="log",
-                                      unit="m")
+            self.s_stiffness = self._param(
+                "springs.stiffness", (self.nk,), S["stiffness"], transform="log", unit="N/m"
+            )
+            self.s_damping = self._param(
+                "springs.damping", (self.nk,), S["damping"], bounds=(0, None), unit="N s/m"
+            )
+            self.s_rest = self._param(
+                "springs.rest_length", (self.nk,), S["rest_length"], transform="log", unit="m"
+            )
             self.s_actuation = self._param("springs.actuation", (self.nk,), S["actuation"], unit="1")
 
     # -- constant fields ----------------------------------------------------------------------------------------
@@ -329,8 +416,9 @@ class RigidSystem(System):
         self.j_ref_a = vecs(J["ref_a"] if nj else [], dim)
         self.j_ref_b = vecs(J["ref_b"] if nj else [], dim)
         self.j_rel0 = mats(J["rel0"] if nj else [], dim, dim)
-        self.j_angle0 = group.add(real, (max(nj, 1),), np.resize(np.asarray(J["angle0"] if nj else [0.0],
-                                                                            dtype=npr), max(nj, 1)))
+        self.j_angle0 = group.add(
+            real, (max(nj, 1),), np.resize(np.asarray(J["angle0"] if nj else [0.0], dtype=npr), max(nj, 1))
+        )
         # joints, limits and motors grouped by joint kind (specialised loops, as the contacts)
         kinds = J["kind"] if nj else np.zeros(0, dtype=np.int64)
         present = [k for k in (REVOLUTE, PRISMATIC, BALL, FIXED) if np.any(kinds == k)]
@@ -355,6 +443,7 @@ class RigidSystem(System):
         self.s_anchor_a = vecs(S["anchor_a"] if self.nk else [], dim)
         self.s_anchor_b = vecs(S["anchor_b"] if self.nk else [], dim)
         self.s_actuator = ints(S["actuator"])
+
         # mass properties, per copy (parameters may be per copy); computed by `initialize`, read by the step
         def derived(n=None, m=None):
             return group.add(real, (B, n_), None, n=n, m=m, grad=True)
@@ -367,9 +456,18 @@ class RigidSystem(System):
         if dim == 2:
             self.body_unit_inertia, self.body_inertia, self.body_inv_inertia = derived(), derived(), derived()
         else:
-            self.body_unit_inertia, self.body_inertia, self.body_inv_inertia = (derived(3, 3) for _ in range(3))
-        self._derived = [self.body_volume, self.body_mass, self.body_inv_mass, self.body_inv_trace,
-                         self.body_unit_inertia, self.body_inertia, self.body_inv_inertia]
+            self.body_unit_inertia, self.body_inertia, self.body_inv_inertia = (
+                derived(3, 3) for _ in range(3)
+            )
+        self._derived = [
+            self.body_volume,
+            self.body_mass,
+            self.body_inv_mass,
+            self.body_inv_trace,
+            self.body_unit_inertia,
+            self.body_inertia,
+            self.body_inv_inertia,
+        ]
         self.start_depth = group.add(real, (B, max(self.nc, 1)), None)
         # how many points of each body can touch the ground at once (sphere 1, capsule 2, box 2^(dim-1)): the
         # friction at each of them takes that share of the body's slip (see `_contact`)
@@ -423,7 +521,9 @@ class RigidSystem(System):
             size = self.size.numpy().reshape(-1, self.ns, 3).max(axis=0)
             for k in range(self.ns):
                 kind = A["shape_kind"][k]
-                extent = {0: size[k, 0], 1: np.linalg.norm(size[k, : self.dim]), 2: size[k, 0] + size[k, 1]}[kind]
+                extent = {0: size[k, 0], 1: np.linalg.norm(size[k, : self.dim]), 2: size[k, 0] + size[k, 1]}[
+                    kind
+                ]
                 i = A["shape_body"][k]
                 reach[i] = max(reach[i], np.linalg.norm(A["shape_offset"][k]) + extent)
         point = inv_m + reach**2 * inv_i
@@ -457,8 +557,15 @@ class RigidSystem(System):
             J = A["joints"]
             pa = self.j_anchor_a.numpy().reshape(-1, self.nj, self.dim)[0]
             pb = self.j_anchor_b.numpy().reshape(-1, self.nj, self.dim)[0]
-            per = {key: getattr(self, attr).numpy().reshape(-1, self.nj).max(axis=0) for key, attr in (
-                ("k", "j_stiffness"), ("c", "j_damping"), ("kr", "j_ang_stiffness"), ("cr", "j_ang_damping"))}
+            per = {
+                key: getattr(self, attr).numpy().reshape(-1, self.nj).max(axis=0)
+                for key, attr in (
+                    ("k", "j_stiffness"),
+                    ("c", "j_damping"),
+                    ("kr", "j_ang_stiffness"),
+                    ("cr", "j_ang_damping"),
+                )
+            }
             for j in range(self.nj):
                 a, b = J["a"][j], J["b"][j]
                 label = f"joint {j} ({names[b]!r})"
@@ -482,20 +589,33 @@ class RigidSystem(System):
                     a, b = A["joints"]["a"][j], A["joints"]["b"][j]
                     # a prismatic joint's motor is a force along the slide (linear effective mass, as for its limit);
                     # a revolute joint's a torque (effective inertia)
-                    inv = at(a, pa[j]) + at(b, pb[j]) if A["joints"]["kind"][j] == PRISMATIC else rot(a) + rot(b)
+                    inv = (
+                        at(a, pa[j]) + at(b, pb[j])
+                        if A["joints"]["kind"][j] == PRISMATIC
+                        else rot(a) + rot(b)
+                    )
                     add(kp[k], kd[k], inv, f"position motor {k}")
         if self.nk:
             S = A["springs"]
             ks = self.s_stiffness.numpy().reshape(-1, self.nk).max(axis=0)
             cs = self.s_damping.numpy().reshape(-1, self.nk).max(axis=0)
             for k in range(self.nk):
-                add(ks[k], cs[k], at(S["a"][k], S["anchor_a"][k]) + at(S["b"][k], S["anchor_b"][k]), f"spring {k}")
+                add(
+                    ks[k],
+                    cs[k],
+                    at(S["a"][k], S["anchor_a"][k]) + at(S["b"][k], S["anchor_b"][k]),
+                    f"spring {k}",
+                )
         worst, what, dt_max = 0.0, "", math.inf
         for k, c, inv, label in items:
             margin = ((k * inv) * dt * dt + 2 * c * inv * dt) / 4
             # the largest stable dt: (k inv) dt^2 + 2 c inv dt = 4
             a2, a1 = k * inv, 2 * c * inv
-            limit = (-a1 + math.sqrt(a1 * a1 + 16 * a2)) / (2 * a2) if a2 > 0 else (4 / a1 if a1 > 0 else math.inf)
+            limit = (
+                (-a1 + math.sqrt(a1 * a1 + 16 * a2)) / (2 * a2)
+                if a2 > 0
+                else (4 / a1 if a1 > 0 else math.inf)
+            )
             if margin > worst:
                 worst, what = margin, label
             dt_max = min(dt_max, limit)
@@ -528,16 +648,20 @@ class RigidSystem(System):
             FieldSpec("torque", (n,), adim, kind="scratch"),
         ]
         if self.ns:
-            specs += [FieldSpec("shape_centre", (self.ns,), dim, kind="scratch"),
-                      FieldSpec("shape_rot", (self.ns,), dim * dim, kind="scratch")]
+            specs += [
+                FieldSpec("shape_centre", (self.ns,), dim, kind="scratch"),
+                FieldSpec("shape_rot", (self.ns,), dim * dim, kind="scratch"),
+            ]
         if self.nj:
-            specs += [FieldSpec("joint_q", (self.nj,), None, kind="scratch"),
-                      FieldSpec("joint_qd", (self.nj,), None, kind="scratch"),
-                      FieldSpec("joint_pa", (self.nj,), dim, kind="scratch"),  # world anchors
-                      FieldSpec("joint_pb", (self.nj,), dim, kind="scratch"),
-                      FieldSpec("joint_va", (self.nj,), dim, kind="scratch"),  # their velocities
-                      FieldSpec("joint_vb", (self.nj,), dim, kind="scratch"),
-                      FieldSpec("joint_axis", (self.nj,), dim, kind="scratch")]  # world axis (fixed in a)
+            specs += [
+                FieldSpec("joint_q", (self.nj,), None, kind="scratch"),
+                FieldSpec("joint_qd", (self.nj,), None, kind="scratch"),
+                FieldSpec("joint_pa", (self.nj,), dim, kind="scratch"),  # world anchors
+                FieldSpec("joint_pb", (self.nj,), dim, kind="scratch"),
+                FieldSpec("joint_va", (self.nj,), dim, kind="scratch"),  # their velocities
+                FieldSpec("joint_vb", (self.nj,), dim, kind="scratch"),
+                FieldSpec("joint_axis", (self.nj,), dim, kind="scratch"),
+            ]  # world axis (fixed in a)
         if self.controller is not None:
             if self.has_observation:
                 specs += [
@@ -658,8 +782,12 @@ class RigidSystem(System):
                 axis_b = ti.Vector([Rb[k, self.dim - 1] for k in ti.static(range(self.dim))])
                 if ti.static(geom == GEOM_SEGMENTS):
                     axis_a = ti.Vector([Ra[k, self.dim - 1] for k in ti.static(range(self.dim))])
-                    sa, tb = geo.segment_closest(ca - size_a[1] * axis_a, ca + size_a[1] * axis_a,
-                                                 cb - size_b[1] * axis_b, cb + size_b[1] * axis_b)
+                    sa, tb = geo.segment_closest(
+                        ca - size_a[1] * axis_a,
+                        ca + size_a[1] * axis_a,
+                        cb - size_b[1] * axis_b,
+                        cb + size_b[1] * axis_b,
+                    )
                     p = ca + (2.0 * sa - 1.0) * size_a[1] * axis_a
                     centre = cb + (2.0 * tb - 1.0) * size_b[1] * axis_b
                 else:
@@ -763,9 +891,17 @@ class RigidSystem(System):
                     vol, moments = geo.unit_mass_3d(self.shape_kind[k], size)
                     R = self.shape_rot[k]
                     # R diag(moments) R^T
-                    local = ti.Matrix([[R[r, 0] * moments[0] * R[c, 0] + R[r, 1] * moments[1] * R[c, 1]
-                                        + R[r, 2] * moments[2] * R[c, 2] for c in ti.static(range(3))]
-                                       for r in ti.static(range(3))])
+                    local = ti.Matrix(
+                        [
+                            [
+                                R[r, 0] * moments[0] * R[c, 0]
+                                + R[r, 1] * moments[1] * R[c, 1]
+                                + R[r, 2] * moments[2] * R[c, 2]
+                                for c in ti.static(range(3))
+                            ]
+                            for r in ti.static(range(3))
+                        ]
+                    )
                     shift = vol * (o.dot(o) * ti.Matrix.identity(float, 3) - o.outer_product(o))
                     self.body_volume[b, i] += vol
                     self.body_unit_inertia[b, i] += local + shift
@@ -791,8 +927,9 @@ class RigidSystem(System):
                         if ti.static(self.dim == 2):
                             inertia = given
                         else:
-                            inertia = ti.Matrix([[given[0], 0.0, 0.0], [0.0, given[1], 0.0],
-                                                 [0.0, 0.0, given[2]]])
+                            inertia = ti.Matrix(
+                                [[given[0], 0.0, 0.0], [0.0, given[1], 0.0], [0.0, 0.0, given[2]]]
+                            )
             self.body_mass[b, i] = m
             self.body_inv_mass[b, i] = 1.0 / m
             self.body_inertia[b, i] = inertia
@@ -860,7 +997,8 @@ class RigidSystem(System):
         for g in ti.static(range(len(self.contact_keys))):
             for b, c in ti.ndrange(self.batch, self.contact_sizes[g]):
                 depth, _n, _p, _a, _b = self._contact_geometry(
-                    s, 0, b, self.contact_keys[g], self.cg_a[g][c], self.cg_sign[g][c], self.cg_b[g][c])
+                    s, 0, b, self.contact_keys[g], self.cg_a[g][c], self.cg_sign[g][c], self.cg_b[g][c]
+                )
                 self.start_depth[b, self.cg_global[g][c]] = depth
 
     def _warn_start_penetration(self, s) -> None:
@@ -876,8 +1014,10 @@ class RigidSystem(System):
             if depth[c] <= 0:
                 break
             a_on, a, _sign, b_on, bi, _geom, _mat = self.candidates[c]
-            scale = min(sizes.reshape(-1, self.ns, 3)[0, a, : self.dim].min() if a_on == ON_BODY else np.inf,
-                        sizes.reshape(-1, self.ns, 3)[0, bi, : self.dim].min() if b_on == ON_BODY else np.inf)
+            scale = min(
+                sizes.reshape(-1, self.ns, 3)[0, a, : self.dim].min() if a_on == ON_BODY else np.inf,
+                sizes.reshape(-1, self.ns, 3)[0, bi, : self.dim].min() if b_on == ON_BODY else np.inf,
+            )
             if depth[c] <= START_PENETRATION * (scale if np.isfinite(scale) else 1.0):
                 continue
             who = []
@@ -895,8 +1035,13 @@ class RigidSystem(System):
             lines.append(f"{who[0]} and {who[1]} overlap by {depth[c]:.3g} m")
         if lines:
             more = f" (and {len(lines) - 5} more)" if len(lines) > 5 else ""
-            warnings.warn(f"{self.model.source}: penetration at the start: " + "; ".join(lines[:5]) + more
-                          + "; the contact force will push them apart violently", stacklevel=4)
+            warnings.warn(
+                f"{self.model.source}: penetration at the start: "
+                + "; ".join(lines[:5])
+                + more
+                + "; the contact force will push them apart violently",
+                stacklevel=4,
+            )
 
     # -- the step -----------------------------------------------------------------------------------------------
     def serial_steps(self) -> bool:
@@ -952,7 +1097,9 @@ class RigidSystem(System):
         for g in ti.static(range(len(self.contact_keys))):
             ti.loop_config(serialize=ti.static(self.serial))
             for b, c in ti.ndrange(self.batch, self.contact_sizes[g]):
-                self._contact(s, f, b, self.contact_keys[g], self.cg_a[g][c], self.cg_sign[g][c], self.cg_b[g][c])
+                self._contact(
+                    s, f, b, self.contact_keys[g], self.cg_a[g][c], self.cg_sign[g][c], self.cg_b[g][c]
+                )
 
         for g in ti.static(range(len(self.joint_kinds))):
             ti.loop_config(serialize=ti.static(self.serial))
@@ -991,7 +1138,10 @@ class RigidSystem(System):
                 q = s.q[f, b, i]
                 R = self._rot(s, f, b, i)
                 inv_body = self.body_inv_inertia[b, i]
-                L = geo.mv(R, geo.mv(self.body_inertia[b, i], geo.mtv(R, s.w[f, b, i]))) + dt * s.torque[f, b, i]
+                L = (
+                    geo.mv(R, geo.mv(self.body_inertia[b, i], geo.mtv(R, s.w[f, b, i])))
+                    + dt * s.torque[f, b, i]
+                )
                 # the orientation moves with the angular velocity of L' at the half step (explicit midpoint on
                 # the rotation group: energy error O(dt^2) instead of O(dt))
                 w0 = geo.mv(R, geo.mv(inv_body, geo.mtv(R, L)))
@@ -1034,8 +1184,11 @@ class RigidSystem(System):
         if depth > -0.5 * width:
             k, e, mu = self._material(b, ti.static(key[2] == ON_GROUND))
             inv_n = self._inverse_mass_along(s, f, b, body_a, p, normal) + self._inverse_mass_along(
-                s, f, b, body_b, p, normal)
-            inv_t = self._inverse_mass_bound(s, f, b, body_a, p) + self._inverse_mass_bound(s, f, b, body_b, p)
+                s, f, b, body_b, p, normal
+            )
+            inv_t = self._inverse_mass_bound(s, f, b, body_a, p) + self._inverse_mass_bound(
+                s, f, b, body_b, p
+            )
             if ti.static(key[2] == ON_GROUND):  # (body_b is the ground)
                 inv_t = self._inverse_mass_bound(s, f, b, body_a, p) * self.body_ground_points[body_a]
             damping = 2.0 * geo.damping_ratio(e) * ti.sqrt(k / inv_n)
@@ -1123,8 +1276,9 @@ class RigidSystem(System):
                 Ra = ti.Matrix.identity(float, 3)
                 if a >= 0:
                     Ra = self._rot(s, f, b, a)
-                tau = kr * geo.vee(geo.mm(geo.mm(Ra, self.j_rel0[j]), self._rot(s, f, b, bb).transpose())) - cr * (
-                    wb - wa)
+                tau = kr * geo.vee(
+                    geo.mm(geo.mm(Ra, self.j_rel0[j]), self._rot(s, f, b, bb).transpose())
+                ) - cr * (wb - wa)
             self._apply_torque(s, f, b, a, -tau)
             self._apply_torque(s, f, b, bb, tau)
 
@@ -1193,8 +1347,10 @@ class RigidSystem(System):
             if act_id >= 0:
                 rest *= 1.0 + self.s_actuation.field[self.s_actuation.bi(b), k] * s.act[f, b, act_id]
         rate = (self._point_velocity(s, f, b, bb, pb) - self._point_velocity(s, f, b, a, pa)).dot(direction)
-        magnitude = (self.s_stiffness.field[self.s_stiffness.bi(b), k] * (length - rest)
-                     + self.s_damping.field[self.s_damping.bi(b), k] * rate)
+        magnitude = (
+            self.s_stiffness.field[self.s_stiffness.bi(b), k] * (length - rest)
+            + self.s_damping.field[self.s_damping.bi(b), k] * rate
+        )
         self._apply(s, f, b, a, pa, magnitude * direction)
         self._apply(s, f, b, bb, pb, -magnitude * direction)
 

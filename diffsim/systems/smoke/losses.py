@@ -29,8 +29,9 @@ class ScalarLoss(LeafLoss):
 
     quantity = "scalars"
 
-    def __init__(self, target, scalar: str = "density", frames=None, every: int | None = None,
-                 name: str = "target"):
+    def __init__(
+        self, target, scalar: str = "density", frames=None, every: int | None = None, name: str = "target"
+    ):
         super().__init__()
         self.scalar = scalar
         self.name = name
@@ -45,11 +46,16 @@ class ScalarLoss(LeafLoss):
     def bind(self, system, steps: int) -> None:
         super().bind(system, steps)
         if not hasattr(system, "scalar_names"):
-            raise DiffsimError(f"{type(self).__name__} needs a smoke system, got {system.kind}", where=self.name)
+            raise DiffsimError(
+                f"{type(self).__name__} needs a smoke system, got {system.kind}", where=self.name
+            )
         k = system.model.scalar_index(self.scalar, where=self.name)
         if self.k is not None and k != self.k:
-            raise DiffsimError(f"this loss was bound to a system whose {self.scalar!r} is scalar {self.k}; build a "
-                               "new loss for this system", where=self.name)
+            raise DiffsimError(
+                f"this loss was bound to a system whose {self.scalar!r} is scalar {self.k}; build a "
+                "new loss for this system",
+                where=self.name,
+            )
         self.k = k
         n, B = tuple(system.n), system.batch
         t = self.target_np
@@ -61,7 +67,8 @@ class ScalarLoss(LeafLoss):
             raise DiffsimError(
                 f"the target has shape {self.target_np.shape}; expected the grid's {n} (one image), "
                 f"(frames, {', '.join(map(str, n))}) or (frames, {B}, {', '.join(map(str, n))}) (per copy)",
-                where=self.name)
+                where=self.name,
+            )
         rows = t.shape[0]
         if self.frames_arg is not None:
             frames = self.frames_arg
@@ -74,8 +81,9 @@ class ScalarLoss(LeafLoss):
         if len(frames) != rows:
             raise DiffsimError(f"{rows} target images for {len(frames)} frames", where=self.name)
         if np.any(frames < 0) or np.any(frames > steps):
-            raise DiffsimError(f"target frames must be in [0, {steps}], got {frames.min()}..{frames.max()}",
-                               where=self.name)
+            raise DiffsimError(
+                f"target frames must be in [0, {steps}], got {frames.min()}..{frames.max()}", where=self.name
+            )
         key = (B, t.shape, per_copy)
         if key != self._key:
             self.target = ti.field(runtime.real(), shape=(rows, B if per_copy else 1, *n))
@@ -121,15 +129,18 @@ class CentroidLoss(LeafLoss):
     def bind(self, system, steps: int) -> None:
         super().bind(system, steps)
         if not hasattr(system, "scalar_names"):
-            raise DiffsimError(f"{type(self).__name__} needs a smoke system, got {system.kind}", where=self.name)
+            raise DiffsimError(
+                f"{type(self).__name__} needs a smoke system, got {system.kind}", where=self.name
+            )
         k = system.model.scalar_index(self.scalar, where=self.name)
         if self.k is not None and k != self.k:
             raise DiffsimError("this loss was bound to another system; build a new loss", where=self.name)
         self.k = k
         D = system.dim
         if self.target_np.shape != (D,):
-            raise DiffsimError(f"the target point must have {D} components, got {self.target_np.tolist()}",
-                               where=self.name)
+            raise DiffsimError(
+                f"the target point must have {D} components, got {self.target_np.tolist()}", where=self.name
+            )
         frame = steps if self.frame is None else int(self.frame)
         if not 0 <= frame <= steps:
             raise DiffsimError(f"frame must be in [0, {steps}], got {frame}", where=self.name)

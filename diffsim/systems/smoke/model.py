@@ -68,8 +68,15 @@ class SmokeModel:
     scalars: names of the advected cell-centred scalars (density, temperature, ...); at least one.
     """
 
-    def __init__(self, resolution, cell_size: float | None = None, boundary="closed",
-                 scalars=("density",), source: str = "model", prefix: str = ""):
+    def __init__(
+        self,
+        resolution,
+        cell_size: float | None = None,
+        boundary="closed",
+        scalars=("density",),
+        source: str = "model",
+        prefix: str = "",
+    ):
         self.source = source
         self.prefix = prefix  # key path of the grid settings in error messages ("grid." in a scene file)
         self.resolution = _check_resolution(resolution, f"{source}: {prefix}resolution")
@@ -82,10 +89,13 @@ class SmokeModel:
         self.boundary = _check_boundary(boundary, self.dim, f"{source}: {prefix}boundary")
         names = [str(s) for s in scalars]
         if not names:
-            raise DiffsimError("at least one advected scalar is needed (e.g. density)",
-                               where=f"{source}: {prefix}scalars")
+            raise DiffsimError(
+                "at least one advected scalar is needed (e.g. density)", where=f"{source}: {prefix}scalars"
+            )
         if len(set(names)) != len(names):
-            raise DiffsimError(f"scalar names must be unique, got {names}", where=f"{source}: {prefix}scalars")
+            raise DiffsimError(
+                f"scalar names must be unique, got {names}", where=f"{source}: {prefix}scalars"
+            )
         self.scalars = names
         self.obstacles: list[Shape] = []
         self.sources: list[Source] = []
@@ -115,7 +125,9 @@ class SmokeModel:
 
     def scalar_index(self, name: str, where: str = "scalar") -> int:
         if name not in self.scalars:
-            raise DiffsimError(f"no scalar named {name!r}; the model has {', '.join(self.scalars)}", where=where)
+            raise DiffsimError(
+                f"no scalar named {name!r}; the model has {', '.join(self.scalars)}", where=where
+            )
         return self.scalars.index(name)
 
     # -- builders -----------------------------------------------------------------------------------------------
@@ -123,20 +135,24 @@ class SmokeModel:
         where = f"{self.source}: {what}"
         given = [k for k, v in (("box", lo), ("ball", center), ("mask", mask)) if v is not None]
         if len(given) != 1:
-            raise DiffsimError("give exactly one of: lo and hi (a box), center and radius (a ball), or mask",
-                               where=where)
+            raise DiffsimError(
+                "give exactly one of: lo and hi (a box), center and radius (a ball), or mask", where=where
+            )
         if mask is not None:
             m = np.asarray(mask)
             if m.shape != self.resolution:
-                raise DiffsimError(f"mask has shape {m.shape}, the grid has {self.resolution} cells", where=where)
+                raise DiffsimError(
+                    f"mask has shape {m.shape}, the grid has {self.resolution} cells", where=where
+                )
             return Shape("mask", mask=m.astype(bool))
         if lo is not None:
             if hi is None:
                 raise DiffsimError("a box needs both lo and hi", where=where)
             lo, hi = _vector(lo, self.dim, f"{where}.lo"), _vector(hi, self.dim, f"{where}.hi")
             if np.any(lo >= hi):
-                raise DiffsimError(f"lo must be below hi on every axis, got lo={lo.tolist()} hi={hi.tolist()}",
-                                   where=where)
+                raise DiffsimError(
+                    f"lo must be below hi on every axis, got lo={lo.tolist()} hi={hi.tolist()}", where=where
+                )
             return Shape("box", lo=tuple(lo), hi=tuple(hi))
         c = _vector(center, self.dim, f"{where}.center")
         if radius is None or not (math.isfinite(radius) and radius > 0):
@@ -153,7 +169,9 @@ class SmokeModel:
         """An inflow: each step adds dt * rates[name] (units of the scalar per second) to the cells inside."""
         where = f"{self.source}: sources[{len(self.sources)}]"
         if not isinstance(rates, dict) or not rates:
-            raise DiffsimError("rates must name at least one scalar, e.g. {'density': 1.0}", where=f"{where}.rates")
+            raise DiffsimError(
+                "rates must name at least one scalar, e.g. {'density': 1.0}", where=f"{where}.rates"
+            )
         for name, value in rates.items():
             self.scalar_index(name, where=f"{where}.rates")
             if not (isinstance(value, (int, float)) and math.isfinite(value)):
@@ -169,8 +187,10 @@ class SmokeModel:
         try:
             arr = np.broadcast_to(arr, self.resolution)
         except ValueError:
-            raise DiffsimError(f"has shape {arr.shape}, the grid has {self.resolution} cells",
-                               where=f"{self.source}: initial.{name}") from None
+            raise DiffsimError(
+                f"has shape {arr.shape}, the grid has {self.resolution} cells",
+                where=f"{self.source}: initial.{name}",
+            ) from None
         if not np.all(np.isfinite(arr)):
             raise DiffsimError("must be finite", where=f"{self.source}: initial.{name}")
         self.initial_scalars[..., k] = arr
@@ -203,8 +223,10 @@ class SmokeModel:
             elif arr.shape == shape:
                 out = arr.copy()
             else:
-                raise DiffsimError(f"expected {self.dim} components or an array of shape {shape}, got "
-                                   f"{arr.shape}", where=where)
+                raise DiffsimError(
+                    f"expected {self.dim} components or an array of shape {shape}, got {arr.shape}",
+                    where=where,
+                )
         if not np.all(np.isfinite(out)):
             raise DiffsimError("must be finite", where=where)
         self.initial_velocity = out
@@ -241,7 +263,8 @@ class SmokeModel:
         if solid.all():
             raise DiffsimError(
                 f"the obstacles cover the whole domain ({self.n_cells} cells): there is no fluid left",
-                where=f"{src}: obstacles")
+                where=f"{src}: obstacles",
+            )
         component, n_comp = self._closed_regions(solid, face_open)
         S = len(self.scalars)
         src_masks = np.zeros((max(len(self.sources), 1), *n))
@@ -249,16 +272,24 @@ class SmokeModel:
         for i, s in enumerate(self.sources):
             m = s.shape.rasterize(centers) & ~solid
             if not m.any():
-                raise DiffsimError("the source covers no fluid cell (outside the domain, or inside an obstacle)",
-                                   where=f"{src}: sources[{i}]")
+                raise DiffsimError(
+                    "the source covers no fluid cell (outside the domain, or inside an obstacle)",
+                    where=f"{src}: sources[{i}]",
+                )
             src_masks[i] = m
             for name, value in s.rates.items():
                 rates[i, self.scalars.index(name)] = value
         init_q = self.initial_scalars * (~solid)[..., None]
         init_v = self.initial_velocity * face_open
         return {
-            "solid": solid, "face_open": face_open, "component": component, "n_components": n_comp,
-            "sources": src_masks, "source_rates": rates, "initial_scalars": init_q, "initial_velocity": init_v,
+            "solid": solid,
+            "face_open": face_open,
+            "component": component,
+            "n_components": n_comp,
+            "sources": src_masks,
+            "source_rates": rates,
+            "initial_scalars": init_q,
+            "initial_velocity": init_v,
         }
 
     def _open_faces(self, d: int, solid: np.ndarray) -> np.ndarray:
@@ -310,7 +341,7 @@ class SmokeModel:
             f = f[(slice(None), *inner[1:])]
             # faces 1..n-1 join cells i-1 and i; periodic face 0 joins n-1 and 0
             pairs_a, pairs_b = [], []
-            w = f[1:n[d]] > 0
+            w = f[1 : n[d]] > 0
             pairs_a.append(cells[:-1][w])
             pairs_b.append(cells[1:][w])
             if self.boundary[d] == "periodic":
@@ -353,8 +384,11 @@ def _check_resolution(resolution, where: str) -> tuple[int, ...]:
         raise DiffsimError(f"must have 2 or 3 entries (2D or 3D), got {len(res)}: {list(res)}", where=where)
     out = []
     for k, v in enumerate(res):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) and not (
-                isinstance(v, float) and v.is_integer()):
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, np.integer))
+            and not (isinstance(v, float) and v.is_integer())
+        ):
             raise DiffsimError(f"must be whole numbers, got {v!r} on axis {k}", where=where)
         if int(v) < 1:
             raise DiffsimError(f"must be >= 1 cell per axis, got {int(v)} on axis {k}", where=where)
@@ -363,9 +397,11 @@ def _check_resolution(resolution, where: str) -> tuple[int, ...]:
         out.append(int(v))
     cells = int(np.prod(out, dtype=np.int64))
     if cells > MAX_CELLS:
-        raise DiffsimError(f"{'x'.join(map(str, out))} = {cells:,} cells is more than the {MAX_CELLS:,} "
-                           f"supported (about {estimate_bytes(out, frames=2) / 2**30:.0f} GiB for even two frames)",
-                           where=where)
+        raise DiffsimError(
+            f"{'x'.join(map(str, out))} = {cells:,} cells is more than the {MAX_CELLS:,} "
+            f"supported (about {estimate_bytes(out, frames=2) / 2**30:.0f} GiB for even two frames)",
+            where=where,
+        )
     return tuple(out)
 
 
@@ -377,13 +413,18 @@ def _check_boundary(boundary, dim: int, where: str) -> tuple:
     for k, e in enumerate(entries):
         if isinstance(e, str):
             if e not in BOUNDARIES:
-                raise DiffsimError(f"axis {k}: unknown boundary {e!r}; choose closed, open or periodic", where=where)
+                raise DiffsimError(
+                    f"axis {k}: unknown boundary {e!r}; choose closed, open or periodic", where=where
+                )
             out.append("periodic" if e == "periodic" else (e, e))
         else:
             pair = list(e)
             if len(pair) != 2 or any(p not in SIDES for p in pair):
-                raise DiffsimError(f"axis {k}: a (lower, upper) pair of closed/open, got {e!r} (periodic applies "
-                                   "to both sides)", where=where)
+                raise DiffsimError(
+                    f"axis {k}: a (lower, upper) pair of closed/open, got {e!r} (periodic applies "
+                    "to both sides)",
+                    where=where,
+                )
             out.append((pair[0], pair[1]))
     return tuple(out)
 
@@ -402,8 +443,9 @@ def _vector(v, dim: int, where: str) -> np.ndarray:
 # Memory
 
 
-def per_frame_values(resolution, n_scalars: int = 1, maccormack: bool = False, vorticity: bool = False,
-                     viscosity: bool = False) -> int:
+def per_frame_values(
+    resolution, n_scalars: int = 1, maccormack: bool = False, vorticity: bool = False, viscosity: bool = False
+) -> int:
     """Real numbers one frame of one copy holds (state and scratch), for the memory estimate."""
     D = len(resolution)
     cells = int(np.prod(resolution, dtype=np.int64))
@@ -420,9 +462,17 @@ def per_frame_values(resolution, n_scalars: int = 1, maccormack: bool = False, v
     return values
 
 
-def estimate_bytes(resolution, frames: int, batch: int = 1, n_scalars: int = 1, maccormack: bool = False,
-                   vorticity: bool = False, precision_bytes: int = 4, snapshot_frames: int = 0,
-                   viscosity: bool = False) -> int:
+def estimate_bytes(
+    resolution,
+    frames: int,
+    batch: int = 1,
+    n_scalars: int = 1,
+    maccormack: bool = False,
+    vorticity: bool = False,
+    precision_bytes: int = 4,
+    snapshot_frames: int = 0,
+    viscosity: bool = False,
+) -> int:
     """Bytes a rollout holds: `frames` frames of state and scratch with gradients, snapshot frames of state, and
     the pressure solver's work vectors."""
     per = per_frame_values(resolution, n_scalars, maccormack, vorticity, viscosity) * batch

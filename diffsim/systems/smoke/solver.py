@@ -102,12 +102,23 @@ class PressureSolver:
     ``s.pressure_rhs.grad[f]``.
     """
 
-    def __init__(self, resolution, batch: int, face_open: np.ndarray, component: np.ndarray, n_components: int,
-                 periodic: tuple, preconditioner: str = "mg", max_iters: int | None = None,
-                 mg_sweeps: int | None = None):
+    def __init__(
+        self,
+        resolution,
+        batch: int,
+        face_open: np.ndarray,
+        component: np.ndarray,
+        n_components: int,
+        periodic: tuple,
+        preconditioner: str = "mg",
+        max_iters: int | None = None,
+        mg_sweeps: int | None = None,
+    ):
         if preconditioner not in PRECONDITIONERS:
-            raise DiffsimError(f"unknown preconditioner {preconditioner!r}; choose {', '.join(PRECONDITIONERS)}",
-                               where="solver.preconditioner")
+            raise DiffsimError(
+                f"unknown preconditioner {preconditioner!r}; choose {', '.join(PRECONDITIONERS)}",
+                where="solver.preconditioner",
+            )
         self.n = tuple(int(k) for k in resolution)
         self.dim = D = len(self.n)
         self.batch = B = int(batch)
@@ -136,7 +147,9 @@ class PressureSolver:
         halo = tuple(k + 2 for k in self.n)
         self.halo = halo
         # loop extents over the lower halo layer of each axis (for the periodic copies)
-        self.slabs = [tuple(1 if c == a else halo[c] for c in range(D)) + ((1,) if D == 2 else ()) for a in range(D)]
+        self.slabs = [
+            tuple(1 if c == a else halo[c] for c in range(D)) + ((1,) if D == 2 else ()) for a in range(D)
+        ]
         vec = lambda: ti.field(real, shape=(B, *halo))  # noqa: E731
         self.x, self.lam, self.r, self.z, self.p, self.Ap, self.bvec = (vec() for _ in range(7))
         self.lam_prev = vec()  # the adjoint solution before lam (for the extrapolated warm start)
@@ -163,7 +176,9 @@ class PressureSolver:
         self.rmax = ti.field(real, shape=(B,))
         self.tol = ti.field(real, shape=(B,))
         self.bnorm = ti.field(real, shape=(B,))  # max |b| of the current solve
-        self.xnorm = ti.field(real, shape=(B,))  # max |x| at the last residual pass (0 after a dropped warm start)
+        self.xnorm = ti.field(
+            real, shape=(B,)
+        )  # max |x| at the last residual pass (0 after a dropped warm start)
         self.rbest = ti.field(real, shape=(B,))  # smallest recursive max |r| since the last (re)start
         self.rcheck = ti.field(real, shape=(B,))  # max |r| at the last residual pass
         self.xmax = ti.field(real, shape=(B,))  # max |x| after the last update
@@ -243,8 +258,12 @@ class PressureSolver:
         odd periodic axis."""
         D, B = self.dim, self.batch
         real, npr = runtime.real(), runtime.np_real()
-        weights = [[face_open[(*[slice(0, m + (1 if a == k else 0)) for a, m in enumerate(self.n)], k)]
-                    for k in range(D)]]
+        weights = [
+            [
+                face_open[(*[slice(0, m + (1 if a == k else 0)) for a, m in enumerate(self.n)], k)]
+                for k in range(D)
+            ]
+        ]
         sizes = [self.n]
         while True:
             n = sizes[-1]
@@ -261,7 +280,7 @@ class PressureSolver:
                         pad[a] = (0, 2 * nc[a] - n[a])
                         w = np.pad(w, pad)
                         shape = list(w.shape)
-                        w = w.reshape(shape[:a] + [nc[a], 2] + shape[a + 1:]).sum(axis=a + 1)
+                        w = w.reshape(shape[:a] + [nc[a], 2] + shape[a + 1 :]).sum(axis=a + 1)
                 coarse.append(w)
             weights.append(coarse)
             sizes.append(nc)
@@ -305,8 +324,10 @@ class PressureSolver:
         self.mg_serial = [runtime.serial_loops(B * int(np.prod(m)), SERIAL_SWEEPS_BELOW) for m in sizes[:-1]]
         self.mg_serial.append(True)
         self.serial_copies = runtime.serial_loops(B, SERIAL_BELOW)  # a loop over the copies alone
-        self.mg_slabs = [[tuple(1 if c == a else m[c] + 2 for c in range(D)) + ((1,) if D == 2 else ())
-                          for a in range(D)] for m in sizes]
+        self.mg_slabs = [
+            [tuple(1 if c == a else m[c] + 2 for c in range(D)) + ((1,) if D == 2 else ()) for a in range(D)]
+            for m in sizes
+        ]
 
     def _mic(self, diag: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
         """MIC(0) factor, 1 / L_ii per cell, in lexicographic order (Bridson 2015, fig. 5.7, in D dimensions)."""
@@ -323,8 +344,15 @@ class PressureSolver:
         return out.to_numpy()[tuple(slice(1, k + 1) for k in self.n)].astype(np.float64)
 
     @ti.kernel
-    def _build_mic(self, diag: ti.template(), lower: ti.template(), upper: ti.template(), precon: ti.template(),
-                   tau: float, sigma: float):
+    def _build_mic(
+        self,
+        diag: ti.template(),
+        lower: ti.template(),
+        upper: ti.template(),
+        precon: ti.template(),
+        tau: float,
+        sigma: float,
+    ):
         """precon (haloed) = 1 / sqrt(e_i), e_i = A_ii - sum_k (A_i,i-k p_i-k)^2 - tau sum_k A_i,i-k (the other upper
         couplings of i-k) p_i-k^2; a pivot e_i < sigma A_ii is replaced by A_ii."""
         ti.loop_config(serialize=True)
@@ -475,7 +503,9 @@ class PressureSolver:
     # Each pass over the grid costs about as much as the arithmetic in it (a solve from a good warm start takes one
     # iteration), so the set-up, the check and the finish are fused into as few passes as the data flow allows.
     @ti.kernel
-    def _start(self, s: ti.template(), f: ti.i32, atol: float, rtol: float, adjoint: ti.i32, extrapolate: ti.i32):
+    def _start(
+        self, s: ti.template(), f: ti.i32, atol: float, rtol: float, adjoint: ti.i32, extrapolate: ti.i32
+    ):
         """Load the right-hand side and the warm start, project, residual, tolerance."""
         if ti.static(self.fuse_sums):
             self._zero_sums(self.comp_sum)
@@ -709,8 +739,9 @@ class PressureSolver:
         eps (|b| + 8 D (|x0| + |x1|) + 2 |r0|). Not a worst-case bound (a sum of 2 D + 1 terms can round to 2 D
         times eps its magnitude); the differences measured stay far below it: at most 0.26 of it on smoke_target2d
         and in `test_recursive_residual_stays_within_its_rounding_estimate` (f32, warm starts and zero starts)."""
-        return ti.static(self.eps) * (self.bnorm[b] + ti.static(8.0 * self.dim) * (self.xnorm[b] + self.xmax[b])
-                                      + 2.0 * self.rcheck[b])
+        return ti.static(self.eps) * (
+            self.bnorm[b] + ti.static(8.0 * self.dim) * (self.xnorm[b] + self.xmax[b]) + 2.0 * self.rcheck[b]
+        )
 
     @ti.kernel
     def _true_residual(self):
@@ -837,7 +868,9 @@ class PressureSolver:
                     self._mg_relax(b, lvl, ti.Vector([i, j, k0 + 2 * kk]), mode)
 
     @ti.func
-    def _mg_sweep(self, lvl: ti.template(), forward: ti.template(), first: ti.template(), repeat: ti.template()):
+    def _mg_sweep(
+        self, lvl: ti.template(), forward: ti.template(), first: ti.template(), repeat: ti.template()
+    ):
         """`repeat` red-black Gauss-Seidel sweeps over a level: red then black when `forward`, black then red
         otherwise (the transpose), alternating after the first. `first`: x is zero before the first sweep."""
         if ti.static(not first):
@@ -1002,8 +1035,10 @@ class PressureSolver:
                     active = 0
             finish(f, adjoint)
 
-        return (lambda f, atol, rtol, maxit: run(f, atol, rtol, maxit, 0),
-                lambda f, atol, rtol, maxit: run(f, atol, rtol, maxit, 1))
+        return (
+            lambda f, atol, rtol, maxit: run(f, atol, rtol, maxit, 0),
+            lambda f, atol, rtol, maxit: run(f, atol, rtol, maxit, 1),
+        )
 
     def reset_adjoint(self) -> None:
         self.lam.fill(0)
@@ -1016,9 +1051,16 @@ class PressureSolver:
         `_drift`), and the last solve's iterations and max residual per copy."""
         t = self.counters.to_numpy()
         rep = self.report.to_numpy()
-        return {"solves": int(t[0]), "iterations": int(t[1]), "adjoint_solves": int(t[2]),
-                "adjoint_iterations": int(t[3]), "unconverged": int(t[4]), "early_stops": int(t[5]),
-                "last_iterations": rep[:, 0].astype(int).tolist(), "last_residual": rep[:, 1].astype(float).tolist()}
+        return {
+            "solves": int(t[0]),
+            "iterations": int(t[1]),
+            "adjoint_solves": int(t[2]),
+            "adjoint_iterations": int(t[3]),
+            "unconverged": int(t[4]),
+            "early_stops": int(t[5]),
+            "last_iterations": rep[:, 0].astype(int).tolist(),
+            "last_residual": rep[:, 1].astype(float).tolist(),
+        }
 
     def reset_stats(self) -> None:
         self.counters.fill(0)
@@ -1032,7 +1074,9 @@ class UnrolledCG:
 
     def __init__(self, solver: PressureSolver, iters: int):
         if solver.n_components:
-            raise DiffsimError("the unrolled reference solver needs a domain whose fluid touches an open boundary")
+            raise DiffsimError(
+                "the unrolled reference solver needs a domain whose fluid touches an open boundary"
+            )
         self.s = solver
         self.iters = int(iters)
         n, B, D = solver.n, solver.batch, solver.dim

@@ -108,19 +108,29 @@ class SmokeSystem(System):
         if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
             raise DiffsimError(f"must be > 0, got {dt}", where=f"{src}: dt")
         if advection not in ADVECTION:
-            raise DiffsimError(f"unknown scheme {advection!r}; choose {', '.join(ADVECTION)}", where=f"{src}: advection")
+            raise DiffsimError(
+                f"unknown scheme {advection!r}; choose {', '.join(ADVECTION)}", where=f"{src}: advection"
+            )
         if backtrace not in BACKTRACE:
-            raise DiffsimError(f"unknown back-trace {backtrace!r}; choose {', '.join(BACKTRACE)}",
-                               where=f"{src}: backtrace")
+            raise DiffsimError(
+                f"unknown back-trace {backtrace!r}; choose {', '.join(BACKTRACE)}", where=f"{src}: backtrace"
+            )
         if solver not in ("adjoint", "unrolled"):
-            raise DiffsimError(f"unknown solver {solver!r}; choose adjoint or unrolled", where=f"{src}: solver")
-        for name, v in (("tolerance", tolerance), ("relative_tolerance", relative_tolerance),
-                        ("adjoint_tolerance", adjoint_tolerance)):
+            raise DiffsimError(
+                f"unknown solver {solver!r}; choose adjoint or unrolled", where=f"{src}: solver"
+            )
+        for name, v in (
+            ("tolerance", tolerance),
+            ("relative_tolerance", relative_tolerance),
+            ("adjoint_tolerance", adjoint_tolerance),
+        ):
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise DiffsimError(f"must be >= 0, got {v}", where=f"{src}: {name}")
         if tolerance == 0 and relative_tolerance == 0:
-            raise DiffsimError("tolerance and relative_tolerance are both 0: the solve could never stop",
-                               where=f"{src}: tolerance")
+            raise DiffsimError(
+                "tolerance and relative_tolerance are both 0: the solve could never stop",
+                where=f"{src}: tolerance",
+            )
         self.model = model
         self.dim = D = model.dim
         self.n = model.resolution
@@ -149,10 +159,22 @@ class SmokeSystem(System):
         self.adjoint_tolerance = float(adjoint_tolerance)
 
         item = 8 if runtime.current()["precision"] == "f64" else 4
-        need = estimate_bytes(self.n, frames=2, batch=self.batch, n_scalars=self.S, maccormack=self.maccormack,
-                              vorticity=self.has_vorticity, viscosity=self.has_viscosity, precision_bytes=item)
-        check_memory(need, f"a {'x'.join(map(str, self.n))} grid (batch {self.batch})", f"{src}: {model.prefix}resolution",
-                     "use a smaller grid or batch")
+        need = estimate_bytes(
+            self.n,
+            frames=2,
+            batch=self.batch,
+            n_scalars=self.S,
+            maccormack=self.maccormack,
+            vorticity=self.has_vorticity,
+            viscosity=self.has_viscosity,
+            precision_bytes=item,
+        )
+        check_memory(
+            need,
+            f"a {'x'.join(map(str, self.n))} grid (batch {self.batch})",
+            f"{src}: {model.prefix}resolution",
+            "use a smaller grid or batch",
+        )
 
         arrays = model.finalize()
         pb = set(per_batch)
@@ -160,24 +182,50 @@ class SmokeSystem(System):
         known |= {f"initial.{k}" for k in self.scalar_names} | {f"buoyancy.{k}" for k in self.scalar_names}
         unknown = pb - known
         if unknown:
-            raise DiffsimError(f"unknown parameter names {sorted(unknown)}; known: {', '.join(sorted(known))}",
-                               where="per_batch")
+            raise DiffsimError(
+                f"unknown parameter names {sorted(unknown)}; known: {', '.join(sorted(known))}",
+                where="per_batch",
+            )
 
         def param(name, shape, value, **kw):
             return self.add_param(name, shape, value, per_batch=name in pb, **kw)
 
-        self.v0 = param("initial.velocity", (*self.vshape, D), arrays["initial_velocity"], vector_dim=D, unit="m/s",
-                        doc="velocity at frame 0 on the MAC faces; [I][d] is the face between cells I - e_d and I")
-        self.q0 = [param(f"initial.{k}", self.n, arrays["initial_scalars"][..., i], unit="1",
-                         doc=f"{k} at frame 0 per cell") for i, k in enumerate(self.scalar_names)]
+        self.v0 = param(
+            "initial.velocity",
+            (*self.vshape, D),
+            arrays["initial_velocity"],
+            vector_dim=D,
+            unit="m/s",
+            doc="velocity at frame 0 on the MAC faces; [I][d] is the face between cells I - e_d and I",
+        )
+        self.q0 = [
+            param(
+                f"initial.{k}",
+                self.n,
+                arrays["initial_scalars"][..., i],
+                unit="1",
+                doc=f"{k} at frame 0 per cell",
+            )
+            for i, k in enumerate(self.scalar_names)
+        ]
         buoyancy = dict(buoyancy or {})
         for k in buoyancy:
             model.scalar_index(k, where=f"{src}: buoyancy")
-        self.buoyancy = [param(f"buoyancy.{k}", (), float(buoyancy.get(k, 0.0)), unit="m/s^2",
-                               doc=f"upward acceleration per unit of {k}") for k in self.scalar_names]
+        self.buoyancy = [
+            param(
+                f"buoyancy.{k}",
+                (),
+                float(buoyancy.get(k, 0.0)),
+                unit="m/s^2",
+                doc=f"upward acceleration per unit of {k}",
+            )
+            for k in self.scalar_names
+        ]
         g = np.zeros(D) if gravity is None else np.asarray(gravity, dtype=np.float64).reshape(-1)
         if g.shape != (D,):
-            raise DiffsimError(f"must have {D} components, got {list(np.ravel(gravity))}", where=f"{src}: gravity")
+            raise DiffsimError(
+                f"must have {D} components, got {list(np.ravel(gravity))}", where=f"{src}: gravity"
+            )
         self.gravity = param("gravity", (D,), g, vector_dim=D, unit="m/s^2")
         if self.has_viscosity:
             if not (isinstance(viscosity, (int, float)) and math.isfinite(viscosity) and viscosity >= 0):
@@ -186,12 +234,23 @@ class SmokeSystem(System):
         if self.has_vorticity:
             if not (isinstance(vorticity, (int, float)) and math.isfinite(vorticity) and vorticity >= 0):
                 raise DiffsimError(f"must be >= 0, got {vorticity}", where=f"{src}: vorticity")
-            self.vorticity = param("vorticity", (), float(vorticity), bounds=(0, None), unit="1/s",
-                                   doc="vorticity confinement strength eps")
+            self.vorticity = param(
+                "vorticity",
+                (),
+                float(vorticity),
+                bounds=(0, None),
+                unit="1/s",
+                doc="vorticity confinement strength eps",
+            )
         self.n_sources = len(model.sources)
         if self.n_sources:
-            self.source_rate = param("source.rate", (self.n_sources, self.S), arrays["source_rates"][: self.n_sources],
-                                     unit="1/s", doc="scalar added per second in each source's cells")
+            self.source_rate = param(
+                "source.rate",
+                (self.n_sources, self.S),
+                arrays["source_rates"][: self.n_sources],
+                unit="1/s",
+                doc="scalar added per second in each source's cells",
+            )
         self._setup_control(control, src, param)
 
         real, npr = runtime.real(), runtime.np_real()
@@ -204,9 +263,16 @@ class SmokeSystem(System):
         self.n_components = arrays["n_components"]
         self.source_mask = ti.field(real, shape=(max(self.n_sources, 1), *self.n))
         self.source_mask.from_numpy(arrays["sources"].astype(npr))
-        self.solver = PressureSolver(self.n, self.batch, arrays["face_open"], arrays["component"],
-                                     arrays["n_components"], self.periodic, preconditioner=preconditioner,
-                                     max_iters=max_iters)
+        self.solver = PressureSolver(
+            self.n,
+            self.batch,
+            arrays["face_open"],
+            arrays["component"],
+            arrays["n_components"],
+            self.periodic,
+            preconditioner=preconditioner,
+            max_iters=max_iters,
+        )
         self.max_iters = self.solver.max_iters
         self.unrolled = UnrolledCG(self.solver, unrolled_iters) if solver == "unrolled" else None
         self._last_adjoint_fg = None
@@ -221,19 +287,29 @@ class SmokeSystem(System):
             raise DiffsimError(f"must be a table with steps, hold, block; got {control!r}", where=where)
         unknown = set(control) - {"steps", "hold", "block", "value"}
         if unknown:
-            raise DiffsimError(f"unknown keys {sorted(unknown)}; known: steps, hold, block, value", where=where)
+            raise DiffsimError(
+                f"unknown keys {sorted(unknown)}; known: steps, hold, block, value", where=where
+            )
         steps, hold = int(control.get("steps", 1)), int(control.get("hold", 1))
         block = control.get("block", 1)
         block = [int(block)] * self.dim if np.isscalar(block) else [int(b) for b in block]
         if steps < 1 or hold < 1 or len(block) != self.dim or min(block) < 1:
-            raise DiffsimError(f"steps, hold and block must be >= 1 (block: one or {self.dim} entries), got "
-                               f"steps={steps}, hold={hold}, block={block}", where=where)
+            raise DiffsimError(
+                f"steps, hold and block must be >= 1 (block: one or {self.dim} entries), got "
+                f"steps={steps}, hold={hold}, block={block}",
+                where=where,
+            )
         self.control_steps, self.control_hold, self.control_block = steps, hold, tuple(block)
         self.cshape = tuple(-(-k // bk) for k, bk in zip(self.n, block, strict=False))
-        self.control = param("control.force", (steps, *self.cshape, self.dim), control.get("value", 0.0),
-                             vector_dim=self.dim, unit="m/s^2",
-                             doc=f"force per unit mass on blocks of {'x'.join(map(str, block))} cells, "
-                             f"row min(step // {hold}, {steps - 1})")
+        self.control = param(
+            "control.force",
+            (steps, *self.cshape, self.dim),
+            control.get("value", 0.0),
+            vector_dim=self.dim,
+            unit="m/s^2",
+            doc=f"force per unit mass on blocks of {'x'.join(map(str, block))} cells, "
+            f"row min(step // {hold}, {steps - 1})",
+        )
 
     # -- description --------------------------------------------------------------------------------------------
     @property
@@ -251,19 +327,25 @@ class SmokeSystem(System):
                 raise DiffsimError(
                     f"viscosity {nu:g} m^2/s is above the explicit stability limit h^2 / (2 D dt) = "
                     f"{self.viscous_limit():.4g} m^2/s for dt = {self.dt:g} s, h = {self.h:g} m; lower dt to "
-                    f"{self.h**2 / (2 * self.dim * nu):.4g} s or below", where=f"{self.model.source}: viscosity")
+                    f"{self.h**2 / (2 * self.dim * nu):.4g} s or below",
+                    where=f"{self.model.source}: viscosity",
+                )
 
     def instability_hint(self) -> str:
-        return (f"dt={self.dt:g} s, h={self.h:g} m: advection is unconditionally stable, but a force or control "
-                "that grows without bound, or a viscosity above h^2 / (2 D dt) "
-                f"= {self.viscous_limit():.3g} m^2/s, diverges")
+        return (
+            f"dt={self.dt:g} s, h={self.h:g} m: advection is unconditionally stable, but a force or control "
+            "that grows without bound, or a viscosity above h^2 / (2 D dt) "
+            f"= {self.viscous_limit():.3g} m^2/s, diverges"
+        )
 
     def field_specs(self) -> list[FieldSpec]:
         D, S = self.dim, self.S
         specs = [
             FieldSpec("velocity", self.vshape, D),
             FieldSpec("scalars", self.n, S),
-            FieldSpec("pressure", self.n, None),  # phi = p dt / rho (m^2/s); state: it warm-starts the next solve
+            FieldSpec(
+                "pressure", self.n, None
+            ),  # phi = p dt / rho (m^2/s); state: it warm-starts the next solve
             FieldSpec("velocity_star", self.vshape, D, kind="scratch"),
             FieldSpec("pressure_rhs", self.n, None, kind="scratch"),
         ]
@@ -315,8 +397,9 @@ class SmokeSystem(System):
     @ti.func
     def _canonical(self, I):
         """The face index that stores a face: index n of a periodic axis is face 0."""
-        return ti.Vector([I[k] % self.n[k] if ti.static(self.periodic[k]) else I[k]
-                          for k in ti.static(range(self.dim))])
+        return ti.Vector(
+            [I[k] % self.n[k] if ti.static(self.periodic[k]) else I[k] for k in ti.static(range(self.dim))]
+        )
 
     @ti.func
     def _at(self, i0, i1, i2):
@@ -369,7 +452,9 @@ class SmokeSystem(System):
     def _sample_face(self, vel: ti.template(), f, b, d: ti.template(), x):
         """Component d at position x, multilinear."""
         lo, hi, t = self._face_corners(self._face_g(x, d), d)
-        return self._lerp_corners([vel[f, b, self._pick(lo, hi, c)][d] for c in ti.static(CORNERS[self.dim])], t)
+        return self._lerp_corners(
+            [vel[f, b, self._pick(lo, hi, c)][d] for c in ti.static(CORNERS[self.dim])], t
+        )
 
     @ti.func
     def _face_bounds(self, vel: ti.template(), f, b, d: ti.template(), x):
@@ -404,19 +489,31 @@ class SmokeSystem(System):
         """Component k averaged from the 4 component-k faces nearest to the component-d face I (k != d)."""
         ek = ti.Vector.unit(self.dim, k, ti.i32)
         ed = ti.Vector.unit(self.dim, d, ti.i32)
-        return 0.25 * (vel[f, b, self._face(I, k)][k] + vel[f, b, self._face(I + ek, k)][k]
-                       + vel[f, b, self._face(I - ed, k)][k] + vel[f, b, self._face(I - ed + ek, k)][k])
+        return 0.25 * (
+            vel[f, b, self._face(I, k)][k]
+            + vel[f, b, self._face(I + ek, k)][k]
+            + vel[f, b, self._face(I - ed, k)][k]
+            + vel[f, b, self._face(I - ed + ek, k)][k]
+        )
 
     @ti.func
     def _velocity_at_face(self, vel: ti.template(), f, b, I, d: ti.template()):
         """Velocity at the component-d face I: its own component, the others averaged from the nearest faces."""
-        return ti.Vector([vel[f, b, I][d] if ti.static(k == d) else self._neighbour_average(vel, f, b, I, d, k)
-                          for k in ti.static(range(self.dim))])
+        return ti.Vector(
+            [
+                vel[f, b, I][d] if ti.static(k == d) else self._neighbour_average(vel, f, b, I, d, k)
+                for k in ti.static(range(self.dim))
+            ]
+        )
 
     @ti.func
     def _velocity_at_cell(self, vel: ti.template(), f, b, I):
-        return ti.Vector([0.5 * (vel[f, b, I][k] + vel[f, b, I + ti.Vector.unit(self.dim, k, ti.i32)][k])
-                          for k in ti.static(range(self.dim))])
+        return ti.Vector(
+            [
+                0.5 * (vel[f, b, I][k] + vel[f, b, I + ti.Vector.unit(self.dim, k, ti.i32)][k])
+                for k in ti.static(range(self.dim))
+            ]
+        )
 
     @ti.func
     def _trace(self, vel: ti.template(), f, b, x, u, sign: ti.template()):
@@ -455,7 +552,8 @@ class SmokeSystem(System):
                 for i2 in range(self.cext[2]):
                     I = self._at(i0, i1, i2)
                     s.scalars[0, b, I] = self.fluid[I] * ti.Vector(
-                        [self.q0[q].field[self.q0[q].bi(b), I] for q in ti.static(range(self.S))])
+                        [self.q0[q].field[self.q0[q].bi(b), I] for q in ti.static(range(self.S))]
+                    )
                     s.pressure[0, b, I] = 0.0
 
     def initialize(self, s) -> None:
@@ -471,7 +569,8 @@ class SmokeSystem(System):
         if ti.static(self.n_sources > 0):
             for src in ti.static(range(self.n_sources)):
                 add = add + self.source_mask[src, I] * ti.Vector(
-                    [self.source_rate.field[self.source_rate.bi(b), src, k] for k in ti.static(range(self.S))])
+                    [self.source_rate.field[self.source_rate.bi(b), src, k] for k in ti.static(range(self.S))]
+                )
         return add * ti.static(self.dt)
 
     @ti.func
@@ -485,8 +584,13 @@ class SmokeSystem(System):
     def _advected_faces(self, q: ti.template(), s: ti.template(), f, b, I, Ic, sign: ti.template()):
         """Face slot I advected semi-Lagrangian: q sampled at the departure points of the faces Ic, traced through
         s.velocity over sign * dt (closed faces 0)."""
-        return ti.Vector([self._sample_face(q, f, b, d, self._face_departure(s.velocity, f, b, Ic, d, sign))
-                          * self.face_open[I][d] for d in ti.static(range(self.dim))])
+        return ti.Vector(
+            [
+                self._sample_face(q, f, b, d, self._face_departure(s.velocity, f, b, Ic, d, sign))
+                * self.face_open[I][d]
+                for d in ti.static(range(self.dim))
+            ]
+        )
 
     @ti.func
     def _advected_cells(self, q: ti.template(), s: ti.template(), f, b, I, sign: ti.template()):
@@ -496,9 +600,12 @@ class SmokeSystem(System):
     @ti.func
     def _star_faces(self, s: ti.template(), f, fg, b, I, Ic, adv):
         """u* of face slot I: the advected velocity adv plus dt times the forces (closed faces 0)."""
-        return ti.Vector([
-            (adv[d] + ti.static(self.dt) * self._acceleration(s, f, fg, b, Ic, d)) * self.face_open[I][d]
-            for d in ti.static(range(self.dim))])
+        return ti.Vector(
+            [
+                (adv[d] + ti.static(self.dt) * self._acceleration(s, f, fg, b, Ic, d)) * self.face_open[I][d]
+                for d in ti.static(range(self.dim))
+            ]
+        )
 
     @ti.func
     def _store_advected(self, s: ti.template(), f, fg, b, I, Ic, adv):
@@ -520,15 +627,18 @@ class SmokeSystem(System):
                 for i1 in range(self.cext[1]):
                     for i2 in range(self.cext[2]):
                         I = self._at(i0, i1, i2)
-                        s.scalars[f + 1, b, I] = (self._advected_cells(s.scalars, s, f, b, I, 1)
-                                                  + self._sources(b, I)) * self.fluid[I]
+                        s.scalars[f + 1, b, I] = (
+                            self._advected_cells(s.scalars, s, f, b, I, 1) + self._sources(b, I)
+                        ) * self.fluid[I]
             ti.loop_config(serialize=ti.static(self.serial_heavy))
             for b, i0 in ti.ndrange(self.batch, self.vext[0]):
                 for i1 in range(self.vext[1]):
                     for i2 in range(self.vext[2]):
                         I = self._at(i0, i1, i2)
                         Ic = self._canonical(I)
-                        self._store_advected(s, f, fg, b, I, Ic, self._advected_faces(s.velocity, s, f, b, I, Ic, 1))
+                        self._store_advected(
+                            s, f, fg, b, I, Ic, self._advected_faces(s.velocity, s, f, b, I, Ic, 1)
+                        )
         else:
             # MacCormack: the forward semi-Lagrangian step ...
             ti.loop_config(serialize=ti.static(self.serial_heavy))
@@ -551,7 +661,9 @@ class SmokeSystem(System):
                     for i2 in range(self.vext[2]):
                         I = self._at(i0, i1, i2)
                         Ic = self._canonical(I)
-                        s.velocity_backward[f, b, I] = self._advected_faces(s.velocity_forward, s, f, b, I, Ic, -1)
+                        s.velocity_backward[f, b, I] = self._advected_faces(
+                            s.velocity_forward, s, f, b, I, Ic, -1
+                        )
             ti.loop_config(serialize=ti.static(self.serial_heavy))
             for b, i0 in ti.ndrange(self.batch, self.cext[0]):
                 for i1 in range(self.cext[1]):
@@ -564,17 +676,27 @@ class SmokeSystem(System):
                 for i1 in range(self.cext[1]):
                     for i2 in range(self.cext[2]):
                         I = self._at(i0, i1, i2)
-                        lo, hi = self._cell_bounds(s.scalars, f, b, self._cell_departure(s.velocity, f, b, I, 1))
-                        q = s.scalars_forward[f, b, I] + 0.5 * (s.scalars[f, b, I] - s.scalars_backward[f, b, I])
-                        s.scalars[f + 1, b, I] = (ti.min(ti.max(q, lo), hi) + self._sources(b, I)) * self.fluid[I]
+                        lo, hi = self._cell_bounds(
+                            s.scalars, f, b, self._cell_departure(s.velocity, f, b, I, 1)
+                        )
+                        q = s.scalars_forward[f, b, I] + 0.5 * (
+                            s.scalars[f, b, I] - s.scalars_backward[f, b, I]
+                        )
+                        s.scalars[f + 1, b, I] = (
+                            ti.min(ti.max(q, lo), hi) + self._sources(b, I)
+                        ) * self.fluid[I]
             ti.loop_config(serialize=ti.static(self.serial_heavy))
             for b, i0 in ti.ndrange(self.batch, self.vext[0]):
                 for i1 in range(self.vext[1]):
                     for i2 in range(self.vext[2]):
                         I = self._at(i0, i1, i2)
                         Ic = self._canonical(I)
-                        adv = ti.Vector([self._maccormack_face(s, f, b, Ic, d) * self.face_open[I][d]
-                                         for d in ti.static(range(self.dim))])
+                        adv = ti.Vector(
+                            [
+                                self._maccormack_face(s, f, b, Ic, d) * self.face_open[I][d]
+                                for d in ti.static(range(self.dim))
+                            ]
+                        )
                         self._store_advected(s, f, fg, b, I, Ic, adv)
 
         if ti.static(self.has_vorticity):
@@ -622,9 +744,14 @@ class SmokeSystem(System):
     def _curl(self, s: ti.template(), f, b, I):
         """Vorticity at a cell centre by central differences of the cell-centred velocity (1/s)."""
         # g[k] = d u / d x_k (a vector over components)
-        g = [(s.center_velocity[f, b, self._cell(I + ti.Vector.unit(self.dim, k, ti.i32))]
-              - s.center_velocity[f, b, self._cell(I - ti.Vector.unit(self.dim, k, ti.i32))]) * ti.static(0.5 / self.h)
-             for k in ti.static(range(self.dim))]
+        g = [
+            (
+                s.center_velocity[f, b, self._cell(I + ti.Vector.unit(self.dim, k, ti.i32))]
+                - s.center_velocity[f, b, self._cell(I - ti.Vector.unit(self.dim, k, ti.i32))]
+            )
+            * ti.static(0.5 / self.h)
+            for k in ti.static(range(self.dim))
+        ]
         if ti.static(self.dim == 2):
             return ti.Vector([g[0][1] - g[1][0]])
         else:
@@ -638,9 +765,13 @@ class SmokeSystem(System):
     @ti.func
     def _confinement(self, s: ti.template(), f, b, I):
         """eps h (N x omega), N = grad|omega| / |grad|omega||: the vorticity-confinement acceleration at a cell."""
-        eta = ti.Vector([self._omega_norm(s, f, b, I + ti.Vector.unit(self.dim, k, ti.i32))
-                         - self._omega_norm(s, f, b, I - ti.Vector.unit(self.dim, k, ti.i32))
-                         for k in ti.static(range(self.dim))])  # grad |omega| times 2h (1/s)
+        eta = ti.Vector(
+            [
+                self._omega_norm(s, f, b, I + ti.Vector.unit(self.dim, k, ti.i32))
+                - self._omega_norm(s, f, b, I - ti.Vector.unit(self.dim, k, ti.i32))
+                for k in ti.static(range(self.dim))
+            ]
+        )  # grad |omega| times 2h (1/s)
         N = eta / ti.sqrt(eta.dot(eta) + ti.static(VORTICITY_EPS**2))
         w = s.vorticity_field[f, b, I]
         scale = self.vorticity.field[self.vorticity.bi(b)] * ti.static(self.h) * self.fluid[I]
@@ -662,8 +793,12 @@ class SmokeSystem(System):
                 a = a + self.buoyancy[k].field[self.buoyancy[k].bi(b)] * qbar[k]
         if ti.static(self.has_control):
             row = ti.min(fg // ti.static(self.control_hold), ti.static(self.control_steps - 1))
-            C = ti.Vector([ti.min(I[k], self.n[k] - 1) // ti.static(self.control_block[k])
-                           for k in ti.static(range(self.dim))])
+            C = ti.Vector(
+                [
+                    ti.min(I[k], self.n[k] - 1) // ti.static(self.control_block[k])
+                    for k in ti.static(range(self.dim))
+                ]
+            )
             a = a + self.control.field[self.control.bi(b), row, C][d]
         if ti.static(self.has_vorticity):
             a = a + 0.5 * (s.confinement[f, b, ca][d] + s.confinement[f, b, cc][d])
@@ -672,8 +807,11 @@ class SmokeSystem(System):
             lap = -2.0 * ti.static(self.dim) * u
             for k in ti.static(range(self.dim)):
                 ek = ti.Vector.unit(self.dim, k, ti.i32)
-                lap = lap + s.advected_velocity[f, b, self._face(I + ek, d)][d] \
+                lap = (
+                    lap
+                    + s.advected_velocity[f, b, self._face(I + ek, d)][d]
                     + s.advected_velocity[f, b, self._face(I - ek, d)][d]
+                )
             a = a + self.viscosity.field[self.viscosity.bi(b)] * lap * ti.static(1.0 / self.h**2)
         return a
 
@@ -697,8 +835,12 @@ class SmokeSystem(System):
                 for i2 in range(self.vext[2]):
                     I = self._at(i0, i1, i2)
                     Ic = self._canonical(I)
-                    s.velocity[f + 1, b, I] = ti.Vector([self._corrected_face(s, f, b, Ic, d) * self.face_open[I][d]
-                                                         for d in ti.static(range(self.dim))])
+                    s.velocity[f + 1, b, I] = ti.Vector(
+                        [
+                            self._corrected_face(s, f, b, Ic, d) * self.face_open[I][d]
+                            for d in ti.static(range(self.dim))
+                        ]
+                    )
 
     # -- the step -----------------------------------------------------------------------------------------------
     def step_launchers(self, s):

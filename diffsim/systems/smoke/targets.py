@@ -72,7 +72,9 @@ def target_image(name: str, resolution=(128, 128)) -> np.ndarray:
         raise DiffsimError(f"unknown target {name!r}; choose {', '.join(SHAPES)}", where="target")
     res = tuple(int(k) for k in resolution)
     if len(res) != 2 or min(res) < 2:
-        raise DiffsimError(f"a target image is 2D with at least 2 cells per axis, got {list(res)}", where="target")
+        raise DiffsimError(
+            f"a target image is 2D with at least 2 cells per axis, got {list(res)}", where="target"
+        )
     return _supersample(shapes[name], res)
 
 
