@@ -34,7 +34,7 @@ import taichi as ti
 
 from .. import runtime
 from .launch import FastKernel
-from .state import _bad_element
+from .state import nonfinite_element
 
 #: the largest finite f32, where an f32 adjoint overflows
 F32_MAX = 3.4028234663852886e38
@@ -84,19 +84,19 @@ def _frame_reducer(grads, serial: bool):
                 nb = 0
                 if ti.static(nd == 2):
                     acc += _sumsq(g[frame, b], vec, out)
-                    nb = ti.cast(_bad_element(g[frame, b], vec, f64), ti.i32)
+                    nb = ti.cast(nonfinite_element(g[frame, b], vec, f64), ti.i32)
                 elif ti.static(nd == 3):
                     for i in range(g.shape[2]):
                         acc += _sumsq(g[frame, b, i], vec, out)
-                        nb |= ti.cast(_bad_element(g[frame, b, i], vec, f64), ti.i32)
+                        nb |= ti.cast(nonfinite_element(g[frame, b, i], vec, f64), ti.i32)
                 elif ti.static(nd == 4):
                     for i, j in ti.ndrange(g.shape[2], g.shape[3]):
                         acc += _sumsq(g[frame, b, i, j], vec, out)
-                        nb |= ti.cast(_bad_element(g[frame, b, i, j], vec, f64), ti.i32)
+                        nb |= ti.cast(nonfinite_element(g[frame, b, i, j], vec, f64), ti.i32)
                 else:
                     for i, j, k in ti.ndrange(g.shape[2], g.shape[3], g.shape[4]):
                         acc += _sumsq(g[frame, b, i, j, k], vec, out)
-                        nb |= ti.cast(_bad_element(g[frame, b, i, j, k], vec, f64), ti.i32)
+                        nb |= ti.cast(nonfinite_element(g[frame, b, i, j, k], vec, f64), ti.i32)
                 out[gframe, b] += acc
                 if nb:
                     bad[gframe, b] |= 1 << gi
@@ -113,7 +113,7 @@ def _clip_scale(out: ti.template(), bad: ti.template(), scale: ti.template(), fr
         s = ti.cast(1.0, out.dtype)
         lim = ti.cast(limit, out.dtype)
         if bad[frame, b] == 0:
-            if _bad_element(n2, False, ti.static(out.dtype == ti.f64)):
+            if nonfinite_element(n2, False, ti.static(out.dtype == ti.f64)):
                 s = lim * 1e-155
             elif n2 > lim * lim:
                 s = lim / ti.sqrt(n2)
@@ -152,7 +152,9 @@ def grads_checker(fields):
             g = ti.static(fields[gi].grad)
             ti.loop_config(serialize=ti.static(serial))
             for I in ti.grouped(ti.ndrange(*g.shape)):
-                if _bad_element(g[I], ti.static(isinstance(g, ti.MatrixField)), ti.static(g.dtype == ti.f64)):
+                if nonfinite_element(
+                    g[I], ti.static(isinstance(g, ti.MatrixField)), ti.static(g.dtype == ti.f64)
+                ):
                     flag[None] = 1
 
     return check

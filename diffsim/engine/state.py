@@ -116,6 +116,17 @@ def _bad_element(v, is_vector: ti.template(), is_f64: ti.template(), limit) -> b
 
 
 @ti.func
+def nonfinite_element(v, is_vector: ti.template(), is_f64: ti.template()) -> bool:
+    """NaN or Inf in the scalar or vector v (a bound at the largest finite number)."""
+    bad = False
+    if ti.static(is_f64):
+        bad = _bad_element(v, is_vector, is_f64, ti.u64(0x7FEFFFFFFFFFFFFF))
+    else:
+        bad = _bad_element(v, is_vector, is_f64, ti.u32(0x7F7FFFFF))
+    return bad
+
+
+@ti.func
 def _limit_bits(scale: ti.template(), slot, factor, is_f64: ti.template()):
     """The bit pattern of the bound factor x max(1, scale[slot]) when factor > 0, at most that of the largest finite
     number, which is the bound for factor <= 0 (finiteness only). See `_is_bad`."""

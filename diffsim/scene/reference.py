@@ -24,9 +24,10 @@ The `diffsim` command reads it (`diffsim run scenes/walker2d.toml --out runs/w`)
 
 ```python
 from diffsim.scene import load_scene
+
 scene = load_scene("scenes/springs_sysid.toml", overrides=["sim.steps=200"])
-scene.init_backend()                  # start Taichi as the [backend] table asks (build() does it if needed)
-system, sim, task = scene.build()     # a SpringSystem, a Simulation with the task's loss, the Task
+scene.init_backend()  # start Taichi as the [backend] table asks (build() does it if needed)
+system, sim, task = scene.build()  # a SpringSystem, a Simulation with the task's loss, the Task
 result = diffsim.fit(sim, **task.fit_kwargs())
 ```
 
