@@ -43,7 +43,7 @@ QUICK = {"directions": 1, "coordinates": 1}
 
 
 def assert_gradcheck(sim, names, **kw):
-    return _assert_gradcheck(sim, names, abs_floor=ABS_FLOOR, steps=FD_STEPS, **kw)
+    return _assert_gradcheck(sim, names, abs_floor=ABS_FLOOR, roundoff=True, steps=FD_STEPS, **kw)
 
 
 def mechanism_2d(controller=None, batch=1, per_batch=()):
