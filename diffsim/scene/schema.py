@@ -541,24 +541,32 @@ _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 def load_toml(path: str | os.PathLike) -> dict:
     """Read a TOML file; a missing file or a syntax error raises DiffsimError naming the file (and line)."""
     name = os.fspath(path)
+    # a newline in a file name would break the one-line error
+    shown = name if name.isprintable() else repr(name)
+    if "\x00" in name:  # open() raises ValueError
+        raise DiffsimError("not a file name: it holds a NUL character", where=shown)
     try:
         with open(name, "rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise DiffsimError("file not found", where=name) from None
+        raise DiffsimError("file not found", where=shown) from None
     except IsADirectoryError:
-        raise DiffsimError("is a directory, expected a TOML file", where=name) from None
+        raise DiffsimError("is a directory, expected a TOML file", where=shown) from None
     except UnicodeDecodeError as e:
-        raise DiffsimError(f"not valid UTF-8 text (byte {e.start})", where=name) from None
+        raise DiffsimError(f"not valid UTF-8 text (byte {e.start})", where=shown) from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and inline tables
+        raise DiffsimError("invalid TOML: arrays or inline tables nested too deeply", where=shown) from None
     except tomllib.TOMLDecodeError as e:
         message = str(e)
         m = _TOML_POSITION.search(message)
         if m:
             reason = message[: m.start()]
             raise DiffsimError(
-                f"invalid TOML at line {m.group(1)}, column {m.group(2)}: {reason}", where=name
+                f"invalid TOML at line {m.group(1)}, column {m.group(2)}: {reason}", where=shown
             ) from None
-        raise DiffsimError(f"invalid TOML: {message}", where=name) from None
+        raise DiffsimError(f"invalid TOML: {message}", where=shown) from None
+    except OSError as e:  # not a directory, name too long, permission denied, ...
+        raise DiffsimError(f"cannot read the file: {e.strerror or e}", where=shown) from None
 
 
 # ----------------------------------------------------------------------------------------------------------
