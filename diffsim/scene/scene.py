@@ -28,7 +28,16 @@ from typing import Any
 from diffsim.errors import DiffsimError
 from diffsim.scene.overrides import apply_overrides, parse_set
 from diffsim.scene.registry import BuildContext, Drawing, SystemKind, system_kind, system_kinds
-from diffsim.scene.schema import Field, Table, TableArray, Variants, format_key_path, load_toml, validate
+from diffsim.scene.schema import (
+    Field,
+    Table,
+    TableArray,
+    Variants,
+    format_key_path,
+    format_path,
+    load_toml,
+    validate,
+)
 from diffsim.scene.task import TASK, apply_named_values, build_task, flatten_names
 from diffsim.scene.toml_writer import dumps
 
@@ -580,5 +589,5 @@ def _resolve_targets(data: dict, source: str, base_dir: str | None) -> None:
         base_dir = "" if source.startswith("<") else os.path.dirname(source)
     resolved = os.path.abspath(os.path.join(base_dir, os.path.expanduser(target)))
     if not os.path.exists(resolved):
-        raise DiffsimError(f"file not found: {resolved}", where=f"{source}: task.loss.target")
+        raise DiffsimError(f"file not found: {format_path(resolved)}", where=f"{source}: task.loss.target")
     loss["target"] = resolved

@@ -55,6 +55,7 @@ __all__ = [
     "markdown_reference",
     "format_key_path",
     "format_value",
+    "format_path",
     "range_text",
 ]
 
@@ -108,6 +109,12 @@ def format_value(value: Any, max_items: int = 8) -> str:
         digits = str(value)
         return f"{digits[:8]}... ({len(digits.lstrip('-'))} digits)"
     return str(value)
+
+
+def format_path(path: str) -> str:
+    """A file path for a one-line message: as it is, or quoted (repr) when it holds a newline or another
+    unprintable character."""
+    return path if path.isprintable() else repr(path)
 
 
 def _format_bound(x: float) -> str:
@@ -527,7 +534,7 @@ def _check_path(v: Any, path: str, ctx: _Context) -> str:
         return v
     resolved = os.path.normpath(os.path.join(ctx.base_dir, os.path.expanduser(v)))
     if not os.path.exists(resolved):
-        raise ctx.error(path, f"file not found: {resolved}")
+        raise ctx.error(path, f"file not found: {format_path(resolved)}")
     return resolved
 
 
@@ -541,8 +548,7 @@ _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 def load_toml(path: str | os.PathLike) -> dict:
     """Read a TOML file; a missing file or a syntax error raises DiffsimError naming the file (and line)."""
     name = os.fspath(path)
-    # a newline in a file name would break the one-line error
-    shown = name if name.isprintable() else repr(name)
+    shown = format_path(name)
     if "\x00" in name:  # open() raises ValueError
         raise DiffsimError("not a file name: it holds a NUL character", where=shown)
     try:

@@ -204,12 +204,25 @@ def must_refuse(f: Field | None, value: Any, element: bool) -> str | None:
 # Mutations
 
 
+class Mutation(tuple):
+    """(scene file name, mutated data, description, reason the load must fail or None), shown by its description:
+    hypothesis's printer recurses into a 5000-deep value and fails before it reports the example."""
+
+    def __new__(cls, name: str, data: dict, what: str, must_fail: str | None):
+        return super().__new__(cls, (name, data, what, must_fail))
+
+    def __repr__(self) -> str:
+        return f"Mutation({self[0]!r}: {self[2]}; must fail: {self[3]})"
+
+    def _repr_pretty_(self, p, cycle) -> None:
+        p.text(repr(self))
+
+
 _BAD_NUMBERS = [math.nan, math.inf, -math.inf, -1, -1.0, 0, 0.0, -1e308, 2**70, -(2**70)]
 
 
 @st.composite
-def mutated_scenes(draw) -> tuple[str, dict, str, str | None]:
-    """(scene file name, mutated data, description, reason the load must fail or None)."""
+def mutated_scenes(draw) -> Mutation:
     name = draw(st.sampled_from(sorted(SCENES)))
     original = SCENES[name]
     data = copy.deepcopy(original)
@@ -221,7 +234,7 @@ def mutated_scenes(draw) -> tuple[str, dict, str, str | None]:
         value = draw(st.sampled_from(_BAD_NUMBERS))
         get(data, path[:-1])[path[-1]] = value
         why = must_refuse(field_at(original, path), value, isinstance(path[-1], int))
-        return (
+        return Mutation(
             name,
             data,
             f"set {format_key_path(list(path))} = {value!r}",
@@ -263,7 +276,7 @@ def mutated_scenes(draw) -> tuple[str, dict, str, str | None]:
             why = must_refuse(field_at(original, path), value, isinstance(path[-1], int))
             if why:
                 must_fail = f"{format_key_path(list(path))}: {why}"
-    return name, data, "; ".join(done), must_fail
+    return Mutation(name, data, "; ".join(done), must_fail)
 
 
 def check_load(name: str, data: dict, overrides=(), must_fail: str | None = None, extra_where=()) -> None:
@@ -652,3 +665,13 @@ def test_scene_argument(parts, absolute):
         load_scene(name)
     except DiffsimError as e:
         assert "\n" not in str(e), str(e)
+
+
+def test_regression_path_with_newline():
+    """A target path with a newline made the error two lines (found by the slow profile)."""
+    data = copy.deepcopy(SCENES["smoke_target2d.toml"])
+    data["task"]["loss"]["target"] = "no\nsuch.npy"
+    source = str(SCENES_DIR / "smoke_target2d.toml")
+    with pytest.raises(DiffsimError, match=r"task\.loss\.target: file not found: '.*no\\nsuch\.npy'$") as e:
+        Scene.from_dict(data, source, base_dir=str(SCENES_DIR))
+    assert "\n" not in str(e.value)
