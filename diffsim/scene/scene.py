@@ -28,7 +28,16 @@ from typing import Any
 from diffsim.errors import DiffsimError
 from diffsim.scene.overrides import apply_overrides, parse_set
 from diffsim.scene.registry import BuildContext, Drawing, SystemKind, system_kind, system_kinds
-from diffsim.scene.schema import Field, Table, TableArray, Variants, load_toml, validate
+from diffsim.scene.schema import (
+    Field,
+    Table,
+    TableArray,
+    Variants,
+    format_key_path,
+    format_path,
+    load_toml,
+    validate,
+)
 from diffsim.scene.task import TASK, apply_named_values, build_task, flatten_names
 from diffsim.scene.toml_writer import dumps
 
@@ -154,12 +163,37 @@ def scenes_dir() -> Path | None:
 def find_scene(name: str | os.PathLike) -> Path:
     """A scene file: the path itself if it exists, else ``<scenes_dir>/<name>.toml`` for a bare name."""
     path = Path(name)
-    if path.exists() or path.suffix or len(path.parts) > 1:
+    if _exists(path) or path.suffix or len(path.parts) > 1:
         return path
     folder = scenes_dir()
-    if folder is not None and (folder / f"{name}.toml").exists():
+    if folder is not None and _exists(folder / f"{name}.toml"):
         return folder / f"{name}.toml"
     return path
+
+
+def _exists(path: Path) -> bool:
+    """Path.exists, False where the name cannot be a file (too long, say): reading it then reports why."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+#: tables and arrays nested deeper than this are refused before the loader walks them (recursively)
+MAX_DEPTH = 64
+
+
+def _check_depth(value: Any, source: str, path: tuple = ()) -> None:
+    """Refuse data nested deeper than MAX_DEPTH (no scene key nests more than a few levels) before the loader's
+    recursive passes meet it, naming the key."""
+    if len(path) > MAX_DEPTH:
+        shown = format_key_path(list(path[:4])) + "..."
+        where = f"--set {shown}" if source == "--set" else f"{source}: {shown}"
+        raise DiffsimError(f"tables or arrays nested more than {MAX_DEPTH} levels deep", where=where)
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, sub in items:
+        if isinstance(sub, (dict, list)):
+            _check_depth(sub, source, (*path, key if isinstance(key, int) else str(key)))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -332,6 +366,11 @@ class Scene:
         pairs = parse_set([o for o in items if isinstance(o, str)]) + [
             o for o in items if not isinstance(o, str)
         ]
+        if not isinstance(raw, dict):
+            raise DiffsimError(f"must be a table of tables, got {type(raw).__name__}", where=source)
+        _check_depth(raw, source)
+        for path, value in pairs:
+            _check_depth(value, "--set", tuple(path))
         head = validate(
             {k: v for k, v in raw.items() if k == "scene"}, Table({"scene": _scene_table()}), source=source
         )
@@ -550,5 +589,5 @@ def _resolve_targets(data: dict, source: str, base_dir: str | None) -> None:
         base_dir = "" if source.startswith("<") else os.path.dirname(source)
     resolved = os.path.abspath(os.path.join(base_dir, os.path.expanduser(target)))
     if not os.path.exists(resolved):
-        raise DiffsimError(f"file not found: {resolved}", where=f"{source}: task.loss.target")
+        raise DiffsimError(f"file not found: {format_path(resolved)}", where=f"{source}: task.loss.target")
     loss["target"] = resolved

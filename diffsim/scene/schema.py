@@ -55,6 +55,7 @@ __all__ = [
     "markdown_reference",
     "format_key_path",
     "format_value",
+    "format_path",
     "range_text",
 ]
 
@@ -108,6 +109,12 @@ def format_value(value: Any, max_items: int = 8) -> str:
         digits = str(value)
         return f"{digits[:8]}... ({len(digits.lstrip('-'))} digits)"
     return str(value)
+
+
+def format_path(path: str) -> str:
+    """A file path for a one-line message: as it is, or quoted (repr) when it holds a newline or another
+    unprintable character."""
+    return path if path.isprintable() else repr(path)
 
 
 def _format_bound(x: float) -> str:
@@ -527,7 +534,7 @@ def _check_path(v: Any, path: str, ctx: _Context) -> str:
         return v
     resolved = os.path.normpath(os.path.join(ctx.base_dir, os.path.expanduser(v)))
     if not os.path.exists(resolved):
-        raise ctx.error(path, f"file not found: {resolved}")
+        raise ctx.error(path, f"file not found: {format_path(resolved)}")
     return resolved
 
 
@@ -541,24 +548,31 @@ _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 def load_toml(path: str | os.PathLike) -> dict:
     """Read a TOML file; a missing file or a syntax error raises DiffsimError naming the file (and line)."""
     name = os.fspath(path)
+    shown = format_path(name)
+    if "\x00" in name:  # open() raises ValueError
+        raise DiffsimError("not a file name: it holds a NUL character", where=shown)
     try:
         with open(name, "rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise DiffsimError("file not found", where=name) from None
+        raise DiffsimError("file not found", where=shown) from None
     except IsADirectoryError:
-        raise DiffsimError("is a directory, expected a TOML file", where=name) from None
+        raise DiffsimError("is a directory, expected a TOML file", where=shown) from None
     except UnicodeDecodeError as e:
-        raise DiffsimError(f"not valid UTF-8 text (byte {e.start})", where=name) from None
+        raise DiffsimError(f"not valid UTF-8 text (byte {e.start})", where=shown) from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and inline tables
+        raise DiffsimError("invalid TOML: arrays or inline tables nested too deeply", where=shown) from None
     except tomllib.TOMLDecodeError as e:
         message = str(e)
         m = _TOML_POSITION.search(message)
         if m:
             reason = message[: m.start()]
             raise DiffsimError(
-                f"invalid TOML at line {m.group(1)}, column {m.group(2)}: {reason}", where=name
+                f"invalid TOML at line {m.group(1)}, column {m.group(2)}: {reason}", where=shown
             ) from None
-        raise DiffsimError(f"invalid TOML: {message}", where=name) from None
+        raise DiffsimError(f"invalid TOML: {message}", where=shown) from None
+    except OSError as e:  # not a directory, name too long, permission denied, ...
+        raise DiffsimError(f"cannot read the file: {e.strerror or e}", where=shown) from None
 
 
 # ----------------------------------------------------------------------------------------------------------
