@@ -1,0 +1,4 @@
+from .model import ArticulatedModel, load_robot
+from .system import ArticulatedSystem
+
+__all__ = ["ArticulatedModel", "ArticulatedSystem", "load_robot"]
