@@ -742,10 +742,12 @@ def _optimize_locked(args, scene, folder, render, label, resume, stack: contextl
             )
             written.append(path)
     first = result.loss_history[0] if result.loss_history else math.nan
+    last = result.loss_history[-1] if result.loss_history else math.nan
     rejected = f", {result.rejected} rejected" if result.rejected else ""
     out.say(
-        f"{label}loss {first:.6g} -> best {result.best_loss:.6g} (iteration {result.best_iteration}) in "
-        f"{result.iterations} iterations{rejected} ({result.wall_time_s:.1f} s, stopped: {result.stopped})"
+        f"{label}loss {first:.6g} -> best {result.best_loss:.6g} (iteration {result.best_iteration}, saved), "
+        f"last {last:.6g}, in {result.iterations} iterations{rejected} ({result.wall_time_s:.1f} s, stopped: "
+        f"{result.stopped})"
     )
     if small:
         for n in task.fit:
@@ -1172,7 +1174,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         nargs="+",
         metavar="H",
-        help="finite-difference steps, relative to max(1, |value|); the best is kept (default: 1e-3 1e-4 1e-5 "
+        help="finite-difference steps, relative to each parameter's largest |value| (1 if all are 0); the best is kept (default: 1e-3 1e-4 1e-5 "
         "1e-6; stiff contact wants smaller ones, e.g. --fd-steps 1e-6 1e-7 1e-8)",
     )
     p.add_argument(
