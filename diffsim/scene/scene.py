@@ -100,6 +100,23 @@ SIM = Table(
             doc="Steps per checkpoint segment (default about "
             "sqrt(steps)); setting it selects checkpointed storage.",
         ),
+        "truncate": Field(
+            "int",
+            None,
+            min=1,
+            unit="steps",
+            doc="Truncated backpropagation: each loss frame's adjoint is carried at most this many steps back "
+            "(a biased gradient that cannot explode over long horizons; docs/concepts.md). Unset: the exact "
+            "gradient.",
+        ),
+        "clip_adjoint": Field(
+            "float",
+            None,
+            min=0,
+            min_exclusive=True,
+            doc="Rescale each copy's state adjoint to at most this norm at every frame of the backward pass (a "
+            "biased gradient; docs/concepts.md). Unset: no clipping.",
+        ),
     },
     required=True,
     doc="Time stepping and storage.",
@@ -552,6 +569,8 @@ class Scene:
             self.steps,
             storage=storage,
             checkpoint_every=sim_spec["checkpoint_every"] if storage == "checkpointed" else None,
+            truncate=sim_spec["truncate"],
+            clip_adjoint=sim_spec["clip_adjoint"],
         )
         built_task = None
         if task and self.has_task:
