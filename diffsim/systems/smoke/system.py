@@ -39,7 +39,8 @@ from ...engine.system import System
 from ...errors import DiffsimError
 from .kernels import SmokeKernels
 from .model import SmokeModel, estimate_bytes
-from .solver import PressureSolver, UnrolledCG
+from .solver import PressureSolver
+from .unrolled import UnrolledCG
 
 ADVECTION = ("semi_lagrangian", "maccormack")
 BACKTRACE = ("euler", "rk2")
