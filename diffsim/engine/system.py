@@ -14,6 +14,7 @@ top-level loops of one kernel (Taichi reverses top-level loops correctly, but no
 
 from __future__ import annotations
 
+import abc
 import math
 
 import numpy as np
@@ -35,8 +36,11 @@ def check_step(dt, substeps, source: str) -> None:
         raise DiffsimError(f"must be >= 1, got {substeps}", where=f"{source}: substeps")
 
 
-class System(StepKernels):
-    """Base class. Subclasses set `self.params`, `self.dt`, `self.batch`, and define the kernels."""
+class System(StepKernels, abc.ABC):
+    """Base class. Subclasses set `self.params`, `self.dt`, `self.batch`, and define the kernels.
+
+    Every system implements the protocol below by name (the abstract methods): the engine and the tools call these
+    and nothing else, never probing a system for optional attributes."""
 
     #: name of the system kind, for scenes and messages
     kind = "system"
@@ -53,14 +57,31 @@ class System(StepKernels):
         self._generation = runtime.generation()
 
     # -- to implement -------------------------------------------------------------------------------------------
+    @abc.abstractmethod
     def field_specs(self) -> list[FieldSpec]:
-        raise NotImplementedError
+        """The time-indexed quantities the `Simulation` allocates (see docs/design.md, "The engine contract")."""
 
+    @abc.abstractmethod
     def initialize(self, s: State) -> None:
-        raise NotImplementedError
+        """Write frame 0 of `s` from the initial-state parameters."""
 
+    @abc.abstractmethod
     def initialize_grad(self, s: State) -> None:
-        raise NotImplementedError
+        """The adjoint of `initialize`."""
+
+    @abc.abstractmethod
+    def masses(self) -> np.ndarray:
+        """The masses (kg; per metre of depth in 2D) of the system's elements, (copies, elements), from the current
+        parameters; a system without point masses (an Eulerian grid) raises DiffsimError saying so."""
+
+    @abc.abstractmethod
+    def stable_dt(self) -> tuple[float, str]:
+        """(the largest stable time step in s, estimated from the current parameters, or inf; what limits it, in
+        words, for warnings and error messages)."""
+
+    @abc.abstractmethod
+    def instability_hint(self) -> str:
+        """One line for the error raised when a rollout goes non-finite: the dt in use and the bound it breaks."""
 
     def step(self, s: State, f: int, fg: int) -> None:
         """One step: read frame f of `s`, write frame f + 1. The default launches the kernel `self._step`."""

@@ -344,7 +344,7 @@ class ClothSystem(ClothKernels, System):
         """A parameter's value for every copy, (copies, *shape) -> the stiffest copy is what limits dt."""
         return np.asarray(p.numpy()).reshape(p.copies, *p.shape)
 
-    def stable_dt(self) -> dict[str, float]:
+    def stability_limits(self) -> dict[str, float]:
         """Largest stable step (s) per mechanism, estimated from the current parameters. For a mode of angular
         frequency omega whose damping removes gamma of its velocity per second (v' = v - dt (omega^2 x + gamma v),
         x' = x + dt v'), semi-implicit Euler is stable if and only if (omega dt)^2 + 2 gamma dt < 4 (Jury's test, as
@@ -391,8 +391,14 @@ class ClothSystem(ClothKernels, System):
             out["damping"] = 2.0 / cm
         return out
 
+    def stable_dt(self) -> tuple[float, str]:
+        """(the smallest of `stability_limits()` in s, the mechanism that sets it)."""
+        limits = self.stability_limits()
+        worst = min(limits, key=limits.get)
+        return limits[worst], f"{worst} with its damping"
+
     def _check_time_step(self) -> None:
-        limits = self.stable_dt()
+        limits = self.stability_limits()
         worst = min(limits, key=limits.get)
         if self.dt > limits[worst]:
             warnings.warn(
@@ -405,7 +411,7 @@ class ClothSystem(ClothKernels, System):
     def instability_hint(self) -> str:
         """Names the step, the most deformed triangle just before the state went non-finite or diverged (past the
         engine's bound, DIVERGENCE_FACTOR x max(1, |x| at the window's first frame)), and a stable dt."""
-        limits = self.stable_dt()
+        limits = self.stability_limits()
         worst = min(limits, key=limits.get)
         text = (
             f"dt={self.dt:g} s; the estimated stable step is {limits[worst]:.3g} s ({worst}, damping included): "

@@ -414,23 +414,25 @@ class MPMSystem(MPMKernels, System):
                 c = max(c, math.sqrt((lam + 2 * mu) / rho))
         return c
 
-    def cfl_limit(self) -> float:
-        """The largest stable time step (s): CFL_NUMBER dx / (c + |v0|max), and VISCOUS_NUMBER rho dx^2 / (dim eta)
-        where a material is viscous."""
+    def stable_dt(self) -> tuple[float, str]:
+        """(the largest stable time step in s, what sets it): CFL_NUMBER dx / (c + |v0|max), and VISCOUS_NUMBER rho
+        dx^2 / (dim eta) where a material is viscous."""
         v0 = float(np.max(np.linalg.norm(self.v0.numpy().reshape(-1, self.dim), axis=1))) + float(
             np.max(np.linalg.norm(self.body_v0.numpy().reshape(-1, self.dim), axis=1))
         )
         limit = CFL_NUMBER * self.dx / (self.wave_speed() + v0)
+        what = "the CFL limit"
         for m in self.model.materials:
             if "viscosity" in KIND_CONSTANTS[m.kind]:
                 eta = float(np.max(self.material_params[(m.name, "viscosity")].numpy()))
                 rho = float(np.min(self.material_params[(m.name, "density")].numpy()))
-                if eta > 0:
-                    limit = min(limit, VISCOUS_NUMBER * rho * self.dx**2 / (self.dim * eta))
-        return limit
+                if eta > 0 and VISCOUS_NUMBER * rho * self.dx**2 / (self.dim * eta) < limit:
+                    limit = VISCOUS_NUMBER * rho * self.dx**2 / (self.dim * eta)
+                    what = f"the viscous limit of material {m.name!r}"
+        return limit, what
 
     def _check_time_step(self) -> None:
-        limit = self.cfl_limit()
+        limit, _what = self.stable_dt()
         if self.dt > limit:
             warnings.warn(
                 f"{self.model.source}: dt={self.dt:g} s is above the CFL limit of explicit MPM, dt_max = {limit:.3g} s "
@@ -441,7 +443,7 @@ class MPMSystem(MPMKernels, System):
             )
 
     def instability_hint(self) -> str:
-        return f"dt={self.dt:g} s; the CFL limit of this model is about {self.cfl_limit():.3g} s"
+        return f"dt={self.dt:g} s; the CFL limit of this model is about {self.stable_dt()[0]:.3g} s"
 
     def field_specs(self) -> list[FieldSpec]:
         d, n = self.dim, self.n
@@ -511,7 +513,7 @@ class MPMSystem(MPMKernels, System):
         itemsize = 8 if runtime.current()["precision"] == "f64" else 4
         return self.batch * self.n_nodes * (1 + 2 * self.dim) * 2 * itemsize
 
-    def particle_masses(self) -> np.ndarray:
+    def masses(self) -> np.ndarray:
         """Particle masses (batch copies, n) in kg: density of the material x particle volume."""
         vol = self.arrays["volume"]
         mat = self.arrays["material"]
@@ -524,6 +526,6 @@ class MPMSystem(MPMKernels, System):
     def energy(self, traj: dict[str, np.ndarray]) -> np.ndarray:
         """Kinetic + gravitational energy per frame and copy (J in 3D, J/m in 2D); elastic energy is not included."""
         x, v = traj["x"], traj["v"]
-        m = self.particle_masses()
+        m = self.masses()
         g = np.broadcast_to(self.gravity.numpy(), (x.shape[1], self.dim))
         return 0.5 * np.einsum("bi,fbid->fb", m, v * v) - np.einsum("bi,fbid,bd->fb", m, x, g)

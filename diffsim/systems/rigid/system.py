@@ -482,7 +482,7 @@ class RigidSystem(RigidKernels, System):
         """Compute masses and inertias from the current parameters without a rollout."""
         self._mass_kernel()
 
-    def stability(self) -> tuple[float, str, float]:
+    def stability_margin(self) -> tuple[float, str, float]:
         """(margin, what, largest stable dt) for the stiffest spring-damper of the model.
 
         Each contact, joint anchor, angular joint term, joint limit, position motor and spring is a spring k with a
@@ -604,8 +604,13 @@ class RigidSystem(RigidKernels, System):
             dt_max = min(dt_max, limit)
         return worst, what, dt_max
 
+    def stable_dt(self) -> tuple[float, str]:
+        """(the largest stable dt in s over every spring-damper of the model, the stiffest one's name)."""
+        _margin, what, dt_max = self.stability_margin()
+        return dt_max, f"the {what}"
+
     def _check_time_step(self) -> None:
-        margin, what, dt_max = self.stability()
+        margin, what, dt_max = self.stability_margin()
         if margin > 1.0:
             warnings.warn(
                 f"{self.model.source}: dt={self.dt:g} s is above the stability limit of semi-implicit Euler for "
@@ -614,7 +619,7 @@ class RigidSystem(RigidKernels, System):
             )
 
     def instability_hint(self) -> str:
-        margin, what, dt_max = self.stability()
+        margin, what, dt_max = self.stability_margin()
         return f"dt={self.dt:g} s; the {what} needs dt < {dt_max:.3g} s" if math.isfinite(dt_max) else ""
 
     def field_specs(self) -> list[FieldSpec]:

@@ -314,6 +314,21 @@ class SmokeSystem(SmokeKernels, System):
         """Largest viscosity the explicit update takes at this dt and h: nu dt / h^2 <= 1 / (2 D)."""
         return self.h**2 / (2 * self.dim * self.dt)
 
+    def stable_dt(self) -> tuple[float, str]:
+        """(the largest stable dt in s, what sets it): advection is unconditionally stable; explicit viscosity needs
+        nu dt / h^2 <= 1 / (2 D)."""
+        if self.has_viscosity:
+            nu = float(np.max(self.viscosity.numpy()))
+            if nu > 0:
+                return self.h**2 / (
+                    2 * self.dim * nu
+                ), f"explicit viscosity {nu:g} m^2/s (nu dt / h^2 <= 1 / (2 D))"
+        return math.inf, "nothing: advection is unconditionally stable"
+
+    def masses(self) -> np.ndarray:
+        """Refused: the smoke grid is Eulerian and carries no point masses."""
+        raise DiffsimError("the smoke system is an Eulerian grid: it has no point masses")
+
     def check_stability(self) -> None:
         if self.has_viscosity:
             nu = float(np.max(self.viscosity.numpy()))

@@ -146,6 +146,10 @@ class SpringSystem(SpringKernels, System):
         self._check_time_step(arrays)
 
     # -- description --------------------------------------------------------------------------------------------
+    def masses(self) -> np.ndarray:
+        """Particle masses (kg), (copies, n)."""
+        return np.broadcast_to(self.point_mass.numpy().reshape(-1, self.n), (self.batch, self.n)).copy()
+
     def stiffest_frequency(self) -> float:
         """Largest natural angular frequency sqrt(k / m_reduced) among springs and ground contact (rad/s)."""
         k = (
@@ -164,7 +168,7 @@ class SpringSystem(SpringKernels, System):
             omega = max(omega, float(np.sqrt(np.max(self.contact_stiffness.numpy()) / m.min())))
         return omega
 
-    def stability(self) -> tuple[float, str]:
+    def stable_dt(self) -> tuple[float, str]:
         """(largest stable dt in s, what limits it) over every spring-dashpot and the ground contact.
 
         A spring k with dashpot c between particles a and b moves their separation like one mass m = m_a m_b /
@@ -205,7 +209,7 @@ class SpringSystem(SpringKernels, System):
         return worst, what
 
     def _check_time_step(self, arrays) -> None:
-        dt_max, what = self.stability()
+        dt_max, what = self.stable_dt()
         if self.dt > dt_max:
             warnings.warn(
                 f"{self.model.source}: dt={self.dt:g} s is above the stability limit of semi-implicit Euler for "
@@ -214,7 +218,7 @@ class SpringSystem(SpringKernels, System):
             )
 
     def instability_hint(self) -> str:
-        dt_max, what = self.stability()
+        dt_max, what = self.stable_dt()
         return (
             f"dt={self.dt:g} s; {what} needs dt < {dt_max:.3g} s ((omega dt)^2 + 2 c dt / m < 4)"
             if math.isfinite(dt_max)
