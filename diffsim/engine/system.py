@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,6 +35,49 @@ def check_step(dt, substeps, source: str) -> None:
         raise DiffsimError(f"must be > 0, got {dt}", where=f"{source}: dt")
     if int(substeps) < 1:
         raise DiffsimError(f"must be >= 1, got {substeps}", where=f"{source}: substeps")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One row of a system's parameter table: the dotted `name` users fit and set, the system attribute `attr` that
+    holds the `Parameter` (the field the kernels read), its unit and one-line doc, an optional `transform` between
+    the optimizer's coordinate and the value (see `engine/params.py`) and `bounds`, and `vector`: the last axis of
+    the shape is a Taichi vector. The shape and the value depend on the model and come with `System.build_params`."""
+
+    name: str
+    attr: str
+    unit: str
+    transform: str | None = None
+    bounds: tuple[float | None, float | None] | None = None
+    doc: str = ""
+    vector: bool = False
+
+
+def default_gravity(gravity, dim: int, source: str) -> np.ndarray:
+    """`gravity` (m/s^2) as a `dim`-vector: -9.81 along the last (up) axis when None; refuses another length and
+    non-finite components."""
+    if gravity is None:
+        g = np.zeros(dim)
+        g[-1] = -9.81
+        return g
+    g = np.asarray(gravity, dtype=np.float64).reshape(-1)
+    if g.shape != (dim,) or not np.all(np.isfinite(g)):
+        raise DiffsimError(f"must have {dim} finite components, got {g.tolist()}", where=f"{source}: gravity")
+    return g
+
+
+def check_controller_outputs(
+    controller, n_actuators: int, source: str, actuated: str = "actuators", owner: str = "model"
+) -> None:
+    """Refuse actuators without a controller, and a controller whose output count is not `n_actuators`; `actuated`
+    names what is actuated (springs, motors) and `owner` the thing that has them, in the messages."""
+    if n_actuators and controller is None:
+        raise DiffsimError(f"{n_actuators} {actuated} are actuated but no controller is given", where=source)
+    if controller is not None and controller.n_actions != n_actuators:
+        raise DiffsimError(
+            f"controller has {controller.n_actions} outputs, the {owner} has {n_actuators} actuators",
+            where=f"{source}: controller",
+        )
 
 
 class System(StepKernels, abc.ABC):
@@ -113,6 +157,33 @@ class System(StepKernels, abc.ABC):
         return self.params.add(
             Parameter(name, shape, value, batch=self.batch, requires_grad=self.params.wants_grad(name), **kw)
         )
+
+    @staticmethod
+    def check_per_batch(table: tuple[ParamSpec, ...], per_batch) -> set[str]:
+        """The names in `per_batch` (parameters with one value per copy), checked against the system's table."""
+        pb = set(per_batch)
+        unknown = pb - {spec.name for spec in table}
+        if unknown:
+            raise DiffsimError(f"unknown parameter names {sorted(unknown)}", where="per_batch")
+        return pb
+
+    def build_params(self, table: tuple[ParamSpec, ...], values: dict, per_batch) -> None:
+        """Add the parameters of `table`, in its order, as attributes: `values[name]` is (shape of one copy, initial
+        value); a name missing from `values` is not built (a feature the model does not use)."""
+        pb = self.check_per_batch(table, per_batch)
+        for spec in table:
+            if spec.name not in values:
+                continue
+            shape, value = values[spec.name]
+            kw = {"vector_dim": shape[-1]} if spec.vector else {}
+            if spec.transform is not None:
+                kw["transform"] = spec.transform
+            if spec.bounds is not None:
+                kw["bounds"] = spec.bounds
+            if spec.doc:
+                kw["doc"] = spec.doc
+            param = self.add_param(spec.name, shape, value, per_batch=spec.name in pb, unit=spec.unit, **kw)
+            setattr(self, spec.attr, param)
 
     def _attach_controller(self, controller, n_obs: int) -> None:
         """Drive the system with `controller` (None: no control), whose outputs the caller has checked; it sees

@@ -38,7 +38,7 @@ from ...colliders import KIND_ID
 from ...engine.fields import MassView
 from ...engine.simulation import DIVERGENCE_FACTOR
 from ...engine.state import FieldSpec
-from ...engine.system import System
+from ...engine.system import System, default_gravity
 from ...errors import DiffsimError
 from .kernels import ClothKernels
 from .model import ClothModel, dihedral_angles
@@ -159,9 +159,7 @@ class ClothSystem(ClothKernels, System):
         if aerodynamics is None:
             aerodynamics = bool(drag or lift or np.any(wind))
         self.has_air = bool(aerodynamics)
-        gravity = np.array([0.0, 0.0, -9.81]) if gravity is None else np.asarray(gravity, dtype=np.float64)
-        if gravity.shape != (3,):
-            raise DiffsimError(f"must have 3 components, got {gravity.tolist()}", where=f"{src}: gravity")
+        gravity = default_gravity(gravity, 3, src)
         cols = [c.check(f"{src}: colliders[{k}]") for k, c in enumerate(colliders)]
         self.colliders = list(colliders)
         self.n_col = len(cols)

@@ -32,7 +32,7 @@ import taichi as ti
 
 from ... import runtime
 from ...engine.state import FieldSpec
-from ...engine.system import System, check_step
+from ...engine.system import System, check_controller_outputs, check_step, default_gravity
 from ...errors import DiffsimError
 from .kernels import N_CONSTANTS, MPMKernels
 from .model import KIND_CONSTANTS, MATERIAL_KINDS, SAND, UNITS, MPMModel
@@ -212,11 +212,7 @@ class MPMSystem(MPMKernels, System):
         self.n_col = len(cols)
         self.col_kinds = [COLLIDER_KINDS.index(c.kind) for c in colliders]
 
-        up = np.zeros(dim)
-        up[-1] = 1.0
-        gravity = -9.81 * up if gravity is None else np.asarray(gravity, dtype=np.float64).reshape(-1)
-        if gravity.shape != (dim,):
-            raise DiffsimError(f"must have {dim} components, got {gravity.tolist()}", where=f"{src}: gravity")
+        gravity = default_gravity(gravity, dim, src)
 
         # -- parameters
         allowed = {
@@ -381,14 +377,8 @@ class MPMSystem(MPMKernels, System):
         self._box = ti.field(itype, shape=(2, dim))
 
         # -- control
-        if self.n_act and controller is None:
-            raise DiffsimError(f"{self.n_act} actuators but no controller", where=f"{src}: controller")
+        check_controller_outputs(controller, self.n_act, src, actuated="particle groups")
         self.n_obs = 2 * dim * self.n_act
-        if controller is not None and controller.n_actions != self.n_act:
-            raise DiffsimError(
-                f"controller has {controller.n_actions} outputs, the model has {self.n_act} actuators",
-                where=f"{src}: controller",
-            )
         self._attach_controller(controller, self.n_obs)
         if controller is not None:
             counts = np.bincount(arrays["actuator"][arrays["actuator"] >= 0], minlength=self.n_act)

@@ -45,7 +45,7 @@ import taichi as ti
 from ... import runtime
 from ...engine.fields import FieldGroup, MassView
 from ...engine.state import FieldSpec
-from ...engine.system import System, check_step
+from ...engine.system import System, check_controller_outputs, check_step, default_gravity
 from ...errors import DiffsimError
 from . import geometry as geo
 from .kernels import BALL, BOX_ID, CAPSULE_ID, FIXED, PRISMATIC, REVOLUTE, SPHERE_ID, RigidKernels
@@ -120,14 +120,7 @@ class RigidSystem(RigidKernels, System):
         self.nc = len(self.candidates)
         self.has_contact_material = any(c[6] == 1 for c in self.candidates)
         self.serial = runtime.serial_loops(self.batch * max(n, self.ns, self.nc, self.nj, 1), SERIAL_BELOW)
-        up = np.zeros(dim)
-        up[-1] = 1.0
-        gravity = -9.81 * up if gravity is None else np.asarray(gravity, dtype=np.float64)
-        if gravity.shape != (dim,) or not np.all(np.isfinite(gravity)):
-            raise DiffsimError(
-                f"must have {dim} finite components, got {np.ravel(gravity).tolist()}",
-                where=f"{src}: gravity",
-            )
+        gravity = default_gravity(gravity, dim, src)
         self._pb = set(per_batch)
         self._used_pb = set()
         self._build_params(
@@ -147,18 +140,9 @@ class RigidSystem(RigidKernels, System):
             raise DiffsimError(f"unknown parameter names {sorted(unknown)}", where="per_batch")
         self._build_fields(arrays)
 
-        n_act = model.n_actuators
-        if n_act and controller is None:
-            raise DiffsimError(
-                f"{n_act} motors or springs are actuated but no controller is given", where=src
-            )
+        check_controller_outputs(controller, model.n_actuators, src, actuated="motors or springs")
         self.obs_per_body = 2 * dim + (2 if dim == 2 else 4) + (1 if dim == 2 else 3)
         self.n_obs = self.obs_per_body * n + 2 * self.nj
-        if controller is not None and controller.n_actions != n_act:
-            raise DiffsimError(
-                f"controller has {controller.n_actions} outputs, the model has {n_act} actuators",
-                where=f"{src}: controller",
-            )
         self._attach_controller(controller, self.n_obs)
         self._checked_start = False
         self._check_time_step()

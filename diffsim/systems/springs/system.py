@@ -23,8 +23,7 @@ import taichi as ti
 
 from ... import runtime
 from ...engine.state import FieldSpec
-from ...engine.system import System, check_step
-from ...errors import DiffsimError
+from ...engine.system import ParamSpec, System, check_controller_outputs, check_step, default_gravity
 from .kernels import SpringKernels
 from .model import SpringModel
 
@@ -33,6 +32,23 @@ from .model import SpringModel
 #: 1.91-1.97 s per iteration with parallel loops and 0.61-0.79 s with serial ones; the parallel adjoint's atomic
 #: adds were most of the difference.
 SERIAL_BELOW = 1_000_000
+
+
+#: the parameters, in the order they are built: dotted name, attribute, unit, transform, bounds
+PARAMETERS = (
+    ParamSpec("springs.stiffness", "stiffness", "N/m", transform="log"),
+    ParamSpec("springs.damping", "damping", "N s/m", bounds=(0, None)),
+    ParamSpec("springs.rest_length", "rest_length", "m", transform="log"),
+    ParamSpec("springs.actuation", "actuation", "1", doc="relative rest-length change at action 1"),
+    ParamSpec("particles.mass", "point_mass", "kg", transform="log"),
+    ParamSpec("initial.position", "x0", "m", vector=True),
+    ParamSpec("initial.velocity", "v0", "m/s", vector=True),
+    ParamSpec("gravity", "gravity", "m/s^2", vector=True),
+    ParamSpec("ground.height", "ground_height", "m"),
+    ParamSpec("ground.friction", "friction", "1", bounds=(0, None)),
+    ParamSpec("ground.stiffness", "contact_stiffness", "N/m", transform="log"),
+    ParamSpec("ground.damping", "contact_damping", "N s/m", bounds=(0, None)),
+)
 
 
 @ti.data_oriented
@@ -67,63 +83,28 @@ class SpringSystem(SpringKernels, System):
         self.has_ground = ground is not None
         self.friction_smoothing = float(friction_smoothing)
         self.serial = runtime.serial_loops(self.batch * max(self.n, self.m), SERIAL_BELOW)
-        up = np.zeros(self.dim)
-        up[-1] = 1.0
-        gravity = -9.81 * up if gravity is None else np.asarray(gravity, dtype=np.float64)
-        if gravity.shape != (self.dim,):
-            raise DiffsimError(
-                f"must have {self.dim} components, got {gravity.tolist()}", where=f"{model.source}: gravity"
-            )
-        pb = set(per_batch)
-        unknown = pb - {
-            "springs.stiffness",
-            "springs.damping",
-            "springs.rest_length",
-            "springs.actuation",
-            "particles.mass",
-            "initial.position",
-            "initial.velocity",
-            "gravity",
-            "ground.friction",
-            "ground.height",
-            "ground.stiffness",
-            "ground.damping",
-        }
-        if unknown:
-            raise DiffsimError(f"unknown parameter names {sorted(unknown)}", where="per_batch")
-
-        def param(name, shape, value, **kw):
-            return self.add_param(name, shape, value, per_batch=name in pb, **kw)
-
+        gravity = default_gravity(gravity, self.dim, model.source)
         m_ = max(self.m, 1)
 
         def pad(a, fill):  # a body without springs keeps one inert placeholder so every field has a shape
             return a if self.m else np.full(1, fill)
 
-        self.stiffness = param(
-            "springs.stiffness", (m_,), pad(arrays["stiffness"], 1.0), transform="log", unit="N/m"
-        )
-        self.damping = param(
-            "springs.damping", (m_,), pad(arrays["damping"], 0.0), bounds=(0, None), unit="N s/m"
-        )
-        self.rest_length = param(
-            "springs.rest_length", (m_,), pad(arrays["rest_length"], 1.0), transform="log", unit="m"
-        )
-        self.actuation = param(
-            "springs.actuation",
-            (m_,),
-            pad(arrays["actuation"], 0.0),
-            unit="1",
-            doc="relative rest-length change at action 1",
-        )
-        self.point_mass = param("particles.mass", (self.n,), arrays["mass"], transform="log", unit="kg")
-        self.x0 = param("initial.position", (self.n, self.dim), arrays["x"], vector_dim=self.dim, unit="m")
-        self.v0 = param("initial.velocity", (self.n, self.dim), arrays["v"], vector_dim=self.dim, unit="m/s")
-        self.gravity = param("gravity", (self.dim,), gravity, vector_dim=self.dim, unit="m/s^2")
-        self.ground_height = param("ground.height", (), 0.0 if ground is None else ground, unit="m")
-        self.friction = param("ground.friction", (), friction, bounds=(0, None), unit="1")
-        self.contact_stiffness = param("ground.stiffness", (), contact_stiffness, transform="log", unit="N/m")
-        self.contact_damping = param("ground.damping", (), contact_damping, bounds=(0, None), unit="N s/m")
+        n, d = self.n, self.dim
+        values = {
+            "springs.stiffness": ((m_,), pad(arrays["stiffness"], 1.0)),
+            "springs.damping": ((m_,), pad(arrays["damping"], 0.0)),
+            "springs.rest_length": ((m_,), pad(arrays["rest_length"], 1.0)),
+            "springs.actuation": ((m_,), pad(arrays["actuation"], 0.0)),
+            "particles.mass": ((n,), arrays["mass"]),
+            "initial.position": ((n, d), arrays["x"]),
+            "initial.velocity": ((n, d), arrays["v"]),
+            "gravity": ((d,), gravity),
+            "ground.height": ((), 0.0 if ground is None else ground),
+            "ground.friction": ((), friction),
+            "ground.stiffness": ((), contact_stiffness),
+            "ground.damping": ((), contact_damping),
+        }
+        self.build_params(PARAMETERS, values, per_batch)
 
         itype, npi = runtime.index_type(), runtime.np_index()
         self.springs = ti.Vector.field(2, itype, shape=(m_,))
@@ -133,14 +114,9 @@ class SpringSystem(SpringKernels, System):
         self.actuator.from_numpy((arrays["actuator"] if self.m else -np.ones(1)).astype(npi))
         self.pinned.from_numpy(arrays["pinned"].astype(npi))
 
-        n_act = model.n_actuators
-        if n_act and controller is None:
-            raise DiffsimError(f"{n_act} springs are actuated but no controller is given", where=model.source)
-        if controller is not None and controller.n_actions != n_act:
-            raise DiffsimError(
-                f"controller has {controller.n_actions} outputs, the body has {n_act} actuators",
-                where=f"{model.source}: controller",
-            )
+        check_controller_outputs(
+            controller, model.n_actuators, model.source, actuated="springs", owner="body"
+        )
         self.n_obs = 2 * self.dim * self.n
         self._attach_controller(controller, self.n_obs)
         self._check_time_step(arrays)
