@@ -38,7 +38,7 @@ from ...colliders import KIND_ID
 from ...engine.fields import MassView
 from ...engine.simulation import DIVERGENCE_FACTOR
 from ...engine.state import FieldSpec
-from ...engine.system import System, default_gravity
+from ...engine.system import ParamSpec, System, check_step, default_gravity
 from ...errors import DiffsimError
 from .kernels import ClothKernels
 from .model import ClothModel, dihedral_angles
@@ -54,6 +54,47 @@ BENDING_MODELS = ("dihedral", "quadratic")
 #: largest rest dihedral angle (rad) the quadratic bending model accepts: it is exact only for a flat rest shape
 QUADRATIC_MAX_REST_ANGLE = 1e-3
 HANDLE_MODES = ("velocity", "position")
+
+
+#: the parameters, in the order they are built: dotted name, attribute, unit, transform, bounds, doc
+PARAMETERS = (
+    ParamSpec(
+        "material.stretch_modulus",
+        "stretch_modulus",
+        "N/m",
+        "log",
+        doc="2D Young's modulus Y = E h of the sheet",
+    ),
+    ParamSpec("material.poisson_ratio", "poisson_ratio", "1", bounds=(-0.9, 0.95)),
+    ParamSpec("material.bending_stiffness", "bending_stiffness", "N m", "log"),
+    ParamSpec("material.density", "density", "kg/m^2", "log"),
+    ParamSpec("damping.stretch", "stretch_damping", "N s/m", bounds=(0, None)),
+    ParamSpec("damping.bending", "bending_damping", "N m s", bounds=(0, None)),
+    ParamSpec("damping.mass", "mass_damping", "1/s", bounds=(0, None)),
+    ParamSpec("gravity", "gravity", "m/s^2", vector=True),
+    ParamSpec("initial.position", "x0", "m", vector=True),
+    ParamSpec("initial.velocity", "v0", "m/s", vector=True),
+    ParamSpec("air.wind", "wind", "m/s", vector=True),
+    ParamSpec("air.drag", "drag", "kg/m^3", bounds=(0, None)),
+    ParamSpec("air.lift", "lift", "kg/m^3", bounds=(0, None)),
+    ParamSpec("loads.force", "loads", "N", vector=True),
+    ParamSpec("colliders.position", "col_position", "m", vector=True),
+    ParamSpec(
+        "colliders.rotation", "col_rotation", "rad", vector=True, doc="rotation vector (axis times angle)"
+    ),
+    ParamSpec("colliders.velocity", "col_velocity", "m/s", vector=True),
+    ParamSpec(
+        "colliders.size",
+        "col_size",
+        "m",
+        "log",
+        vector=True,
+        doc="sphere [r, -, -], box half extents, capsule [r, half length, -]",
+    ),
+    ParamSpec("colliders.friction", "col_friction", "1", bounds=(0, None)),
+    ParamSpec("contact.stiffness", "contact_stiffness", "N/m^3", "log"),
+    ParamSpec("contact.damping", "contact_damping", "N s/m^3", bounds=(0, None)),
+)
 
 
 @ti.data_oriented
@@ -103,10 +144,7 @@ class ClothSystem(ClothKernels, System):
     ):
         super().__init__(batch, requires_grad=requires_grad)
         src = model.source
-        if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
-            raise DiffsimError(f"must be > 0, got {dt}", where=f"{src}: dt")
-        if int(substeps) < 1:
-            raise DiffsimError(f"must be >= 1, got {substeps}", where=f"{src}: substeps")
+        check_step(dt, substeps, src)
         if material not in MATERIALS:
             raise DiffsimError(
                 f"unknown material model {material!r}; choose {' or '.join(MATERIALS)}",
@@ -177,102 +215,29 @@ class ClothSystem(ClothKernels, System):
         self.serial_t = runtime.serial_loops(self.batch * self.n_tri, SERIAL_BELOW_CPU)
         self.serial_h = runtime.serial_loops(self.batch * max(self.n_hinge, 1), SERIAL_BELOW_CPU)
 
-        pb = set(per_batch)
-        known = {
-            "material.stretch_modulus",
-            "material.poisson_ratio",
-            "material.bending_stiffness",
-            "material.density",
-            "damping.stretch",
-            "damping.bending",
-            "damping.mass",
-            "gravity",
-            "initial.position",
-            "initial.velocity",
-            "air.wind",
-            "air.drag",
-            "air.lift",
-            "loads.force",
-            "colliders.position",
-            "colliders.rotation",
-            "colliders.velocity",
-            "colliders.size",
-            "colliders.friction",
-            "contact.stiffness",
-            "contact.damping",
+        values = {
+            "material.stretch_modulus": ((), mat["stretch_modulus"]),
+            "material.poisson_ratio": ((), mat["poisson_ratio"]),
+            "material.bending_stiffness": ((), mat["bending_stiffness"]),
+            "material.density": ((), mat["density"]),
+            "damping.stretch": ((), mat["stretch_damping"]),
+            "damping.bending": ((), mat["bending_damping"]),
+            "damping.mass": ((), mat["mass_damping"]),
+            "gravity": ((3,), gravity),
+            "initial.position": ((self.n, 3), arrays["x"]),
+            "initial.velocity": ((self.n, 3), arrays["v"]),
         }
-        unknown = pb - known
-        if unknown:
-            raise DiffsimError(f"unknown parameter names {sorted(unknown)}", where="per_batch")
-
-        def param(name, shape, value, **kw):
-            return self.add_param(name, shape, value, per_batch=name in pb, **kw)
-
-        self.stretch_modulus = param(
-            "material.stretch_modulus",
-            (),
-            mat["stretch_modulus"],
-            transform="log",
-            unit="N/m",
-            doc="2D Young's modulus Y = E h of the sheet",
-        )
-        self.poisson_ratio = param(
-            "material.poisson_ratio", (), mat["poisson_ratio"], bounds=(-0.9, 0.95), unit="1"
-        )
-        self.bending_stiffness = param(
-            "material.bending_stiffness", (), mat["bending_stiffness"], transform="log", unit="N m"
-        )
-        self.density = param("material.density", (), mat["density"], transform="log", unit="kg/m^2")
-        self.stretch_damping = param(
-            "damping.stretch", (), mat["stretch_damping"], bounds=(0, None), unit="N s/m"
-        )
-        self.bending_damping = param(
-            "damping.bending", (), mat["bending_damping"], bounds=(0, None), unit="N m s"
-        )
-        self.mass_damping = param("damping.mass", (), mat["mass_damping"], bounds=(0, None), unit="1/s")
-        self.gravity = param("gravity", (3,), gravity, vector_dim=3, unit="m/s^2")
-        self.x0 = param("initial.position", (self.n, 3), arrays["x"], vector_dim=3, unit="m")
-        self.v0 = param("initial.velocity", (self.n, 3), arrays["v"], vector_dim=3, unit="m/s")
         if self.has_air:
-            self.wind = param("air.wind", (3,), wind, vector_dim=3, unit="m/s")
-            self.drag = param("air.drag", (), drag, bounds=(0, None), unit="kg/m^3")
-            self.lift = param("air.lift", (), lift, bounds=(0, None), unit="kg/m^3")
+            values.update({"air.wind": ((3,), wind), "air.drag": ((), drag), "air.lift": ((), lift)})
         if self.has_loads:
-            self.loads = param("loads.force", (self.n, 3), arrays["loads"], vector_dim=3, unit="N")
+            values["loads.force"] = ((self.n, 3), arrays["loads"])
         if self.n_col:
-            stack = lambda key: np.array([c[key] for c in cols])  # noqa: E731
-            self.col_position = param(
-                "colliders.position", (self.n_col, 3), stack("position"), vector_dim=3, unit="m"
-            )
-            self.col_rotation = param(
-                "colliders.rotation",
-                (self.n_col, 3),
-                stack("rotation"),
-                vector_dim=3,
-                unit="rad",
-                doc="rotation vector (axis times angle)",
-            )
-            self.col_velocity = param(
-                "colliders.velocity", (self.n_col, 3), stack("velocity"), vector_dim=3, unit="m/s"
-            )
-            self.col_size = param(
-                "colliders.size",
-                (self.n_col, 3),
-                stack("size"),
-                vector_dim=3,
-                transform="log",
-                unit="m",
-                doc="sphere [r, -, -], box half extents, capsule [r, half length, -]",
-            )
-            self.col_friction = param(
-                "colliders.friction", (self.n_col,), stack("friction"), bounds=(0, None), unit="1"
-            )
-            self.contact_stiffness = param(
-                "contact.stiffness", (), contact_stiffness, transform="log", unit="N/m^3"
-            )
-            self.contact_damping = param(
-                "contact.damping", (), contact_damping, bounds=(0, None), unit="N s/m^3"
-            )
+            for key in ("position", "rotation", "velocity", "size"):
+                values[f"colliders.{key}"] = ((self.n_col, 3), np.array([c[key] for c in cols]))
+            values["colliders.friction"] = ((self.n_col,), np.array([c["friction"] for c in cols]))
+            values["contact.stiffness"] = ((), contact_stiffness)
+            values["contact.damping"] = ((), contact_damping)
+        self.build_params(PARAMETERS, values, per_batch)
 
         itype, npi, real = runtime.index_type(), runtime.np_index(), runtime.real()
         npr = runtime.np_real()
