@@ -9,6 +9,7 @@ import math
 import taichi as ti
 
 from ...colliders import KIND_ID, local_distance, rotation_from_vector
+from ...engine.stages import initial_state
 
 #: speed (m/s) below which the aerodynamic force's |.| and 1/|v| are smoothed
 AIR_SMOOTHING = 1e-4
@@ -67,12 +68,9 @@ def _dot(a, b):
 
 
 class ClothKernels:
-    # -- kernels ------------------------------------------------------------------------------------------------
     @ti.kernel
     def _initialize(self, s: ti.template()):
-        for b, i in ti.ndrange(self.batch, self.n):
-            s.x[0, b, i] = self.x0.field[self.x0.bi(b), i]
-            s.v[0, b, i] = self.v0.field[self.v0.bi(b), i]
+        initial_state(self, s)
 
     def initialize(self, s):
         self._state = s

@@ -47,7 +47,6 @@ class MPMKernels:
         w2 = 0.5 * (fx - 0.5) ** 2
         return base, fx, ti.Matrix.rows([w0, w1, w2])
 
-    # -- kernels ------------------------------------------------------------------------------------------------
     @ti.kernel
     def _pack(self):
         for b in range(self.batch):

@@ -9,6 +9,7 @@ import taichi as ti
 
 from ...colliders import box_distance
 from ...engine import tmath
+from ...engine.stages import centre_of_mass
 from . import geometry as geo
 from .model import (
     GEOM_BOX,
@@ -401,17 +402,7 @@ class RigidKernels:
         """Stage 2: the controller's observation (relative to the centre of mass, orientations, joint coordinates), then the controller."""
         if ti.static(self.has_controller):
             if ti.static(self.has_observation):
-                ti.loop_config(serialize=ti.static(self.serial))
-                for b in range(self.batch):
-                    s.com[f, b] = ti.Vector.zero(float, self.dim)
-                    s.vcom[f, b] = ti.Vector.zero(float, self.dim)
-                    s.mtot[f, b] = 0.0
-                ti.loop_config(serialize=ti.static(self.serial))
-                for b, i in ti.ndrange(self.batch, self.n):
-                    m = self.body_mass[b, i]
-                    s.com[f, b] += m * s.x[f, b, i]
-                    s.vcom[f, b] += m * s.v[f, b, i]
-                    s.mtot[f, b] += m
+                centre_of_mass(self, s, f)
                 ti.loop_config(serialize=ti.static(self.serial))
                 for b, i in ti.ndrange(self.batch, self.n):
                     self._observe_body(s, f, b, i)
@@ -511,6 +502,11 @@ class RigidKernels:
                 R_new = geo.quat_matrix(q_new)
                 s.q[f + 1, b, i] = q_new
                 s.w[f + 1, b, i] = geo.mv(R_new, geo.mv(inv_body, geo.mtv(R_new, L)))
+
+    @ti.func
+    def _element_mass(self, b, i):
+        """Body i's mass (kg) in copy b."""
+        return self.body_mass[b, i]
 
     @ti.func
     def _observe_body(self, s: ti.template(), f, b, i):

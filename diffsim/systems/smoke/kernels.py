@@ -16,7 +16,6 @@ from .sampling import GridSampling
 
 
 class SmokeKernels(Advection, Forces, Projection, GridSampling):
-    # -- kernels ------------------------------------------------------------------------------------------------
     @ti.kernel
     def _initialize(self, s: ti.template()):
         ti.loop_config(serialize=ti.static(self.serial_light))

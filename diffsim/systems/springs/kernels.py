@@ -6,20 +6,24 @@ set up by `system.py`."""
 
 import taichi as ti
 
+from ...engine.stages import centre_of_mass, initial_state
+
 
 class SpringKernels:
-    # -- kernels ------------------------------------------------------------------------------------------------
     @ti.kernel
     def _initialize(self, s: ti.template()):
-        for b, i in ti.ndrange(self.batch, self.n):
-            s.x[0, b, i] = self.x0.field[self.x0.bi(b), i]
-            s.v[0, b, i] = self.v0.field[self.v0.bi(b), i]
+        initial_state(self, s)
 
     def initialize(self, s):
         self._initialize(s)
 
     def initialize_grad(self, s):
         self._initialize.grad(s)
+
+    @ti.func
+    def _element_mass(self, b, i):
+        """Particle i's mass (kg) in copy b."""
+        return self.point_mass.field[self.point_mass.bi(b), i]
 
     @ti.func
     def _normal_force(self, s: ti.template(), f, b, i):
@@ -51,17 +55,7 @@ class SpringKernels:
     @ti.func
     def _observe(self, s: ti.template(), f: ti.template()):
         """Stage 1: the controller's observation, positions and velocities relative to the centre of mass."""
-        ti.loop_config(serialize=ti.static(self.serial))
-        for b in range(self.batch):
-            s.com[f, b] = ti.Vector.zero(float, self.dim)
-            s.vcom[f, b] = ti.Vector.zero(float, self.dim)
-            s.mtot[f, b] = 0.0
-        ti.loop_config(serialize=ti.static(self.serial))
-        for b, i in ti.ndrange(self.batch, self.n):
-            mi = self.point_mass.field[self.point_mass.bi(b), i]
-            s.com[f, b] += mi * s.x[f, b, i]
-            s.vcom[f, b] += mi * s.v[f, b, i]
-            s.mtot[f, b] += mi
+        centre_of_mass(self, s, f)
         ti.loop_config(serialize=ti.static(self.serial))
         for b, i in ti.ndrange(self.batch, self.n):
             rel_x = s.x[f, b, i] - s.com[f, b] / s.mtot[f, b]
