@@ -56,6 +56,20 @@ QUADRATIC_MAX_REST_ANGLE = 1e-3
 HANDLE_MODES = ("velocity", "position")
 
 
+def _check_flat_rest_shape(arrays: dict, src: str) -> None:
+    """The quadratic bending model is exact for a flat rest shape only: refuse a rest dihedral angle above
+    QUADRATIC_MAX_REST_ANGLE, naming the hinge."""
+    worst = int(np.argmax(np.abs(arrays["rest_angle"])))
+    if abs(arrays["rest_angle"][worst]) > QUADRATIC_MAX_REST_ANGLE:
+        raise DiffsimError(
+            f"the quadratic bending model needs a flat rest shape, and hinge {worst} (edge "
+            f"{int(arrays['hinges'][worst, 0])}-{int(arrays['hinges'][worst, 1])}) has a rest dihedral "
+            f"angle of {float(arrays['rest_angle'][worst]):.3g} rad (at most {QUADRATIC_MAX_REST_ANGLE:g}); "
+            "use bending_model = 'dihedral'",
+            where=f"{src}: bending_model",
+        )
+
+
 #: the parameters, in the order they are built: dotted name, attribute, unit, transform, bounds, doc
 PARAMETERS = (
     ParamSpec(
@@ -145,23 +159,16 @@ class ClothSystem(ClothKernels, System):
         super().__init__(batch, requires_grad=requires_grad)
         src = model.source
         check_step(dt, substeps, src)
-        if material not in MATERIALS:
-            raise DiffsimError(
-                f"unknown material model {material!r}; choose {' or '.join(MATERIALS)}",
-                where=f"{src}: material",
-            )
-        if bending_model not in BENDING_MODELS:
-            raise DiffsimError(
-                f"unknown bending model {bending_model!r}; choose {' or '.join(BENDING_MODELS)}",
-                where=f"{src}: bending_model",
-            )
-        if handle_mode not in HANDLE_MODES:
-            raise DiffsimError(
-                f"unknown handle mode {handle_mode!r}; choose {' or '.join(HANDLE_MODES)}",
-                where=f"{src}: handle_mode",
-            )
+        for value, choices, what, key in (
+            (material, MATERIALS, "material model", "material"),
+            (bending_model, BENDING_MODELS, "bending model", "bending_model"),
+            (handle_mode, HANDLE_MODES, "handle mode", "handle_mode"),
+        ):
+            if value not in choices:
+                raise DiffsimError(
+                    f"unknown {what} {value!r}; choose {' or '.join(choices)}", where=f"{src}: {key}"
+                )
         arrays = model.finalize()
-        mat = arrays["material"]
         self.model = model
         self.arrays = arrays
         self.dim = 3
@@ -176,15 +183,7 @@ class ClothSystem(ClothKernels, System):
         self.bending_model = bending_model
         self.quadratic = bending_model == "quadratic"
         if self.quadratic and self.n_hinge:
-            worst = int(np.argmax(np.abs(arrays["rest_angle"])))
-            if abs(arrays["rest_angle"][worst]) > QUADRATIC_MAX_REST_ANGLE:
-                raise DiffsimError(
-                    f"the quadratic bending model needs a flat rest shape, and hinge {worst} (edge "
-                    f"{int(arrays['hinges'][worst, 0])}-{int(arrays['hinges'][worst, 1])}) has a rest dihedral "
-                    f"angle of {float(arrays['rest_angle'][worst]):.3g} rad (at most {QUADRATIC_MAX_REST_ANGLE:g}); "
-                    "use bending_model = 'dihedral'",
-                    where=f"{src}: bending_model",
-                )
+            _check_flat_rest_shape(arrays, src)
         self.velocity_handles = handle_mode == "velocity"
         self.handle_mode = handle_mode
         self.handle_scale = float(handle_scale)
@@ -215,14 +214,35 @@ class ClothSystem(ClothKernels, System):
         self.serial_t = runtime.serial_loops(self.batch * self.n_tri, SERIAL_BELOW_CPU)
         self.serial_h = runtime.serial_loops(self.batch * max(self.n_hinge, 1), SERIAL_BELOW_CPU)
 
+        values = self._parameter_values(
+            arrays, gravity, (wind, drag, lift), cols, (contact_stiffness, contact_damping)
+        )
+        self.build_params(PARAMETERS, values, per_batch)
+
+        self._build_mesh_fields(arrays)
+
+        self.controller = controller
+        if controller is not None:
+            self._check_handle_controller(controller, src)
+            controller.attach(self, self.params, n_obs=0, dt=self.dt, substeps=self.substeps, serial=True)
+        self._ctrl_sizes = list(controller.stage_sizes) if controller is not None else []
+        self._state = None
+        if check_dt:
+            self._check_time_step()
+
+    def _parameter_values(self, arrays: dict, gravity, air, cols: list, contact) -> dict:
+        """(shape, initial value) of each parameter the cloth uses, by name (see `PARAMETERS`); air: (wind, drag,
+        lift), contact: (stiffness, damping)."""
+        wind, drag, lift = air
+        contact_stiffness, contact_damping = contact
         values = {
-            "material.stretch_modulus": ((), mat["stretch_modulus"]),
-            "material.poisson_ratio": ((), mat["poisson_ratio"]),
-            "material.bending_stiffness": ((), mat["bending_stiffness"]),
-            "material.density": ((), mat["density"]),
-            "damping.stretch": ((), mat["stretch_damping"]),
-            "damping.bending": ((), mat["bending_damping"]),
-            "damping.mass": ((), mat["mass_damping"]),
+            "material.stretch_modulus": ((), arrays["material"]["stretch_modulus"]),
+            "material.poisson_ratio": ((), arrays["material"]["poisson_ratio"]),
+            "material.bending_stiffness": ((), arrays["material"]["bending_stiffness"]),
+            "material.density": ((), arrays["material"]["density"]),
+            "damping.stretch": ((), arrays["material"]["stretch_damping"]),
+            "damping.bending": ((), arrays["material"]["bending_damping"]),
+            "damping.mass": ((), arrays["material"]["mass_damping"]),
             "gravity": ((3,), gravity),
             "initial.position": ((self.n, 3), arrays["x"]),
             "initial.velocity": ((self.n, 3), arrays["v"]),
@@ -237,12 +257,28 @@ class ClothSystem(ClothKernels, System):
             values["colliders.friction"] = ((self.n_col,), np.array([c["friction"] for c in cols]))
             values["contact.stiffness"] = ((), contact_stiffness)
             values["contact.damping"] = ((), contact_damping)
-        self.build_params(PARAMETERS, values, per_batch)
+        return values
 
+    def _check_handle_controller(self, controller, src: str) -> None:
+        """The handles' controller needs no observation and has 3 outputs per handle."""
+        if controller.needs_observation:
+            raise DiffsimError(
+                f"a {controller.kind!r} controller needs an observation the cloth does not "
+                "provide; use open_loop or periodic",
+                where=f"{src}: controller",
+            )
+        if controller.n_actions != 3 * self.n_handles:
+            raise DiffsimError(
+                f"controller has {controller.n_actions} outputs, the cloth's "
+                f"{self.n_handles} handles need {3 * self.n_handles} (3 per handle)",
+                where=f"{src}: controller",
+            )
+
+    def _build_mesh_fields(self, arrays: dict) -> None:
+        """The mesh's constant arrays (triangles, rest shapes, lumped areas, vertex kinds, hinges) as fields of one
+        SNode tree: Taichi allows a few hundred trees per process and each separately allocated field takes one."""
         itype, npi, real = runtime.index_type(), runtime.np_index(), runtime.real()
         npr = runtime.np_real()
-        # The mesh's constant arrays share one SNode tree: Taichi allows a few hundred trees per process and each
-        # separately allocated field takes one.
         nh = max(self.n_hinge, 1)
         self.tri = ti.Vector.field(3, itype)
         self.dm_inv = ti.Matrix.field(2, 2, real)
@@ -281,26 +317,6 @@ class ClothSystem(ClothKernels, System):
             self.rest_angle.from_numpy(arrays["rest_angle"].astype(npr))
             if self.quadratic:
                 self.hinge_k.from_numpy(arrays["hinge_k"].astype(npr))
-
-        self.controller = controller
-        if controller is not None:
-            if controller.needs_observation:
-                raise DiffsimError(
-                    f"a {controller.kind!r} controller needs an observation the cloth does not "
-                    "provide; use open_loop or periodic",
-                    where=f"{src}: controller",
-                )
-            if controller.n_actions != 3 * self.n_handles:
-                raise DiffsimError(
-                    f"controller has {controller.n_actions} outputs, the cloth's "
-                    f"{self.n_handles} handles need {3 * self.n_handles} (3 per handle)",
-                    where=f"{src}: controller",
-                )
-            controller.attach(self, self.params, n_obs=0, dt=self.dt, substeps=self.substeps, serial=True)
-        self._ctrl_sizes = list(controller.stage_sizes) if controller is not None else []
-        self._state = None
-        if check_dt:
-            self._check_time_step()
 
     # -- description --------------------------------------------------------------------------------------------
     def _first(self, p) -> np.ndarray:
