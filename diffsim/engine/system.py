@@ -45,7 +45,7 @@ class ParamSpec:
     the shape is a Taichi vector. The shape and the value depend on the model and come with `System.build_params`."""
 
     name: str
-    attr: str
+    attr: str | None
     unit: str
     transform: str | None = None
     bounds: tuple[float | None, float | None] | None = None
@@ -167,10 +167,12 @@ class System(StepKernels, abc.ABC):
             raise DiffsimError(f"unknown parameter names {sorted(unknown)}", where="per_batch")
         return pb
 
-    def build_params(self, table: tuple[ParamSpec, ...], values: dict, per_batch) -> None:
-        """Add the parameters of `table`, in its order, as attributes: `values[name]` is (shape of one copy, initial
-        value); a name missing from `values` is not built (a feature the model does not use)."""
+    def build_params(self, table: tuple[ParamSpec, ...], values: dict, per_batch) -> dict:
+        """Add the parameters of `table`, in its order, as attributes (where the row names one) and return them by
+        name: `values[name]` is (shape of one copy, initial value); a name missing from `values` is not built (a
+        feature the model does not use)."""
         pb = self.check_per_batch(table, per_batch)
+        built = {}
         for spec in table:
             if spec.name not in values:
                 continue
@@ -183,7 +185,10 @@ class System(StepKernels, abc.ABC):
             if spec.doc:
                 kw["doc"] = spec.doc
             param = self.add_param(spec.name, shape, value, per_batch=spec.name in pb, unit=spec.unit, **kw)
-            setattr(self, spec.attr, param)
+            if spec.attr is not None:
+                setattr(self, spec.attr, param)
+            built[spec.name] = param
+        return built
 
     def _attach_controller(self, controller, n_obs: int) -> None:
         """Drive the system with `controller` (None: no control), whose outputs the caller has checked; it sees

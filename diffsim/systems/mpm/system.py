@@ -32,7 +32,7 @@ import taichi as ti
 
 from ... import runtime
 from ...engine.state import FieldSpec
-from ...engine.system import System, check_controller_outputs, check_step, default_gravity
+from ...engine.system import ParamSpec, System, check_controller_outputs, check_step, default_gravity
 from ...errors import DiffsimError
 from .kernels import N_CONSTANTS, MPMKernels
 from .model import KIND_CONSTANTS, MATERIAL_KINDS, SAND, UNITS, MPMModel
@@ -118,6 +118,78 @@ class MPMCollider:
         return out
 
 
+#: the parameters every model has (materials add theirs, `material_specs`), in the order they are built
+PARAMETERS = (
+    ParamSpec("initial.position", "x0", "m", vector=True),
+    ParamSpec("initial.velocity", "v0", "m/s", vector=True, doc="per particle, added to its body's velocity"),
+    ParamSpec(
+        "bodies.velocity",
+        "body_v0",
+        "m/s",
+        vector=True,
+        doc="initial velocity of each body (in the order they were added)",
+    ),
+    ParamSpec("gravity", "gravity", "m/s^2", vector=True),
+    ParamSpec(
+        "walls.friction",
+        "wall_friction",
+        "1",
+        bounds=(0, None),
+        doc="Coulomb friction of the walls x-, x+, y-, y+ (, z-, z+)",
+    ),
+    ParamSpec(
+        "colliders.position",
+        "col_position",
+        "m",
+        vector=True,
+        doc="plane: a point on it; sphere, box: the centre (at t = 0)",
+    ),
+    ParamSpec("colliders.velocity", "col_velocity", "m/s", vector=True),
+    ParamSpec(
+        "colliders.size",
+        "col_size",
+        "m",
+        vector=True,
+        doc="sphere: the radius (first component); box: half extents; plane: unused",
+    ),
+    ParamSpec("colliders.friction", "col_friction", "1", bounds=(0, None)),
+    ParamSpec("actuation.strength", "act_strength", "Pa", doc="active Kirchhoff stress at action 1"),
+)
+
+#: transform and bounds of each material constant (`materials.<name>.<constant>`); units from `model.UNITS`
+MATERIAL_TRANSFORMS = {
+    "density": dict(transform="log"),
+    "bulk_modulus": dict(transform="log"),
+    "youngs_modulus": dict(transform="log"),
+    "viscosity": dict(bounds=(0, None)),
+    "poisson_ratio": dict(bounds=(-1.0, 0.5), transform="sigmoid"),
+    "friction_angle": dict(bounds=(0.0, 90.0), transform="sigmoid"),
+    "cohesion": dict(bounds=(0, None)),
+}
+
+
+def material_specs(model: MPMModel) -> tuple[ParamSpec, ...]:
+    """The parameter rows of the model's materials, `materials.<name>.<constant>` for each constant of its kind."""
+    return tuple(
+        ParamSpec(
+            f"materials.{m.name}.{c}", None, UNITS[c].replace("dim", str(model.dim)), **MATERIAL_TRANSFORMS[c]
+        )
+        for m in model.materials
+        for c in KIND_CONSTANTS[m.kind]
+    )
+
+
+def _actuation_strength(value, n_act: int, src: str) -> np.ndarray:
+    """The active stress (Pa) per actuator from one number or one per actuator."""
+    strength = np.asarray(value, dtype=np.float64).reshape(-1)
+    if strength.size not in (1, n_act):
+        raise DiffsimError(
+            f"must be one number or {n_act} (one per actuator), got {strength.size}",
+            where=f"{src}: actuation_strength",
+        )
+    return np.broadcast_to(strength, (n_act,))
+
+
 @ti.data_oriented
 class MPMSystem(MPMKernels, System):
     """An MLS-MPM simulation of `model` (see the module docstring).
@@ -177,6 +249,80 @@ class MPMSystem(MPMKernels, System):
         self.n_act = model.n_actuators
         self.has_actuators = self.n_act > 0
         self.eps_slip = float(friction_smoothing)
+        self._set_grid_options(bound, unroll_stencil, arrays, src)
+
+        wf, cols = self._set_boundaries(walls, wall_friction, colliders, src)
+        gravity = default_gravity(gravity, dim, src)
+
+        # -- parameters
+        nc, na = max(self.n_col, 1), max(self.n_act, 1)
+        self.n_bodies = len(model.bodies)
+        values = {
+            f"materials.{m.name}.{c}": ((), getattr(m, c))
+            for m in model.materials
+            for c in KIND_CONSTANTS[m.kind]
+        }
+        values.update(
+            {
+                "initial.position": ((self.n, dim), arrays["x"]),
+                "initial.velocity": ((self.n, dim), arrays["v"]),
+                "bodies.velocity": ((self.n_bodies, dim), arrays["body_velocity"]),
+                "gravity": ((dim,), gravity),
+                "walls.friction": ((2 * dim,), wf),
+            }
+        )
+        if cols:  # colliders and actuation get parameters only when the model has them
+            for key in ("position", "velocity", "size"):
+                values[f"colliders.{key}"] = ((nc, dim), np.stack([c[key] for c in cols]))
+            values["colliders.friction"] = ((nc,), np.array([c["friction"] for c in cols]))
+        if self.n_act:
+            values["actuation.strength"] = ((na,), _actuation_strength(actuation_strength, na, src))
+        params = self.build_params(material_specs(model) + PARAMETERS, values, per_batch)
+        self._pack_material_parameters(params)
+
+        self._build_constant_fields(arrays, cols, nc, na)
+        self._build_grid()
+
+        # -- control
+        check_controller_outputs(controller, self.n_act, src, actuated="particle groups")
+        self.n_obs = 2 * dim * self.n_act
+        self._attach_controller(controller, self.n_obs)
+        if controller is not None:
+            counts = np.bincount(arrays["actuator"][arrays["actuator"] >= 0], minlength=self.n_act)
+            self.inv_count = ti.field(runtime.real(), shape=(self.n_act + 1,))
+            self.inv_count.from_numpy(np.append(1.0 / counts, 1.0 / self.n).astype(runtime.np_real()))
+        self._check_time_step()
+
+    def _pack_material_parameters(self, params: dict) -> None:
+        """Index the material parameters by constant and material (`_const` in the kernels) and allocate the packed
+        constants `mat_const` that `initialize` fills."""
+        model = self.model
+        # per constant: one 0-D parameter field per material (None where the kind has no such constant)
+        self._mf = {c: [None] * self.n_mat for c in UNITS}
+        self._ms = {c: [0] * self.n_mat for c in UNITS}
+        self.material_params = {}
+        for k, m in enumerate(model.materials):
+            for c in KIND_CONSTANTS[m.kind]:
+                p = params[f"materials.{m.name}.{c}"]
+                self._mf[c][k], self._ms[c][k] = p.field, p.bstride
+                self.material_params[(m.name, c)] = p
+        # The kernels read the material constants as mat_const[b, material, RHO | BULK | ETA | MU | ...]:
+        # an array lookup instead of a branch per material. `initialize` packs it from the parameters (so derived
+        # constants such as the Lame parameters are computed once per rollout) and `initialize_grad` routes its
+        # gradient back to them.
+        real = runtime.real()
+        self.mat_const = ti.field(real, shape=(self.batch, self.n_mat, N_CONSTANTS), needs_grad=True)
+        self.mat_gamma = ti.field(real, shape=(self.n_mat,))
+        self.mat_gamma.from_numpy(
+            np.array(
+                [m.eos_exponent if m.kind == "fluid" else 1.0 for m in model.materials],
+                dtype=runtime.np_real(),
+            )
+        )
+
+    def _set_grid_options(self, bound: int, unroll_stencil, arrays: dict, src: str) -> None:
+        """The wall band `bound` (cells), serial or parallel loops, unrolled stencils and the empty-node mass."""
+        dim, model = self.dim, self.model
         if int(bound) < 1 or any(2 * int(bound) + 3 > r for r in self.res):
             raise DiffsimError(
                 f"must be >= 1 and leave room inside the grid, got {bound}", where=f"{src}: bound"
@@ -195,7 +341,10 @@ class MPMSystem(MPMKernels, System):
         rel = 1e-9 if runtime.current()["precision"] == "f32" else 1e-24
         self.mass_eps = rel * float(np.min(arrays["volume"])) * min(m.density for m in model.materials)
 
-        # -- walls and colliders
+    def _set_boundaries(self, walls, wall_friction, colliders, src: str) -> tuple[np.ndarray, list]:
+        """Check the walls' modes and friction and the colliders; returns (the walls' friction per side, the
+        colliders' checked values)."""
+        dim = self.dim
         modes = [walls] * (2 * dim) if isinstance(walls, str) else list(walls)
         if len(modes) != 2 * dim or any(m not in WALL_MODES for m in modes):
             raise DiffsimError(
@@ -211,143 +360,11 @@ class MPMSystem(MPMKernels, System):
         self.colliders = list(colliders)
         self.n_col = len(cols)
         self.col_kinds = [COLLIDER_KINDS.index(c.kind) for c in colliders]
+        return wf, cols
 
-        gravity = default_gravity(gravity, dim, src)
-
-        # -- parameters
-        allowed = {
-            "initial.position",
-            "initial.velocity",
-            "bodies.velocity",
-            "gravity",
-            "walls.friction",
-            "colliders.position",
-            "colliders.velocity",
-            "colliders.size",
-            "colliders.friction",
-            "actuation.strength",
-        }
-        for m in model.materials:
-            allowed |= {f"materials.{m.name}.{c}" for c in KIND_CONSTANTS[m.kind]}
-        pb = set(per_batch)
-        unknown = pb - allowed
-        if unknown:
-            raise DiffsimError(f"unknown parameter names {sorted(unknown)}", where="per_batch")
-
-        def param(name, shape, value, **kw):
-            return self.add_param(name, shape, value, per_batch=name in pb, **kw)
-
-        transforms = {
-            "density": dict(transform="log"),
-            "bulk_modulus": dict(transform="log"),
-            "youngs_modulus": dict(transform="log"),
-            "viscosity": dict(bounds=(0, None)),
-            "poisson_ratio": dict(bounds=(-1.0, 0.5), transform="sigmoid"),
-            "friction_angle": dict(bounds=(0.0, 90.0), transform="sigmoid"),
-            "cohesion": dict(bounds=(0, None)),
-        }
-        # per constant: one 0-D parameter field per material (None where the kind has no such constant)
-        self._mf = {c: [None] * self.n_mat for c in UNITS}
-        self._ms = {c: [0] * self.n_mat for c in UNITS}
-        self.material_params = {}
-        for k, m in enumerate(model.materials):
-            for c in KIND_CONSTANTS[m.kind]:
-                p = param(
-                    f"materials.{m.name}.{c}",
-                    (),
-                    getattr(m, c),
-                    unit=UNITS[c].replace("dim", str(dim)),
-                    **transforms[c],
-                )
-                self._mf[c][k], self._ms[c][k] = p.field, p.bstride
-                self.material_params[(m.name, c)] = p
-        # The kernels read the material constants as mat_const[b, material, RHO | BULK | ETA | MU | ...]:
-        # an array lookup instead of a branch per material. `initialize` packs it from the parameters (so derived
-        # constants such as the Lame parameters are computed once per rollout) and `initialize_grad` routes its
-        # gradient back to them.
-        real = runtime.real()
-        self.mat_const = ti.field(real, shape=(self.batch, self.n_mat, N_CONSTANTS), needs_grad=True)
-        self.mat_gamma = ti.field(real, shape=(self.n_mat,))
-        self.mat_gamma.from_numpy(
-            np.array(
-                [m.eos_exponent if m.kind == "fluid" else 1.0 for m in model.materials],
-                dtype=runtime.np_real(),
-            )
-        )
-
-        self.x0 = param("initial.position", (self.n, dim), arrays["x"], vector_dim=dim, unit="m")
-        self.v0 = param(
-            "initial.velocity",
-            (self.n, dim),
-            arrays["v"],
-            vector_dim=dim,
-            unit="m/s",
-            doc="per particle, added to its body's velocity",
-        )
-        self.n_bodies = len(model.bodies)
-        self.body_v0 = param(
-            "bodies.velocity",
-            (self.n_bodies, dim),
-            arrays["body_velocity"],
-            vector_dim=dim,
-            unit="m/s",
-            doc="initial velocity of each body (in the order they were added)",
-        )
-        self.gravity = param("gravity", (dim,), gravity, vector_dim=dim, unit="m/s^2")
-        self.wall_friction = param(
-            "walls.friction",
-            (2 * dim,),
-            wf,
-            bounds=(0, None),
-            unit="1",
-            doc="Coulomb friction of the walls x-, x+, y-, y+ (, z-, z+)",
-        )
-        # colliders and actuation get parameters only when the model has them
-        nc, na = max(self.n_col, 1), max(self.n_act, 1)
-        if cols:
-            stack = lambda key: np.stack([c[key] for c in cols])  # noqa: E731
-            self.col_position = param(
-                "colliders.position",
-                (nc, dim),
-                stack("position"),
-                vector_dim=dim,
-                unit="m",
-                doc="plane: a point on it; sphere, box: the centre (at t = 0)",
-            )
-            self.col_velocity = param(
-                "colliders.velocity", (nc, dim), stack("velocity"), vector_dim=dim, unit="m/s"
-            )
-            self.col_size = param(
-                "colliders.size",
-                (nc, dim),
-                stack("size"),
-                vector_dim=dim,
-                unit="m",
-                doc="sphere: the radius (first component); box: half extents; plane: unused",
-            )
-            self.col_friction = param(
-                "colliders.friction",
-                (nc,),
-                np.array([c["friction"] for c in cols]),
-                bounds=(0, None),
-                unit="1",
-            )
-        if self.n_act:
-            strength = np.asarray(actuation_strength, dtype=np.float64).reshape(-1)
-            if strength.size not in (1, na):
-                raise DiffsimError(
-                    f"must be one number or {na} (one per actuator), got {strength.size}",
-                    where=f"{src}: actuation_strength",
-                )
-            self.act_strength = param(
-                "actuation.strength",
-                (na,),
-                np.broadcast_to(strength, (na,)),
-                unit="Pa",
-                doc="active Kirchhoff stress at action 1",
-            )
-
-        # -- constant per-particle and per-actuator data
+    def _build_constant_fields(self, arrays: dict, cols: list, nc: int, na: int) -> None:
+        """Per-particle (volume, material, kind, body, actuator) and per-actuator and per-collider constants."""
+        dim = self.dim
         real, itype, npi, npr = runtime.real(), runtime.index_type(), runtime.np_index(), runtime.np_real()
         self.p_vol = ti.field(real, shape=(self.n,))
         self.p_mat = ti.field(itype, shape=(self.n,))
@@ -365,7 +382,10 @@ class MPMSystem(MPMKernels, System):
         if cols:
             self.col_normal.from_numpy(np.stack([c["normal"] for c in cols]).astype(npr))
 
-        # -- the grid, reused by every step (never time-indexed)
+    def _build_grid(self) -> None:
+        """The grid, reused by every step (never time-indexed), and the active box."""
+        dim = self.dim
+        real, itype = runtime.real(), runtime.index_type()
         shape = (self.batch, *self.res)
         self.grid_m = ti.field(real, shape=shape, needs_grad=True)
         self.grid_mv = ti.Vector.field(dim, real, shape=shape, needs_grad=True)
@@ -375,16 +395,6 @@ class MPMSystem(MPMKernels, System):
         # current step (all copies together). Each step clears and updates only these nodes; nodes outside hold
         # stale values that no particle reads (see `_clear`).
         self._box = ti.field(itype, shape=(2, dim))
-
-        # -- control
-        check_controller_outputs(controller, self.n_act, src, actuated="particle groups")
-        self.n_obs = 2 * dim * self.n_act
-        self._attach_controller(controller, self.n_obs)
-        if controller is not None:
-            counts = np.bincount(arrays["actuator"][arrays["actuator"] >= 0], minlength=self.n_act)
-            self.inv_count = ti.field(real, shape=(self.n_act + 1,))
-            self.inv_count.from_numpy(np.append(1.0 / counts, 1.0 / self.n).astype(npr))
-        self._check_time_step()
 
     # -- description ---------------------------------------------------------------------------------------------
     def wave_speed(self) -> float:
