@@ -162,28 +162,32 @@ class System(StepKernels, abc.ABC):
     def check_per_batch(table: tuple[ParamSpec, ...], per_batch) -> set[str]:
         """The names in `per_batch` (parameters with one value per copy), checked against the system's table."""
         pb = set(per_batch)
-        unknown = pb - {spec.name for spec in table}
+        known = [spec.name for spec in table]
+        unknown = pb - set(known)
         if unknown:
-            raise DiffsimError(f"unknown parameter names {sorted(unknown)}", where="per_batch")
+            raise DiffsimError(
+                f"unknown parameter names {sorted(unknown)}; known: {', '.join(sorted(known))}",
+                where="per_batch",
+            )
         return pb
 
     def build_params(self, table: tuple[ParamSpec, ...], values: dict, per_batch) -> dict:
         """Add the parameters of `table`, in its order, as attributes (where the row names one) and return them by
-        name: `values[name]` is (shape of one copy, initial value); a name missing from `values` is not built (a
-        feature the model does not use)."""
+        name: `values[name]` is (shape of one copy, initial value) or (shape, value, doc) where the doc depends on
+        the model; a name missing from `values` is not built (a feature the model does not use)."""
         pb = self.check_per_batch(table, per_batch)
         built = {}
         for spec in table:
             if spec.name not in values:
                 continue
-            shape, value = values[spec.name]
+            shape, value, *doc = values[spec.name]
             kw = {"vector_dim": shape[-1]} if spec.vector else {}
             if spec.transform is not None:
                 kw["transform"] = spec.transform
             if spec.bounds is not None:
                 kw["bounds"] = spec.bounds
-            if spec.doc:
-                kw["doc"] = spec.doc
+            if doc or spec.doc:
+                kw["doc"] = doc[0] if doc else spec.doc
             param = self.add_param(spec.name, shape, value, per_batch=spec.name in pb, unit=spec.unit, **kw)
             if spec.attr is not None:
                 setattr(self, spec.attr, param)

@@ -35,7 +35,7 @@ import taichi as ti
 from ... import runtime
 from ...engine.memory import check_memory
 from ...engine.state import FieldSpec
-from ...engine.system import System
+from ...engine.system import ParamSpec, System, default_gravity
 from ...errors import DiffsimError
 from .kernels import SmokeKernels
 from .model import SmokeModel, estimate_bytes
@@ -50,6 +50,59 @@ BACKTRACE = ("euler", "rk2")
 SERIAL_BELOW_LIGHT = 262144
 #: on the CPU, below this many, also the heavy loops (interpolation) run serially
 SERIAL_BELOW_HEAVY = 100000
+
+
+def _check_options(src: str, advection: str, backtrace: str, solver: str, tolerances) -> None:
+    """Refuse an unknown advection scheme, back-trace or solver, and negative or all-zero tolerances."""
+    tolerance, relative_tolerance, adjoint_tolerance = tolerances
+    if advection not in ADVECTION:
+        raise DiffsimError(
+            f"unknown scheme {advection!r}; choose {', '.join(ADVECTION)}", where=f"{src}: advection"
+        )
+    if backtrace not in BACKTRACE:
+        raise DiffsimError(
+            f"unknown back-trace {backtrace!r}; choose {', '.join(BACKTRACE)}", where=f"{src}: backtrace"
+        )
+    if solver not in ("adjoint", "unrolled"):
+        raise DiffsimError(f"unknown solver {solver!r}; choose adjoint or unrolled", where=f"{src}: solver")
+    for name, v in (
+        ("tolerance", tolerance),
+        ("relative_tolerance", relative_tolerance),
+        ("adjoint_tolerance", adjoint_tolerance),
+    ):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise DiffsimError(f"must be >= 0, got {v}", where=f"{src}: {name}")
+    if tolerance == 0 and relative_tolerance == 0:
+        raise DiffsimError(
+            "tolerance and relative_tolerance are both 0: the solve could never stop",
+            where=f"{src}: tolerance",
+        )
+
+
+def parameter_table(scalar_names) -> tuple[ParamSpec, ...]:
+    """The smoke system's parameters, in the order they are built; each advected scalar adds ``initial.<name>`` and
+    ``buoyancy.<name>``."""
+    return (
+        ParamSpec(
+            "initial.velocity",
+            "v0",
+            "m/s",
+            vector=True,
+            doc="velocity at frame 0 on the MAC faces; [I][d] is the face between cells I - e_d and I",
+        ),
+        *(ParamSpec(f"initial.{k}", None, "1", doc=f"{k} at frame 0 per cell") for k in scalar_names),
+        *(
+            ParamSpec(f"buoyancy.{k}", None, "m/s^2", doc=f"upward acceleration per unit of {k}")
+            for k in scalar_names
+        ),
+        ParamSpec("gravity", "gravity", "m/s^2", vector=True),
+        ParamSpec("viscosity", "viscosity", "m^2/s", bounds=(0, None)),
+        ParamSpec(
+            "vorticity", "vorticity", "1/s", bounds=(0, None), doc="vorticity confinement strength eps"
+        ),
+        ParamSpec("source.rate", "source_rate", "1/s", doc="scalar added per second in each source's cells"),
+        ParamSpec("control.force", "control", "m/s^2", vector=True),
+    )
 
 
 @ti.data_oriented
@@ -101,30 +154,7 @@ class SmokeSystem(SmokeKernels, System):
         src = model.source
         if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
             raise DiffsimError(f"must be > 0, got {dt}", where=f"{src}: dt")
-        if advection not in ADVECTION:
-            raise DiffsimError(
-                f"unknown scheme {advection!r}; choose {', '.join(ADVECTION)}", where=f"{src}: advection"
-            )
-        if backtrace not in BACKTRACE:
-            raise DiffsimError(
-                f"unknown back-trace {backtrace!r}; choose {', '.join(BACKTRACE)}", where=f"{src}: backtrace"
-            )
-        if solver not in ("adjoint", "unrolled"):
-            raise DiffsimError(
-                f"unknown solver {solver!r}; choose adjoint or unrolled", where=f"{src}: solver"
-            )
-        for name, v in (
-            ("tolerance", tolerance),
-            ("relative_tolerance", relative_tolerance),
-            ("adjoint_tolerance", adjoint_tolerance),
-        ):
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise DiffsimError(f"must be >= 0, got {v}", where=f"{src}: {name}")
-        if tolerance == 0 and relative_tolerance == 0:
-            raise DiffsimError(
-                "tolerance and relative_tolerance are both 0: the solve could never stop",
-                where=f"{src}: tolerance",
-            )
+        _check_options(src, advection, backtrace, solver, (tolerance, relative_tolerance, adjoint_tolerance))
         self.model = model
         self.dim = D = model.dim
         self.n = model.resolution
@@ -152,6 +182,42 @@ class SmokeSystem(SmokeKernels, System):
         self.relative_tolerance = float(relative_tolerance)
         self.adjoint_tolerance = float(adjoint_tolerance)
 
+        self._check_memory(src)
+
+        arrays = model.finalize()
+        buoyancy = dict(buoyancy or {})
+        for k in buoyancy:
+            model.scalar_index(k, where=f"{src}: buoyancy")
+        for name, value in (("viscosity", viscosity), ("vorticity", vorticity)):
+            if value is not None and not (
+                isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+            ):
+                raise DiffsimError(f"must be >= 0, got {value}", where=f"{src}: {name}")
+        self.n_sources = len(model.sources)
+        values = {"initial.velocity": ((*self.vshape, D), arrays["initial_velocity"])}
+        for i, k in enumerate(self.scalar_names):
+            values[f"initial.{k}"] = (self.n, arrays["initial_scalars"][..., i])
+        for k in self.scalar_names:
+            values[f"buoyancy.{k}"] = ((), float(buoyancy.get(k, 0.0)))
+        values["gravity"] = ((D,), default_gravity(np.zeros(D) if gravity is None else gravity, D, src))
+        if self.has_viscosity:
+            values["viscosity"] = ((), float(viscosity))
+        if self.has_vorticity:
+            values["vorticity"] = ((), float(vorticity))
+        if self.n_sources:
+            values["source.rate"] = ((self.n_sources, self.S), arrays["source_rates"][: self.n_sources])
+        self._setup_control(control, src, values)
+        params = self.build_params(parameter_table(self.scalar_names), values, per_batch)
+        self.q0 = [params[f"initial.{k}"] for k in self.scalar_names]
+        self.buoyancy = [params[f"buoyancy.{k}"] for k in self.scalar_names]
+
+        self._build_grid_fields(arrays, preconditioner, max_iters, solver, unrolled_iters)
+        self._last_adjoint_fg = None
+        self.check_stability()
+
+    def _check_memory(self, src: str) -> None:
+        """Refuse a grid whose fields would not fit in memory, before any is allocated."""
+        model = self.model
         item = 8 if runtime.current()["precision"] == "f64" else 4
         need = estimate_bytes(
             self.n,
@@ -170,83 +236,11 @@ class SmokeSystem(SmokeKernels, System):
             "use a smaller grid or batch",
         )
 
-        arrays = model.finalize()
-        pb = set(per_batch)
-        known = {"initial.velocity", "gravity", "viscosity", "vorticity", "source.rate", "control.force"}
-        known |= {f"initial.{k}" for k in self.scalar_names} | {f"buoyancy.{k}" for k in self.scalar_names}
-        unknown = pb - known
-        if unknown:
-            raise DiffsimError(
-                f"unknown parameter names {sorted(unknown)}; known: {', '.join(sorted(known))}",
-                where="per_batch",
-            )
-
-        def param(name, shape, value, **kw):
-            return self.add_param(name, shape, value, per_batch=name in pb, **kw)
-
-        self.v0 = param(
-            "initial.velocity",
-            (*self.vshape, D),
-            arrays["initial_velocity"],
-            vector_dim=D,
-            unit="m/s",
-            doc="velocity at frame 0 on the MAC faces; [I][d] is the face between cells I - e_d and I",
-        )
-        self.q0 = [
-            param(
-                f"initial.{k}",
-                self.n,
-                arrays["initial_scalars"][..., i],
-                unit="1",
-                doc=f"{k} at frame 0 per cell",
-            )
-            for i, k in enumerate(self.scalar_names)
-        ]
-        buoyancy = dict(buoyancy or {})
-        for k in buoyancy:
-            model.scalar_index(k, where=f"{src}: buoyancy")
-        self.buoyancy = [
-            param(
-                f"buoyancy.{k}",
-                (),
-                float(buoyancy.get(k, 0.0)),
-                unit="m/s^2",
-                doc=f"upward acceleration per unit of {k}",
-            )
-            for k in self.scalar_names
-        ]
-        g = np.zeros(D) if gravity is None else np.asarray(gravity, dtype=np.float64).reshape(-1)
-        if g.shape != (D,):
-            raise DiffsimError(
-                f"must have {D} components, got {list(np.ravel(gravity))}", where=f"{src}: gravity"
-            )
-        self.gravity = param("gravity", (D,), g, vector_dim=D, unit="m/s^2")
-        if self.has_viscosity:
-            if not (isinstance(viscosity, (int, float)) and math.isfinite(viscosity) and viscosity >= 0):
-                raise DiffsimError(f"must be >= 0, got {viscosity}", where=f"{src}: viscosity")
-            self.viscosity = param("viscosity", (), float(viscosity), bounds=(0, None), unit="m^2/s")
-        if self.has_vorticity:
-            if not (isinstance(vorticity, (int, float)) and math.isfinite(vorticity) and vorticity >= 0):
-                raise DiffsimError(f"must be >= 0, got {vorticity}", where=f"{src}: vorticity")
-            self.vorticity = param(
-                "vorticity",
-                (),
-                float(vorticity),
-                bounds=(0, None),
-                unit="1/s",
-                doc="vorticity confinement strength eps",
-            )
-        self.n_sources = len(model.sources)
-        if self.n_sources:
-            self.source_rate = param(
-                "source.rate",
-                (self.n_sources, self.S),
-                arrays["source_rates"][: self.n_sources],
-                unit="1/s",
-                doc="scalar added per second in each source's cells",
-            )
-        self._setup_control(control, src, param)
-
+    def _build_grid_fields(
+        self, arrays: dict, preconditioner, max_iters, solver: str, unrolled_iters: int
+    ) -> None:
+        """The grid's constant fields (open faces, fluid cells, source masks) and the pressure solver."""
+        D = self.dim
         real, npr = runtime.real(), runtime.np_real()
         self.face_open = ti.Vector.field(D, real, shape=self.vshape)
         self.face_open.from_numpy(arrays["face_open"].astype(npr))
@@ -269,10 +263,9 @@ class SmokeSystem(SmokeKernels, System):
         )
         self.max_iters = self.solver.max_iters
         self.unrolled = UnrolledCG(self.solver, unrolled_iters) if solver == "unrolled" else None
-        self._last_adjoint_fg = None
-        self.check_stability()
 
-    def _setup_control(self, control, src, param) -> None:
+    def _setup_control(self, control, src, values: dict) -> None:
+        """Check the force control's table and add the (shape, value, doc) of ``control.force`` to `values`."""
         self.has_control = control is not None
         if not self.has_control:
             return
@@ -295,14 +288,10 @@ class SmokeSystem(SmokeKernels, System):
             )
         self.control_steps, self.control_hold, self.control_block = steps, hold, tuple(block)
         self.cshape = tuple(-(-k // bk) for k, bk in zip(self.n, block, strict=False))
-        self.control = param(
-            "control.force",
+        values["control.force"] = (
             (steps, *self.cshape, self.dim),
             control.get("value", 0.0),
-            vector_dim=self.dim,
-            unit="m/s^2",
-            doc=f"force per unit mass on blocks of {'x'.join(map(str, block))} cells, "
-            f"row min(step // {hold}, {steps - 1})",
+            f"force per unit mass on blocks of {'x'.join(map(str, block))} cells, row min(step // {hold}, {steps - 1})",
         )
 
     # -- description --------------------------------------------------------------------------------------------
