@@ -68,6 +68,31 @@ SERIAL_BELOW = 1_000_000
 START_PENETRATION = 1e-3
 
 
+class _ConstantArrays:
+    """Constant integer, vector and matrix arrays added to a `FieldGroup`; an empty array gets one placeholder
+    element so that every field has a shape."""
+
+    def __init__(self, group: FieldGroup):
+        self.group = group
+        self.itype, self.npi = runtime.index_type(), runtime.np_index()
+        self.real, self.npr = runtime.real(), runtime.np_real()
+
+    def ints(self, values):
+        arr = np.asarray(values, dtype=np.int64).reshape(-1)
+        arr = arr if len(arr) else np.zeros(1, dtype=np.int64)
+        return self.group.add(self.itype, arr.shape, arr.astype(self.npi))
+
+    def vecs(self, values, width):
+        arr = np.asarray(values, dtype=np.float64).reshape(-1, width)
+        arr = arr if len(arr) else np.zeros((1, width))
+        return self.group.add(self.real, arr.shape[:1], arr.astype(self.npr), n=width)
+
+    def mats(self, values, rows, cols):
+        arr = np.asarray(values, dtype=np.float64).reshape(-1, rows, cols)
+        arr = arr if len(arr) else np.zeros((1, rows, cols))
+        return self.group.add(self.real, arr.shape[:1], arr.astype(self.npr), n=rows, m=cols)
+
+
 @ti.data_oriented
 class RigidSystem(RigidKernels, System):
     kind = "rigid"
@@ -153,8 +178,16 @@ class RigidSystem(RigidKernels, System):
         return self.add_param(name, shape, value, per_batch=name in self._pb, **kw)
 
     def _build_params(self, A, gravity, ground, g_mu, g_e, g_k, c_mu, c_e, c_k, table_mu):
+        """Every parameter the model uses, in a fixed order: initial state, bodies and shapes, the environment
+        (gravity, ground, contact material, table), joints, motors and springs."""
+        self._build_initial_params(A)
+        self._build_body_params(A)
+        self._build_environment_params(gravity, ground, (g_mu, g_e, g_k), (c_mu, c_e, c_k), table_mu)
+        self._build_joint_params(A)
+
+    def _build_initial_params(self, A):
+        """One set of initial-state parameters per body group ("" -> initial.position, "cue" -> initial.cue.*)."""
         dim = self.dim
-        # initial state, one set of parameters per body group ("" -> initial.position, "cue" -> initial.cue.*)
         self.groups = []
         for group, members in A["groups"].items():
             prefix = "initial." + (f"{group}." if group else "")
@@ -179,6 +212,10 @@ class RigidSystem(RigidKernels, System):
                     prefix + "angular_velocity", (len(idx), 3), A["w0"][idx], vector_dim=3, unit="rad/s"
                 )
             self.groups.append(g)
+
+    def _build_body_params(self, A):
+        """Densities, given masses and inertias, shape sizes, obstacles."""
+        dim = self.dim
         self.has_density = len(A["density"]) > 0
         self.has_mass = len(A["mass"]) > 0
         self.has_inertia = len(A["inertia"]) > 0
@@ -235,6 +272,12 @@ class RigidSystem(RigidKernels, System):
                 unit="m",
                 doc="half extents",
             )
+
+    def _build_environment_params(self, gravity, ground, ground_material, contact_material, table_mu):
+        """Gravity, the ground's height and material, the bodies' contact material, the 2D table's friction."""
+        dim = self.dim
+        g_mu, g_e, g_k = ground_material
+        c_mu, c_e, c_k = contact_material
         self.gravity = self._param("gravity", (dim,), gravity, vector_dim=dim, unit="m/s^2")
         if self.has_ground:
             self.ground_height = self._param("ground.height", (), ground, unit="m")
@@ -257,6 +300,10 @@ class RigidSystem(RigidKernels, System):
                 bounds=(0, None),
                 doc="deceleration mu g of bodies sliding on the table",
             )
+
+    def _build_joint_params(self, A):
+        """Joints (anchors, stiffness, damping, limits), motors and springs between bodies."""
+        dim = self.dim
         J = A["joints"]
         if self.nj:
             nj = self.nj
@@ -323,36 +370,31 @@ class RigidSystem(RigidKernels, System):
 
     # -- constant fields ----------------------------------------------------------------------------------------
     def _build_fields(self, A):
-        dim, n, B = self.dim, self.n, self.batch
-        itype, npi, real, npr = runtime.index_type(), runtime.np_index(), runtime.real(), runtime.np_real()
-        # All constant fields of the system share one SNode tree: Taichi creates a tree per field allocated after
-        # the first kernel launch, and a process can hold only a few hundred trees.
+        """The constant fields: per body and shape, contact candidates, joints, motors and springs (grouped by kind
+        for specialised loops), and the derived mass properties. All share one SNode tree: Taichi creates a tree per
+        field allocated after the first kernel launch, and a process can hold only a few hundred trees."""
         group = FieldGroup()
+        put = _ConstantArrays(group)
+        self._body_fields(A, put)
+        self._contact_fields(A, put)
+        self._joint_fields(A, put)
+        self._derived_fields(A, group)
+        group.finalize()
+        # `CenterOfMassLoss` weighs bodies by `point_mass.field[b * bstride, i]`
+        self.point_mass = MassView(self.body_mass, bstride=1)
 
-        def ints(values):
-            arr = np.asarray(values, dtype=np.int64).reshape(-1)
-            arr = arr if len(arr) else np.zeros(1, dtype=np.int64)
-            return group.add(itype, arr.shape, arr.astype(npi))
-
-        def vecs(values, width):
-            arr = np.asarray(values, dtype=np.float64).reshape(-1, width)
-            arr = arr if len(arr) else np.zeros((1, width))
-            return group.add(real, arr.shape[:1], arr.astype(npr), n=width)
-
-        def mats(values, rows, cols):
-            arr = np.asarray(values, dtype=np.float64).reshape(-1, rows, cols)
-            arr = arr if len(arr) else np.zeros((1, rows, cols))
-            return group.add(real, arr.shape[:1], arr.astype(npr), n=rows, m=cols)
-
-        self.mass_mode = ints(A["mass_mode"])
-        self.mass_slot = ints(A["mass_slot"])
-        self.inertia_slot = ints(A["inertia_slot"])
-        self.shape_body = ints(A["shape_body"])
-        self.shape_kind = ints(A["shape_kind"])
-        self.shape_offset = vecs(A["shape_offset"], dim)
-        self.shape_rot = mats(A["shape_rot"], dim, dim)
-        self.obstacle_rot = mats(A["obstacle_rot"], dim, dim)
-        self.group_members = [ints(g["members"]) for g in self.groups]
+    def _body_fields(self, A, put):
+        """Mass modes and slots, shapes and obstacles, the initial-state groups."""
+        dim = self.dim
+        self.mass_mode = put.ints(A["mass_mode"])
+        self.mass_slot = put.ints(A["mass_slot"])
+        self.inertia_slot = put.ints(A["inertia_slot"])
+        self.shape_body = put.ints(A["shape_body"])
+        self.shape_kind = put.ints(A["shape_kind"])
+        self.shape_offset = put.vecs(A["shape_offset"], dim)
+        self.shape_rot = put.mats(A["shape_rot"], dim, dim)
+        self.obstacle_rot = put.mats(A["obstacle_rot"], dim, dim)
+        self.group_members = [put.ints(g["members"]) for g in self.groups]
         # Taichi resolves lists of fields indexed by a static index; not dicts of parameters
         self._gx = [g["x"].field for g in self.groups]
         self._gv = [g["v"].field for g in self.groups]
@@ -360,6 +402,10 @@ class RigidSystem(RigidKernels, System):
         self._gw = [g["w"].field for g in self.groups]
         self._gstride = [tuple(g[k].bstride for k in ("x", "v", "rot", "w")) for g in self.groups]
         self._gsize = [g["size"] for g in self.groups]
+
+    def _contact_fields(self, A, put):
+        """The contact candidates, one group per (point source, its shape kind, geometry tested against)."""
+        dim = self.dim
         # Contact candidates grouped by (point source, its shape kind, geometry tested against): each group is a
         # loop specialised at compile time, so a scene compiles only the contact code it uses.
         shape_kinds = A["shape_kind"]
@@ -369,49 +415,59 @@ class RigidSystem(RigidKernels, System):
             groups.setdefault((int(a_on), a_kind, int(b_on), int(geom)), []).append(c)
         self.contact_keys = list(groups)
         self.contact_sizes = [len(v) for v in groups.values()]
-        self.cg_global = [ints(v) for v in groups.values()]
-        self.cg_a = [ints([self.candidates[c][1] for c in v]) for v in groups.values()]
-        self.cg_sign = [vecs([self.candidates[c][2] for c in v], dim) for v in groups.values()]
-        self.cg_b = [ints([self.candidates[c][4] for c in v]) for v in groups.values()]
+        self.cg_global = [put.ints(v) for v in groups.values()]
+        self.cg_a = [put.ints([self.candidates[c][1] for c in v]) for v in groups.values()]
+        self.cg_sign = [put.vecs([self.candidates[c][2] for c in v], dim) for v in groups.values()]
+        self.cg_b = [put.ints([self.candidates[c][4] for c in v]) for v in groups.values()]
+
+    def _joint_fields(self, A, put):
+        """Joints, limits and motors grouped by joint kind (specialised loops, as the contacts), and springs."""
+        dim = self.dim
+        real, npr = runtime.real(), runtime.np_real()
+        group = put.group
         J = A["joints"]
         nj = self.nj
-        self.j_a = ints(J["a"] if nj else [])
-        self.j_b = ints(J["b"] if nj else [])
-        self.j_limit_slot = ints(self.limit_slot_np if nj else [])
-        self.j_axis_a = vecs(J["axis_a"] if nj else [], dim)
-        self.j_axis_b = vecs(J["axis_b"] if nj else [], dim)
-        self.j_ref_a = vecs(J["ref_a"] if nj else [], dim)
-        self.j_ref_b = vecs(J["ref_b"] if nj else [], dim)
-        self.j_rel0 = mats(J["rel0"] if nj else [], dim, dim)
+        self.j_a = put.ints(J["a"] if nj else [])
+        self.j_b = put.ints(J["b"] if nj else [])
+        self.j_limit_slot = put.ints(self.limit_slot_np if nj else [])
+        self.j_axis_a = put.vecs(J["axis_a"] if nj else [], dim)
+        self.j_axis_b = put.vecs(J["axis_b"] if nj else [], dim)
+        self.j_ref_a = put.vecs(J["ref_a"] if nj else [], dim)
+        self.j_ref_b = put.vecs(J["ref_b"] if nj else [], dim)
+        self.j_rel0 = put.mats(J["rel0"] if nj else [], dim, dim)
         self.j_angle0 = group.add(
             real, (max(nj, 1),), np.resize(np.asarray(J["angle0"] if nj else [0.0], dtype=npr), max(nj, 1))
         )
-        # joints, limits and motors grouped by joint kind (specialised loops, as the contacts)
         kinds = J["kind"] if nj else np.zeros(0, dtype=np.int64)
         present = [k for k in (REVOLUTE, PRISMATIC, BALL, FIXED) if np.any(kinds == k)]
         self.joint_kinds = present
-        self.jg_index = [ints(np.nonzero(kinds == k)[0]) for k in present]
+        self.jg_index = [put.ints(np.nonzero(kinds == k)[0]) for k in present]
         self.jg_size = [int(np.sum(kinds == k)) for k in present]
         limited = self.limit_slot_np >= 0 if nj else np.zeros(0, dtype=bool)
         self.limit_kinds = [k for k in present if np.any(limited & (kinds == k))]
-        self.lg_index = [ints(np.nonzero(limited & (kinds == k))[0]) for k in self.limit_kinds]
+        self.lg_index = [put.ints(np.nonzero(limited & (kinds == k))[0]) for k in self.limit_kinds]
         self.lg_size = [int(np.sum(limited & (kinds == k))) for k in self.limit_kinds]
         M = A["motors"]
         motor_kinds = kinds[M["joint"]] if self.nm else np.zeros(0, dtype=np.int64)
         self.motor_kinds = [k for k in present if np.any(motor_kinds == k)]
-        self.mg_index = [ints(np.nonzero(motor_kinds == k)[0]) for k in self.motor_kinds]
+        self.mg_index = [put.ints(np.nonzero(motor_kinds == k)[0]) for k in self.motor_kinds]
         self.mg_size = [int(np.sum(motor_kinds == k)) for k in self.motor_kinds]
-        self.m_joint = ints(M["joint"])
-        self.m_mode = ints(M["mode"])
-        self.m_actuator = ints(M["actuator"])
+        self.m_joint = put.ints(M["joint"])
+        self.m_mode = put.ints(M["mode"])
+        self.m_actuator = put.ints(M["actuator"])
         S = A["springs"]
-        self.s_a = ints(S["a"])
-        self.s_b = ints(S["b"])
-        self.s_anchor_a = vecs(S["anchor_a"] if self.nk else [], dim)
-        self.s_anchor_b = vecs(S["anchor_b"] if self.nk else [], dim)
-        self.s_actuator = ints(S["actuator"])
+        self.s_a = put.ints(S["a"])
+        self.s_b = put.ints(S["b"])
+        self.s_anchor_a = put.vecs(S["anchor_a"] if self.nk else [], dim)
+        self.s_anchor_b = put.vecs(S["anchor_b"] if self.nk else [], dim)
+        self.s_actuator = put.ints(S["actuator"])
 
-        # mass properties, per copy (parameters may be per copy); computed by `initialize`, read by the step
+    def _derived_fields(self, A, group):
+        """Mass properties per copy (parameters may be per copy), computed by `initialize` and read by the step;
+        the start-penetration depths; the number of a body's points that can touch the ground."""
+        dim, n, B = self.dim, self.n, self.batch
+        real, npr = runtime.real(), runtime.np_real()
+
         def derived(n=None, m=None):
             return group.add(real, (B, n_), None, n=n, m=m, grad=True)
 
@@ -443,9 +499,6 @@ class RigidSystem(RigidKernels, System):
         for body, kind in zip(A["shape_body"], A["shape_kind"], strict=True):
             points[int(body)] += per_kind[int(kind)]
         self.body_ground_points = group.add(real, points.shape, np.maximum(points, 1.0).astype(npr))
-        group.finalize()
-        # `CenterOfMassLoss` weighs bodies by `point_mass.field[b * bstride, i]`
-        self.point_mass = MassView(self.body_mass, bstride=1)
 
     # -- description --------------------------------------------------------------------------------------------
     def body_index(self, name: str) -> int:
