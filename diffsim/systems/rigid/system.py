@@ -43,7 +43,7 @@ import numpy as np
 import taichi as ti
 
 from ... import runtime
-from ...engine.fields import FieldGroup, MassView
+from ...engine.fields import ConstantArrays, FieldGroup, MassView
 from ...engine.state import FieldSpec
 from ...engine.system import System, check_controller_outputs, check_step, default_gravity
 from ...errors import DiffsimError
@@ -66,31 +66,6 @@ SERIAL_BELOW = 1_000_000
 
 #: a contact at the first frame deeper than this fraction of the smaller shape's size is reported
 START_PENETRATION = 1e-3
-
-
-class _ConstantArrays:
-    """Constant integer, vector and matrix arrays added to a `FieldGroup`; an empty array gets one placeholder
-    element so that every field has a shape."""
-
-    def __init__(self, group: FieldGroup):
-        self.group = group
-        self.itype, self.npi = runtime.index_type(), runtime.np_index()
-        self.real, self.npr = runtime.real(), runtime.np_real()
-
-    def ints(self, values):
-        arr = np.asarray(values, dtype=np.int64).reshape(-1)
-        arr = arr if len(arr) else np.zeros(1, dtype=np.int64)
-        return self.group.add(self.itype, arr.shape, arr.astype(self.npi))
-
-    def vecs(self, values, width):
-        arr = np.asarray(values, dtype=np.float64).reshape(-1, width)
-        arr = arr if len(arr) else np.zeros((1, width))
-        return self.group.add(self.real, arr.shape[:1], arr.astype(self.npr), n=width)
-
-    def mats(self, values, rows, cols):
-        arr = np.asarray(values, dtype=np.float64).reshape(-1, rows, cols)
-        arr = arr if len(arr) else np.zeros((1, rows, cols))
-        return self.group.add(self.real, arr.shape[:1], arr.astype(self.npr), n=rows, m=cols)
 
 
 @ti.data_oriented
@@ -374,7 +349,7 @@ class RigidSystem(RigidKernels, System):
         for specialised loops), and the derived mass properties. All share one SNode tree: Taichi creates a tree per
         field allocated after the first kernel launch, and a process can hold only a few hundred trees."""
         group = FieldGroup()
-        put = _ConstantArrays(group)
+        put = ConstantArrays(group)
         self._body_fields(A, put)
         self._contact_fields(A, put)
         self._joint_fields(A, put)
@@ -519,23 +494,17 @@ class RigidSystem(RigidKernels, System):
         """Compute masses and inertias from the current parameters without a rollout."""
         self._mass_kernel()
 
-    def stability_margin(self) -> tuple[float, str, float]:
-        """(margin, what, largest stable dt) for the stiffest spring-damper of the model.
-
-        Each contact, joint anchor, angular joint term, joint limit, position motor and spring is a spring k with a
-        dashpot c acting on an effective mass m (at the point where it acts, rotation included, bounded with
-        tr I^-1; for torques an effective inertia). Semi-implicit Euler is stable for it when
-        (omega dt)^2 + 2 c dt / m < 4 with omega^2 = k / m: margin is the largest left-hand side / 4 (> 1: unstable)."""
+    def _inverse_masses(self):
+        """(1 / m per body, its largest inverse moment (tr I^-1 in 3D), the inverse effective mass at its farthest
+        point), each the worst copy's."""
         self.mass_properties()
         A = self.arrays
-        dt = self.dt
         inv_m = 1.0 / self.masses().min(axis=0)  # the lightest copy
         if self.dim == 2:
             inv_i = (1.0 / self.inertias()).max(axis=0)
         else:
             inv_i = np.array([np.trace(np.linalg.inv(i)) for i in self.inertias().reshape(-1, 3, 3)])
             inv_i = inv_i.reshape(self.batch, self.n).max(axis=0)
-        names = A["names"]
         reach = np.zeros(self.n)  # the farthest point of a body's shapes from its centre
         if self.ns:
             size = self.size.numpy().reshape(-1, self.ns, 3).max(axis=0)
@@ -547,6 +516,13 @@ class RigidSystem(RigidKernels, System):
                 i = A["shape_body"][k]
                 reach[i] = max(reach[i], np.linalg.norm(A["shape_offset"][k]) + extent)
         point = inv_m + reach**2 * inv_i
+        return inv_m, inv_i, point
+
+    def _spring_dampers(self, inv_m, inv_i, point) -> list:
+        """Every spring-damper of the model as (k, c, 1 / effective mass, what): ground and body contacts, joint
+        anchors, angular terms and limits, position motors, springs."""
+        A = self.arrays
+        names = A["names"]
         items = []  # (k, c, 1/m, description)
 
         def top(p):
@@ -626,6 +602,17 @@ class RigidSystem(RigidKernels, System):
                     at(S["a"][k], S["anchor_a"][k]) + at(S["b"][k], S["anchor_b"][k]),
                     f"spring {k}",
                 )
+        return items
+
+    def stability_margin(self) -> tuple[float, str, float]:
+        """(margin, what, largest stable dt) for the stiffest spring-damper of the model.
+
+        Each contact, joint anchor, angular joint term, joint limit, position motor and spring is a spring k with a
+        dashpot c acting on an effective mass m (at the point where it acts, rotation included, bounded with
+        tr I^-1; for torques an effective inertia). Semi-implicit Euler is stable for it when
+        (omega dt)^2 + 2 c dt / m < 4 with omega^2 = k / m: margin is the largest left-hand side / 4 (> 1: unstable)."""
+        dt = self.dt
+        items = self._spring_dampers(*self._inverse_masses())
         worst, what, dt_max = 0.0, "", math.inf
         for k, c, inv, label in items:
             margin = ((k * inv) * dt * dt + 2 * c * inv * dt) / 4
