@@ -154,7 +154,13 @@ class PressureSolver(Multigrid):
         self.inv_count = ti.field(real, shape=(nc,))
         counts = np.bincount(component[component >= 0].ravel(), minlength=nc).astype(np.float64)
         self.inv_count.from_numpy((1.0 / np.maximum(counts, 1)).astype(runtime.np_real()))
-        # per-copy scalars of the iteration, and row partial sums for the reductions
+        self._allocate_iteration_state()
+        self._setup(face_open, component)
+
+    def _allocate_iteration_state(self) -> None:
+        """Per-copy scalars of the iteration, the flags Python reads, the statistics, and row partial sums for the
+        reductions."""
+        B, real = self.batch, runtime.real()
         self.rz = ti.field(real, shape=(B,))
         self.pAp = ti.field(real, shape=(B,))
         self.rmax = ti.field(real, shape=(B,))
@@ -186,7 +192,6 @@ class PressureSolver(Multigrid):
         self.row_max = ti.field(real, shape=(B, self.n[0]))
         self.row_b = ti.field(real, shape=(B, self.n[0]))
         self.row_x = ti.field(real, shape=(B, self.n[0]))
-        self._setup(face_open, component)
 
     # -- set-up ---------------------------------------------------------------------------------------------------
     def _setup(self, face_open: np.ndarray, component: np.ndarray) -> None:
