@@ -322,7 +322,7 @@ class Simulation:
                 f"|{spec.name}| = {mag[copy, elem]:.3g} > {limit:.3g}, {self.divergence_factor:g} x max(1, "
                 f"|{spec.name}| at frame 0)"
             )
-        hint = getattr(self.system, "instability_hint", lambda: "")()
+        hint = self.system.instability_hint()
         where = f"copy {copies[0]}, element {elems[0] // (spec.dim or 1)}" if len(copies) else ""
         return "; ".join(x for x in (size, where, hint) if x)
 
