@@ -375,6 +375,7 @@ def cmd_params(args) -> int:
 OPTIMIZE_OUTPUTS = (
     "checkpoint.npz", "result.json", "history.csv", "loss.png", "params.png", "trajectory.png", "scene.toml",
     "before.gif", "after.gif", "before.mp4", "after.mp4",
+    "before_trajectory.npz", "after_trajectory.npz", "view.html",
 )  # fmt: skip
 #: the files whose presence marks a folder as holding an earlier run's outputs
 _RUN_MARKS = ("checkpoint.npz", "result.json", "history.csv")
@@ -741,6 +742,12 @@ def _optimize_locked(args, scene, folder, render, label, resume, stack: contextl
                 progress=not args.quiet,
             )
             written.append(path)
+        from diffsim.viz.viewer import write_run_views  # noqa: PLC0415
+
+        written += write_run_views(
+            folder, {"after": after, "before": before}, drawing, dt=system.dt, batch=system.batch,
+            system=scene.kind.kind, scene=scene, scalars=getattr(system, "scalar_names", None),
+        )  # fmt: skip
     first = result.loss_history[0] if result.loss_history else math.nan
     rejected = f", {result.rejected} rejected" if result.rejected else ""
     out.say(
@@ -879,6 +886,18 @@ def cmd_render(args) -> int:
         progress=not args.quiet,
     )
     out.say(f"wrote {_rel(args.out)} ({renderer})")
+    return EXIT_OK
+
+
+def cmd_view(args) -> int:
+    from diffsim.fileio import check_output_file  # noqa: PLC0415
+    from diffsim.viz.viewer import load_rollouts, write_view  # noqa: PLC0415
+
+    if Path(args.out).suffix.lower() != ".html":
+        raise DiffsimError(f"expected an .html file, got {args.out!r}", where="--out")
+    check_output_file(args.out, "--out")
+    path = write_view(load_rollouts(args.scene, overrides=args.set or (), steps=args.steps), args.out)
+    _Out(args.quiet).say(f"wrote {_rel(path)} (open it in a browser)")
     return EXIT_OK
 
 
@@ -1195,6 +1214,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", metavar="FILE", help="parameter values (JSON) to simulate with")
     p.add_argument("--fps", type=_positive_float, default=30.0, help="frames per second (30)")
     p.set_defaults(func=cmd_render)
+
+    p = command("view", "write an interactive 3D viewer (one self-contained HTML page; needs diffsim[viewer])")
+    _scene_arg(p, "run folder, trajectory.npz, scene file or shipped scene name")
+    p.add_argument("--out", required=True, metavar="FILE", help="output page (.html)")
+    p.add_argument("--steps", type=int, help="steps to simulate (scenes)")
+    p.set_defaults(func=cmd_view)
 
     p = command("info", "version, backends, precision, Vulkan and rendering status")
     p.add_argument("--json", action="store_true", help="print JSON")
