@@ -1215,7 +1215,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=_positive_float, default=30.0, help="frames per second (30)")
     p.set_defaults(func=cmd_render)
 
-    p = command("view", "write an interactive 3D viewer (one self-contained HTML page; needs diffsim[viewer])")
+    p = command(
+        "view", "write an interactive 3D viewer (one self-contained HTML page; needs diffsim[viewer])"
+    )
     _scene_arg(p, "run folder, trajectory.npz, scene file or shipped scene name")
     p.add_argument("--out", required=True, metavar="FILE", help="output page (.html)")
     p.add_argument("--steps", type=int, help="steps to simulate (scenes)")

@@ -12,8 +12,9 @@ ground, colliders, obstacles and targets. 3D scenes use the system's own axes (z
 after) are overlaid on the same axes, each named in the legend.
 
 The page reads ``#frame=N`` from its URL (shows frame N once loaded) and ``#slider=F`` (clicks the slider at the
-fraction F of its length), and writes what it shows into ``<body data-frame=... data-projected=...>`` (the pixel
-position of the first rollout's centroid): the browser tests (tests/viz/test_viewer_browser.py) use these.
+fraction F of its length), and writes what it shows into ``<body data-frame=... data-frames=... data-projected=...>``
+(the frame shown, their number, the pixel position of the centroid of the first object drawn, and in 3D the camera:
+`project` maps a point to the page's pixels with it): the browser tests (tests/viz/test_viewer_browser.py) use these.
 Needs plotly (``pip install diffsim[viewer]``).
 """
 
@@ -30,7 +31,16 @@ from diffsim.errors import DiffsimError
 
 log = logging.getLogger("diffsim.viz")
 
-__all__ = ["Rollout", "load_rollouts", "rollout_of", "view_figure", "write_view", "show"]
+__all__ = [
+    "Rollout",
+    "load_rollouts",
+    "rollout_of",
+    "view_figure",
+    "write_view",
+    "show",
+    "project",
+    "frame_indices",
+]
 
 #: at most this many animation frames in a page (the rollout is subsampled evenly)
 MAX_FRAMES = 120
@@ -141,7 +151,9 @@ def load_rollouts(source: str | os.PathLike, overrides=(), steps: int | None = N
     return [rollout_of_scene(scene_path, overrides=overrides, steps=steps)]
 
 
-def rollout_of_scene(scene_path: str | os.PathLike, label: str = "rollout", overrides=(), steps=None) -> Rollout:
+def rollout_of_scene(
+    scene_path: str | os.PathLike, label: str = "rollout", overrides=(), steps=None
+) -> Rollout:
     """Simulate a scene (its own parameters) and return the rollout."""
     from diffsim.scene import load_scene  # noqa: PLC0415
 
@@ -187,7 +199,9 @@ def rollout_of(sim, label: str = "rollout", scene=None) -> Rollout:
         )
         data = load_trajectory(file)
     mats = getattr(system, "arrays", {}).get("material") if kind == "mpm" else None
-    return Rollout(label, data, None if scene is None else scene.resolved, None if mats is None else np.asarray(mats))
+    return Rollout(
+        label, data, None if scene is None else scene.resolved, None if mats is None else np.asarray(mats)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -220,7 +234,9 @@ def _quaternion(q) -> np.ndarray:
 def _box_mesh(half) -> tuple[np.ndarray, np.ndarray]:
     """(8, 3) corners and (12, 3) triangles of a box of half extents `half`, centred at 0."""
     h = np.asarray(half, dtype=np.float64).reshape(3)
-    corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64) * h
+    corners = (
+        np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64) * h
+    )
     tris = np.array(
         [[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
          [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]]
@@ -446,7 +462,9 @@ def _static_traces(go, r: Rollout, dim: int, lo: np.ndarray, hi: np.ndarray) -> 
     for o in scene.get("obstacles") or []:
         if dim == 3 and "size" in o:
             v, t = _box_mesh(o["size"])
-            meshes.append((v @ _rotation_vector(o.get("rotation")).T + np.asarray(o["position"], np.float64), t))
+            meshes.append(
+                (v @ _rotation_vector(o.get("rotation")).T + np.asarray(o["position"], np.float64), t)
+            )
     if meshes and dim == 3:
         v, t = _merge(meshes)
         traces.append(go.Mesh3d(**_xyz(v), i=t[:, 0], j=t[:, 1], k=t[:, 2], color=STATIC_COLOR, flatshading=False,
@@ -505,16 +523,28 @@ def _prepare(r: Rollout) -> None:
     r.extra["shapes"] = _rigid_shapes(r.scene) if r.system == "rigid" else []
     if r.drawing.grid:
         grid = (r.scene or {}).get("grid") or {}
-        dx = grid.get("dx")
-        if not dx:
-            size = grid.get("size")
-            dx = float(np.ravel(size)[0]) / r.data["scalars"].shape[1] if size else 1.0
-        r.extra["dx"] = float(dx)
+        r.extra["dx"] = float(grid.get("cell_size") or 1.0)  # m; without a cell size, in cells
+        r.extra["unit"] = " (m)" if grid.get("cell_size") else " (cells)"
         peak = float(np.nanmax(r.data["scalars"][..., 0])) if r.data["scalars"].size else 1.0
         r.extra["peak"] = peak if peak > 0 else 1.0
         r.extra["threshold"] = 0.05 * r.extra["peak"]
     if r.system == "rigid" and dim == 3 and "q" not in r.data:
         r.extra["shapes"] = []
+
+
+def frame_indices(frames: int, max_frames: int = MAX_FRAMES) -> np.ndarray:
+    """The rollout frames the page animates: at most `max_frames`, evenly spaced, the first and last included."""
+    return np.unique(np.linspace(0, frames - 1, min(max_frames, frames)).round().astype(int))
+
+
+def project(camera: dict, point) -> tuple[float, float]:
+    """Page pixel of a 3D point (m) under the camera a viewer page reports in ``<body data-camera>``: plotly's
+    data scale, then its model, view and projection matrices (column-major), then the canvas box."""
+    v = np.append(np.asarray(point, dtype=np.float64) * np.asarray(camera["scale"]), 1.0)
+    for name in ("model", "view", "projection"):
+        v = np.asarray(camera[name], dtype=np.float64).reshape(4, 4).T @ v
+    left, top, width, height = camera["box"]
+    return left + (v[0] / v[3] + 1) / 2 * width, top + (1 - v[1] / v[3]) / 2 * height
 
 
 def view_figure(rollouts: list[Rollout], *, title: str | None = None, max_frames: int = MAX_FRAMES):
@@ -527,7 +557,7 @@ def view_figure(rollouts: list[Rollout], *, title: str | None = None, max_frames
         _prepare(r)
     lo, hi = _bounds(rollouts, dim)
     time = max((r.time for r in rollouts), key=len)
-    frames_idx = np.unique(np.linspace(0, len(time) - 1, min(max_frames, len(time))).round().astype(int))
+    frames_idx = frame_indices(len(time), max_frames)
     colors = {r.label: ROLLOUT_COLORS[i % len(ROLLOUT_COLORS)] for i, r in enumerate(rollouts)}
 
     def dynamic(f: int) -> list:
@@ -540,7 +570,8 @@ def view_figure(rollouts: list[Rollout], *, title: str | None = None, max_frames
     static = _static_traces(go, rollouts[0], dim, lo, hi)
     n_dyn = len(first)
     frames = [
-        go.Frame(data=dynamic(int(f)), traces=list(range(n_dyn)), name=str(k)) for k, f in enumerate(frames_idx)
+        go.Frame(data=dynamic(int(f)), traces=list(range(n_dyn)), name=str(k))
+        for k, f in enumerate(frames_idx)
     ]
     fig = go.Figure(data=first + static, frames=frames)
     _layout(fig, rollouts[0], dim, lo, hi, time[frames_idx], title)
@@ -551,7 +582,7 @@ def _layout(fig, r: Rollout, dim: int, lo, hi, times, title) -> None:
     meta = r.data["meta"]
     name = title or f"{meta.get('scene') or meta.get('system', '')} ({meta.get('system', '')})"
     up = r.drawing.up_axis % dim
-    unit = " (m)"
+    unit = r.extra.get("unit", " (m)")
     steps = [
         {
             "method": "animate",
@@ -623,7 +654,11 @@ def _layout(fig, r: Rollout, dim: int, lo, hi, times, title) -> None:
     else:
         fig.update_xaxes(title_text="x" + unit, range=[float(lo[0]), float(hi[0])], autorange=False)
         fig.update_yaxes(
-            title_text="y" + unit, range=[float(lo[1]), float(hi[1])], autorange=False, scaleanchor="x", scaleratio=1
+            title_text="y" + unit,
+            range=[float(lo[1]), float(hi[1])],
+            autorange=False,
+            scaleanchor="x",
+            scaleratio=1,
         )
         fig.update_layout(plot_bgcolor="white")
 
@@ -659,9 +694,16 @@ _PAGE_SCRIPT = """
   }
   function record(name) {
     document.body.dataset.frame = name;
+    document.body.dataset.frames = String(((gd._transitionData || {})._frames || []).length);
     var c = centroid(gd._fullData[0]);
     document.body.dataset.centroid = JSON.stringify(c);
     document.body.dataset.projected = c ? JSON.stringify(project(c)) : '';
+    var sc = gd._fullLayout.scene && gd._fullLayout.scene._scene;
+    if (sc) {
+      var cam = sc.glplot.cameraParams, b = sc.glplot.canvas.getBoundingClientRect();
+      document.body.dataset.camera = JSON.stringify({model: Array.from(cam.model), view: Array.from(cam.view),
+        projection: Array.from(cam.projection), scale: Array.from(sc.dataScale), box: [b.left, b.top, b.width, b.height]});
+    }
   }
   gd.on('plotly_animated', function () { record(String(gd._fullLayout.sliders[0].active)); });
   var hash = new URLSearchParams(location.hash.slice(1));
@@ -678,7 +720,11 @@ _PAGE_SCRIPT = """
       record('0');
     }
   }
-  setTimeout(go, 50);
+  function ready() {  // the frames are added after the first draw: act once they and the slider are there
+    var frames = (gd._transitionData || {})._frames || [];
+    if (frames.length && gd.querySelector('.slider-rail-touch-rect')) go(); else setTimeout(ready, 50);
+  }
+  ready();
 })();
 """
 
@@ -722,7 +768,9 @@ def write_run_views(
     except DiffsimError as e:
         log.info("view.html not written: %s", e)
         return written
-    written.append(write_view(folder, folder / "view.html", title=f"{scene.name}: after (blue), before (grey)"))
+    written.append(
+        write_view(folder, folder / "view.html", title=f"{scene.name}: after (blue), before (grey)")
+    )
     return written
 
 
@@ -746,4 +794,3 @@ def show(obj, *, title: str | None = None):
     html = HTML(to_html(view_figure(_as_rollouts(obj), title=title), full_html=False))
     display(html)
     return html
-
