@@ -166,6 +166,18 @@ def default_stride(frames: int, dt: float | None, fps: float) -> int:
     return max(stride, math.ceil(frames / MAX_FRAMES))
 
 
+def to_renderer_axes(pos: np.ndarray, up_axis: int) -> tuple[np.ndarray, tuple | None]:
+    """3D positions in the renderer's axes (y up) and, for `render_3d(axes=...)`, the system axis each drawn axis
+    shows with its sign. For z up, (x, y, z) -> (x, z, -y), a proper rotation, so that the scene is not mirrored;
+    (y, x, -z) for x up."""
+    up = up_axis % 3
+    if up == 1:
+        return pos, None
+    others = [a for a in range(3) if a != up]
+    shown = np.stack([pos[..., others[0]], pos[..., up], -pos[..., others[1]]], axis=-1)
+    return shown, (("xyz"[others[0]], 1), ("xyz"[up], 1), ("xyz"[others[1]], -1))
+
+
 def render_trajectory(
     positions: np.ndarray,
     drawing: Drawing,
@@ -223,14 +235,8 @@ def render_trajectory(
             colors=colors,
         )
         return "matplotlib"
-    # 3D: the renderer's vertical axis is y; the system's is up_axis (z for the mass-spring system). For z up,
-    # (x, y, z) -> (x, z, -y), a proper rotation, so that the scene is not mirrored; (y, x, -z) for x up.
-    up = drawing.up_axis % 3
-    if up == 1:
-        shown = pos
-    else:
-        others = [a for a in range(3) if a != up]
-        shown = np.stack([pos[..., others[0]], pos[..., up], -pos[..., others[1]]], axis=-1)
+    # 3D: the renderer's vertical axis is y; the system's is up_axis (z for the mass-spring system)
+    shown, axes = to_renderer_axes(pos, drawing.up_axis)
     faces = drawing.faces if drawing.faces is not None and len(drawing.faces) else None
     return render_3d(
         shown,
@@ -241,4 +247,7 @@ def render_trajectory(
         fps=fps,
         stride=stride,
         progress=progress,
+        axes=axes,
+        title=title,
+        dt=dt,
     )
