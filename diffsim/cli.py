@@ -298,6 +298,7 @@ def cmd_run(args) -> int:
             actions=_actions(traj),
             fps=args.fps,
             title=scene.name,
+            scene=scene.resolved,
             progress=not args.quiet,
         )
         written.append(path)
@@ -740,6 +741,7 @@ def _optimize_locked(args, scene, folder, render, label, resume, stack: contextl
                 fps=args.fps,
                 title=f"{scene.name} ({name})",
                 progress=not args.quiet,
+                scene=scene.resolved,
             )
             written.append(path)
         from diffsim.viz.viewer import write_run_views  # noqa: PLC0415
@@ -841,6 +843,7 @@ def cmd_render(args) -> int:
     from diffsim.fileio import check_output_file, remove_stale_temporaries  # noqa: PLC0415
     from diffsim.scene.trajectory import load_trajectory, render_trajectory, rollout  # noqa: PLC0415
     from diffsim.viz.io import animation_kind  # noqa: PLC0415
+    from diffsim.viz.viewer import scene_beside  # noqa: PLC0415
 
     out = _Out(args.quiet)
     animation_kind(args.out)  # a bad suffix or an unwritable place fails before anything runs
@@ -860,6 +863,7 @@ def cmd_render(args) -> int:
         traj = {drawing.quantity: x, "act": data.get("act")}
         title = meta.get("scene") or Path(source).stem
         dt = meta.get("dt")
+        scene_data = scene_beside(source)
     else:
         _check_file(args.params, "--params")
         scene = _load(args, steps=args.steps)
@@ -872,7 +876,7 @@ def cmd_render(args) -> int:
             )
         sim.forward()
         traj = rollout(sim)
-        drawing, title, dt = scene.drawing(system), scene.name, system.dt
+        drawing, title, dt, scene_data = scene.drawing(system), scene.name, system.dt, scene.resolved
     remove_stale_temporaries(Path(args.out).parent)  # of a killed earlier render
     renderer = render_trajectory(
         _positions(traj, drawing, args.copy),
@@ -884,6 +888,7 @@ def cmd_render(args) -> int:
         stride=args.stride,
         title=title,
         progress=not args.quiet,
+        scene=scene_data,
     )
     out.say(f"wrote {_rel(args.out)} ({renderer})")
     return EXIT_OK

@@ -189,10 +189,12 @@ def render_trajectory(
     stride: int | None = None,
     title: str | None = None,
     progress: bool = True,
+    scene: dict | None = None,
 ) -> str:
     """Draw positions ``(frames, n, dim)`` to a GIF, MP4 or PNG: matplotlib in 2D, `render_3d` in 3D.
 
-    actions: ``(steps, actuators)``, colouring the actuated edges. Returns the renderer used.
+    actions: ``(steps, actuators)``, colouring the actuated edges. scene: the resolved scene (``Scene.resolved``),
+    whose colliders, obstacles and targets a 3D still then shows. Returns the renderer used.
     """
     from diffsim.viz import animate_2d, render_3d  # noqa: PLC0415
 
@@ -237,6 +239,7 @@ def render_trajectory(
         return "matplotlib"
     # 3D: the renderer's vertical axis is y; the system's is up_axis (z for the mass-spring system)
     shown, axes = to_renderer_axes(pos, drawing.up_axis)
+    solids, targets = _scene_extras(scene, drawing.up_axis)
     faces = drawing.faces if drawing.faces is not None and len(drawing.faces) else None
     return render_3d(
         shown,
@@ -250,4 +253,17 @@ def render_trajectory(
         axes=axes,
         title=title,
         dt=dt,
+        solids=solids,
+        targets=targets,
     )
+
+
+def _scene_extras(scene: dict | None, up_axis: int) -> tuple[list, np.ndarray | None]:
+    """The scene's fixed colliders and obstacles as meshes and its loss's targets, in the renderer's axes."""
+    if not scene:
+        return [], None
+    from diffsim.viz.viewer import static_solids, targets  # noqa: PLC0415
+
+    solids = [(to_renderer_axes(v, up_axis)[0], t) for v, t in static_solids(scene, 3)]
+    points = targets(scene, 3)
+    return solids, None if points is None else to_renderer_axes(points, up_axis)[0]

@@ -54,6 +54,8 @@ PARTICLE_COLOR = (0.22, 0.45, 0.85)
 EDGE_COLOR = (0.2, 0.2, 0.2)
 MESH_COLOR = (0.86, 0.55, 0.3)
 GROUND_COLOR = (0.78, 0.78, 0.76)
+SOLID_COLOR = (0.62, 0.62, 0.66)
+TARGET_COLOR = (0.88, 0.13, 0.54)
 BACKGROUND_COLOR = (1.0, 1.0, 1.0)
 
 _ggui_probe: dict[str, tuple[bool, str]] = {}  # arch -> (works, reason when not)
@@ -287,6 +289,8 @@ class _MatplotlibScene:
         axes=None,
         title=None,
         dt=None,
+        solids=(),
+        targets=None,
     ):
         from matplotlib.ticker import FuncFormatter
         from mpl_toolkits.mplot3d.art3d import Line3DCollection, Poly3DCollection
@@ -312,7 +316,7 @@ class _MatplotlibScene:
         for axis, (name, sign) in zip((ax.xaxis, ax.yaxis, ax.zaxis), axes or _DRAWN_AXES, strict=True):
             axis.set_label_text(f"{name} (m)")
             if sign < 0:
-                axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{-v:g}"))
+                axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{0.0 - v:g}"))
         self.dt = dt
         self.time_text = None
         if title:
@@ -324,6 +328,14 @@ class _MatplotlibScene:
         if ground is not None:
             floor = Poly3DCollection([ground], facecolors=GROUND_COLOR, edgecolors="none", alpha=0.6)
             ax.add_collection3d(_drawn_first(floor))
+        for verts, tris in solids:  # fixed colliders and obstacles, shaded by matplotlib's light source
+            solid = Poly3DCollection(
+                verts[tris], facecolors=SOLID_COLOR, edgecolors=SOLID_COLOR, linewidths=0, shade=True
+            )
+            ax.add_collection3d(solid)
+        if targets is not None and len(targets):
+            ax.plot(*np.asarray(targets).T, linestyle="", marker="X", markersize=10, color=TARGET_COLOR,
+                    markeredgecolor="white", markeredgewidth=0.8, label="target")  # fmt: skip
         self.mesh = None
         if len(faces):
             self.mesh = Poly3DCollection(pos[0][faces], facecolors=MESH_COLOR, edgecolors=(0.4, 0.25, 0.1, 0.5),
@@ -429,6 +441,8 @@ def render_3d(
     axes: tuple | None = None,
     title: str | None = None,
     dt: float | None = None,
+    solids=(),
+    targets=None,
 ) -> str:
     """Render 3D particles, segments and triangles to a PNG (the last frame), a GIF or an MP4; return the renderer used.
 
@@ -448,6 +462,8 @@ def render_3d(
         ("y", -1)) for a z-up system drawn as (x, z, -y): the matplotlib renderer labels the axes by those names,
         with the ticks in the system's values. title: written at the top left; dt: the time between frames (s),
         to show each frame's time at the top right (matplotlib renderer).
+    solids: fixed (vertices (k, 3), triangles (j, 3)) meshes, y up, such as colliders; targets: (m, 3) points
+        marked as targets. Both are kept in view (matplotlib renderer; GGUI leaves them out).
     Returns "ggui" or "matplotlib".
     """
     if renderer not in RENDERERS:
@@ -471,7 +487,12 @@ def render_3d(
         radius = 0.008 * extent
     if not (np.isfinite(radius) and radius >= 0):
         raise DiffsimError(f"radius must be a non-negative number of metres, got {radius!r}", where="radius")
-    lo, hi = _scene_box(pos, ground_y, float(radius))
+    solids = [(np.asarray(v, dtype=np.float64), np.asarray(t, dtype=np.int64)) for v, t in solids]
+    targets = None if targets is None else np.asarray(targets, dtype=np.float64).reshape(-1, 3)
+    extra = [v for v, _ in solids] + ([] if targets is None else [targets])
+    lo, hi = _scene_box(
+        np.concatenate([pos.reshape(-1, 3), *extra]) if extra else pos, ground_y, float(radius)
+    )
     ground = None if ground_y is None else _ground_quad(lo, hi, float(ground_y))
     cam = Camera.from_any(camera, lo, hi)
     frames = frame_indices(num_frames, stride, last_only=kind == "png")
@@ -507,5 +528,5 @@ def render_3d(
         _announce("matplotlib", reason)
     else:
         _announce("matplotlib")
-    write("matplotlib", _MatplotlibScene, lo, hi, axes, title, dt)
+    write("matplotlib", _MatplotlibScene, lo, hi, axes, title, dt, solids, targets)
     return "matplotlib"

@@ -449,23 +449,8 @@ def _static_traces(go, r: Rollout, dim: int, lo: np.ndarray, hi: np.ndarray) -> 
             traces.append(go.Scatter(x=[lo[0], hi[0]], y=[ground, ground], mode="lines", name="ground",
                                      line={"color": "#555555", "width": 3}))  # fmt: skip
     scene = r.scene or {}
-    meshes = []
-    for c in scene.get("colliders") or []:
-        if c.get("kind") == "plane":
-            continue  # a plane collider is the ground
-        R = _rotation_vector(c.get("rotation"))
-        size = {"sphere": [c.get("radius")], "capsule": [c.get("radius"), c.get("half_length")]}.get(
-            c["kind"], c.get("half_extents")
-        )
-        v, t = _shape_mesh(c["kind"], size)
-        meshes.append((v @ R.T + np.asarray(c["position"], dtype=np.float64), t))
-    for o in scene.get("obstacles") or []:
-        if dim == 3 and "size" in o:
-            v, t = _box_mesh(o["size"])
-            meshes.append(
-                (v @ _rotation_vector(o.get("rotation")).T + np.asarray(o["position"], np.float64), t)
-            )
-    if meshes and dim == 3:
+    meshes = static_solids(scene, dim)
+    if meshes:
         v, t = _merge(meshes)
         traces.append(go.Mesh3d(**_xyz(v), i=t[:, 0], j=t[:, 1], k=t[:, 2], color=STATIC_COLOR, flatshading=False,
                                 name="colliders", showlegend=True, lighting={"ambient": 0.4, "diffuse": 0.9}))  # fmt: skip
@@ -475,6 +460,42 @@ def _static_traces(go, r: Rollout, dim: int, lo: np.ndarray, hi: np.ndarray) -> 
         traces.append(scatter(**_xyz(targets), mode="markers", name="target",
                               marker={"size": 8 if dim == 3 else 12, "color": TARGET_COLOR}))  # fmt: skip
     return traces
+
+
+def static_solids(scene: dict | None, dim: int = 3) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(vertices (k, 3) m, triangles (j, 3)) of the scene's fixed solids: colliders other than planes (cloth) and
+    box obstacles (rigid), in the system's coordinates; none in 2D."""
+    scene = scene or {}
+    meshes = []
+    if dim != 3:
+        return meshes
+    for c in scene.get("colliders") or []:
+        if c.get("kind") == "plane":
+            continue  # a plane collider is the ground
+        size = {"sphere": [c.get("radius")], "capsule": [c.get("radius"), c.get("half_length")]}.get(
+            c["kind"], c.get("half_extents")
+        )
+        v, t = _shape_mesh(c["kind"], size)
+        meshes.append(
+            (v @ _rotation_vector(c.get("rotation")).T + np.asarray(c["position"], dtype=np.float64), t)
+        )
+    for o in scene.get("obstacles") or []:
+        if "size" in o:
+            v, t = _box_mesh(o["size"])
+            meshes.append(
+                (v @ _rotation_vector(o.get("rotation")).T + np.asarray(o["position"], np.float64), t)
+            )
+    return meshes
+
+
+def targets(scene: dict | None, dim: int) -> np.ndarray | None:
+    """Target points (k, dim) of the scene's final-position or centre-of-mass loss (m), else None."""
+    return _targets(scene or {}, dim)
+
+
+def scene_beside(path: str | os.PathLike) -> dict | None:
+    """The resolved scene of the run folder holding a trajectory file (its scene.toml), or None."""
+    return _scene_dict(Path(path).parent / "scene.toml")
 
 
 def _targets(scene: dict, dim: int) -> np.ndarray | None:

@@ -79,3 +79,31 @@ def test_objects_at_their_projected_positions(tmp_path):
         centres.append((col, row))
     # frame 0 is higher (smaller row) and further left than frame 1, as in the system's coordinates
     assert centres[0][1] < centres[1][1] - 40 and centres[0][0] < centres[1][0] - 40
+
+
+def test_colliders_and_targets_drawn_and_in_view(tmp_path):
+    """A cloth scene's sphere collider is drawn as a shaded solid where it projects, and the loss's target, far
+    from the cloth, is inside the axes' limits."""
+    from diffsim.scene.trajectory import _scene_extras
+
+    scene = {
+        "colliders": [{"kind": "sphere", "position": [0.0, 0.0, 0.3], "radius": 0.3, "rotation": None}],
+        "task": {"loss": {"kind": "com_target", "target": [3.0, 0.0, 0.0]}},
+    }
+    solids, targets = _scene_extras(scene, up_axis=2)
+    pos = np.stack([_square([0.0, 0.0, 1.2])])
+    shown, axes = to_renderer_axes(pos, up_axis=2)
+    every = np.concatenate([shown.reshape(-1, 3), solids[0][0], targets])
+    lo, hi = render3d._scene_box(every, 0.0, 0.0)
+    cam = render3d.Camera.from_any(None, lo, hi)
+    scene3d = render3d._MatplotlibScene(
+        shown, np.zeros((0, 2), np.int64), np.array([[0, 1, 2], [0, 2, 3]]), None, (640, 480), cam, 0.0, lo, hi,
+        axes, None, None, solids, targets,
+    )  # fmt: skip
+    image = scene3d.render(0).astype(int)
+    col, row = _pixel(scene3d, [0.0, 0.3, 0.0])  # the sphere's centre: renderer (x, z, -y)
+    window = image[row - 3 : row + 4, col - 3 : col + 4]
+    # shaded grey-blue of the solid: neither the white background nor the cloth's orange
+    assert np.all(window.sum(axis=-1) < 3 * 220) and np.all(np.abs(window[..., 0] - window[..., 2]) < 40)
+    ax = scene3d.fig.axes[0]
+    assert ax.get_xlim()[1] >= 3.0  # the target at x = 3 m is in view
