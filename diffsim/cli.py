@@ -958,7 +958,10 @@ def cmd_info(args) -> int:
     )
     print(f"backends:   {', '.join(archs)} (default {default_arch}; DIFFSIM_ARCH or --arch to change)")
     print(f"precision:  {default_precision} by default; f32 and f64 (DIFFSIM_PRECISION or --precision)")
-    print(f"Vulkan:     {'available' if vulkan else 'not found (no Vulkan driver / ICD)'}")
+    print(
+        f"Vulkan:     {'available' if vulkan else 'not found (no Vulkan driver / ICD)'}"
+        + ("" if vulkan else "; software Vulkan on Debian/Ubuntu: apt-get install mesa-vulkan-drivers")
+    )
     if args.no_probe:
         print("rendering:  2D matplotlib; 3D not probed")
     else:
