@@ -298,6 +298,7 @@ def cmd_run(args) -> int:
             actions=_actions(traj),
             fps=args.fps,
             title=scene.name,
+            scene=scene.resolved,
             progress=not args.quiet,
         )
         written.append(path)
@@ -375,6 +376,7 @@ def cmd_params(args) -> int:
 OPTIMIZE_OUTPUTS = (
     "checkpoint.npz", "result.json", "history.csv", "loss.png", "params.png", "trajectory.png", "scene.toml",
     "before.gif", "after.gif", "before.mp4", "after.mp4",
+    "before_trajectory.npz", "after_trajectory.npz", "view.html",
 )  # fmt: skip
 #: the files whose presence marks a folder as holding an earlier run's outputs
 _RUN_MARKS = ("checkpoint.npz", "result.json", "history.csv")
@@ -739,8 +741,15 @@ def _optimize_locked(args, scene, folder, render, label, resume, stack: contextl
                 fps=args.fps,
                 title=f"{scene.name} ({name})",
                 progress=not args.quiet,
+                scene=scene.resolved,
             )
             written.append(path)
+        from diffsim.viz.viewer import write_run_views  # noqa: PLC0415
+
+        written += write_run_views(
+            folder, {"after": after, "before": before}, drawing, dt=system.dt, batch=system.batch,
+            system=scene.kind.kind, scene=scene, scalars=getattr(system, "scalar_names", None),
+        )  # fmt: skip
     first = result.loss_history[0] if result.loss_history else math.nan
     last = result.loss_history[-1] if result.loss_history else math.nan
     rejected = f", {result.rejected} rejected" if result.rejected else ""
@@ -836,6 +845,7 @@ def cmd_render(args) -> int:
     from diffsim.fileio import check_output_file, remove_stale_temporaries  # noqa: PLC0415
     from diffsim.scene.trajectory import load_trajectory, render_trajectory, rollout  # noqa: PLC0415
     from diffsim.viz.io import animation_kind  # noqa: PLC0415
+    from diffsim.viz.viewer import scene_beside  # noqa: PLC0415
 
     out = _Out(args.quiet)
     animation_kind(args.out)  # a bad suffix or an unwritable place fails before anything runs
@@ -855,6 +865,7 @@ def cmd_render(args) -> int:
         traj = {drawing.quantity: x, "act": data.get("act")}
         title = meta.get("scene") or Path(source).stem
         dt = meta.get("dt")
+        scene_data = scene_beside(source)
     else:
         _check_file(args.params, "--params")
         scene = _load(args, steps=args.steps)
@@ -867,7 +878,7 @@ def cmd_render(args) -> int:
             )
         sim.forward()
         traj = rollout(sim)
-        drawing, title, dt = scene.drawing(system), scene.name, system.dt
+        drawing, title, dt, scene_data = scene.drawing(system), scene.name, system.dt, scene.resolved
     remove_stale_temporaries(Path(args.out).parent)  # of a killed earlier render
     renderer = render_trajectory(
         _positions(traj, drawing, args.copy),
@@ -879,8 +890,21 @@ def cmd_render(args) -> int:
         stride=args.stride,
         title=title,
         progress=not args.quiet,
+        scene=scene_data,
     )
     out.say(f"wrote {_rel(args.out)} ({renderer})")
+    return EXIT_OK
+
+
+def cmd_view(args) -> int:
+    from diffsim.fileio import check_output_file  # noqa: PLC0415
+    from diffsim.viz.viewer import load_rollouts, write_view  # noqa: PLC0415
+
+    if Path(args.out).suffix.lower() != ".html":
+        raise DiffsimError(f"expected an .html file, got {args.out!r}", where="--out")
+    check_output_file(args.out, "--out")
+    path = write_view(load_rollouts(args.scene, overrides=args.set or (), steps=args.steps), args.out)
+    _Out(args.quiet).say(f"wrote {_rel(path)} (open it in a browser)")
     return EXIT_OK
 
 
@@ -936,7 +960,10 @@ def cmd_info(args) -> int:
     )
     print(f"backends:   {', '.join(archs)} (default {default_arch}; DIFFSIM_ARCH or --arch to change)")
     print(f"precision:  {default_precision} by default; f32 and f64 (DIFFSIM_PRECISION or --precision)")
-    print(f"Vulkan:     {'available' if vulkan else 'not found (no Vulkan driver / ICD)'}")
+    print(
+        f"Vulkan:     {'available' if vulkan else 'not found (no Vulkan driver / ICD)'}"
+        + ("" if vulkan else "; software Vulkan on Debian/Ubuntu: apt-get install mesa-vulkan-drivers")
+    )
     if args.no_probe:
         print("rendering:  2D matplotlib; 3D not probed")
     else:
@@ -1197,6 +1224,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", metavar="FILE", help="parameter values (JSON) to simulate with")
     p.add_argument("--fps", type=_positive_float, default=30.0, help="frames per second (30)")
     p.set_defaults(func=cmd_render)
+
+    p = command(
+        "view", "write an interactive 3D viewer (one self-contained HTML page; needs diffsim[viewer])"
+    )
+    _scene_arg(p, "run folder, trajectory.npz, scene file or shipped scene name")
+    p.add_argument("--out", required=True, metavar="FILE", help="output page (.html)")
+    p.add_argument("--steps", type=int, help="steps to simulate (scenes)")
+    p.set_defaults(func=cmd_view)
 
     p = command("info", "version, backends, precision, Vulkan and rendering status")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -178,13 +178,17 @@ def scenes_dir() -> Path | None:
 
 
 def find_scene(name: str | os.PathLike) -> Path:
-    """A scene file: the path itself if it exists, else ``<scenes_dir>/<name>.toml`` for a bare name."""
+    """A scene file: the path itself if it exists, else the shipped scene ``<scenes_dir>/<name>.toml`` for a bare
+    name or for ``scenes/<name>.toml`` (as the docs write it) outside a source checkout."""
     path = Path(name)
-    if _exists(path) or path.suffix or len(path.parts) > 1:
+    if _exists(path):
         return path
+    shipped = path.name if len(path.parts) == 2 and path.parts[0] == "scenes" else None
+    if shipped is None and not path.suffix and len(path.parts) == 1:
+        shipped = f"{name}.toml"
     folder = scenes_dir()
-    if folder is not None and _exists(folder / f"{name}.toml"):
-        return folder / f"{name}.toml"
+    if shipped is not None and folder is not None and _exists(folder / shipped):
+        return folder / shipped
     return path
 
 
