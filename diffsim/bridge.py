@@ -48,6 +48,16 @@ class Rollout:
             )
         self._last = None  # the parameter values of the rollout now in the simulation's fields
 
+    def allocate(self) -> None:
+        """Run the rollout and its reverse pass once, with the parameters' current values, on the calling thread.
+
+        Taichi allocates fields on the thread that started it only, and the engine allocates some on first use
+        (buffers of the backward pass). Frameworks that run host callbacks on threads of their own (TensorFlow's
+        numpy_function, JAX's pure_callback) call this first, from the main thread."""
+        values = {p.name: p.numpy() for p in self.params}
+        out = self.forward(values)
+        self.vjp(values, {n: np.zeros_like(v) for n, v in out.items()})
+
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Output name -> shape (for frameworks that declare result shapes before running)."""
         out = {}
@@ -119,6 +129,7 @@ class OneStep:
             n: (*self.window.field(n).shape[1:], *_vec(self.window.field(n))) for n in self.state_names
         }
         self._step, self._step_grad = system.step_launchers(self.window)
+        self.window.zero_grad()  # allocates the window now, on this thread (see `allocate`)
         ctrl = getattr(system, "controller", None)
         if ctrl is not None and not isinstance(ctrl, OpenLoop):
             raise DiffsimError(
@@ -136,6 +147,12 @@ class OneStep:
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """State quantity -> shape ``(batch, ...)``."""
         return dict(self._shapes)
+
+    def allocate(self) -> None:
+        """One step and its adjoint from the initial state, on the calling thread (see `Rollout.allocate`)."""
+        s = self.initial_state()
+        a = None if self.controller is None else np.zeros((self.batch, self.n_actions))
+        self.vjp(s, a, {n: np.zeros_like(v) for n, v in self.forward(s, a).items()})
 
     def initial_state(self) -> dict[str, np.ndarray]:
         """Frame 0 of a rollout, from the system's initial-state parameters."""

@@ -77,6 +77,10 @@ class TrajectoryOutputs:
                 FastKernel(_copy_window, window, self._record.get(name, window), serial, types="iii"),
                 FastKernel(_add_frame, self._cot[name], window.grad, serial, types="ii"),
             )
+        for field in self._cot.values():
+            field.fill(
+                0
+            )  # allocates the new fields now, on this thread (Taichi allocates on the main thread only)
         self._seed_frames: dict[int, list] = {}
         self._loss_seed = None
         sim.outputs = self
