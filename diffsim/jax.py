@@ -14,8 +14,6 @@ per-copy parameters), which runs every copy in one kernel launch.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,8 +44,15 @@ def _spec(shape, dtype):
     return jax.ShapeDtypeStruct(tuple(shape), dtype)
 
 
-@functools.lru_cache(maxsize=None)
 def _simulate_fn(rollout: Rollout, dtype):
+    """The custom_vjp function of `rollout` for this dtype, made once and kept on the rollout."""
+    fns = rollout.__dict__.setdefault("_jax_fns", {})
+    if dtype not in fns:
+        fns[dtype] = _make_simulate_fn(rollout, dtype)
+    return fns[dtype]
+
+
+def _make_simulate_fn(rollout: Rollout, dtype):
     names, outs = rollout.names, rollout.output_names
     shapes = rollout.shapes()
     out_spec = tuple(_spec(shapes[n], dtype) for n in outs)
