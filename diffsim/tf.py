@@ -37,6 +37,12 @@ def _rollout(sim, names: tuple, outputs: tuple) -> Rollout:
     return cache[(names, outputs)]
 
 
+def _numpy_function(func, inp, tout, stateful=True) -> list:
+    """tf.numpy_function, always a list of tensors (eagerly, a single output comes back as a bare tensor)."""
+    out = tf.numpy_function(func, inp, tout, stateful=stateful)
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
 def _zeros_for_none(grads, like):
     return [tf.zeros_like(y) if g is None else g for g, y in zip(grads, like, strict=True)]
 
@@ -57,22 +63,24 @@ def simulate(sim, params: dict, outputs=()) -> dict:
 
     def host_forward(*xs):
         out = rollout.forward(dict(zip(names, xs, strict=True)))
-        return [np.asarray(out[n], dtype=npdt) for n in outs]
+        return tuple(np.asarray(out[n], dtype=npdt) for n in outs)
 
     def host_vjp(*args):
         xs, cots = args[: len(names)], args[len(names) :]
         d = rollout.vjp(dict(zip(names, xs, strict=True)), dict(zip(outs, cots, strict=True)))
-        return [np.asarray(d[n], dtype=npdt).reshape(np.shape(x)) for n, x in zip(names, xs, strict=True)]
+        return tuple(
+            np.asarray(d[n], dtype=npdt).reshape(np.shape(x)) for n, x in zip(names, xs, strict=True)
+        )
 
     @tf.custom_gradient
     def f(*xs):
-        ys = tf.numpy_function(host_forward, list(xs), [dtype] * len(outs), stateful=True)
+        ys = _numpy_function(host_forward, list(xs), [dtype] * len(outs), stateful=True)
         for y, n in zip(ys, outs, strict=True):
             y.set_shape(shapes[n])
 
         def grad(*dys):
             dys = _zeros_for_none(dys, ys)
-            gs = tf.numpy_function(host_vjp, [*xs, *dys], [dtype] * len(xs), stateful=True)
+            gs = _numpy_function(host_vjp, [*xs, *dys], [dtype] * len(xs), stateful=True)
             for g, x in zip(gs, xs, strict=True):
                 g.set_shape(x.shape)
             return gs
@@ -109,7 +117,7 @@ class Step:
 
         def host_forward(t, a, *xs):
             out = op.forward(dict(zip(names, xs, strict=True)), None if none else a, int(t))
-            return [np.asarray(out[n], dtype=npdt) for n in names]
+            return tuple(np.asarray(out[n], dtype=npdt) for n in names)
 
         def host_vjp(t, a, *args):
             xs, cots = args[: len(names)], args[len(names) :]
@@ -120,17 +128,17 @@ class Step:
                 int(t),
             )
             da = np.zeros(np.shape(a), npdt) if da is None else np.asarray(da, npdt)
-            return [da, *(np.asarray(dstate[n], npdt) for n in names)]
+            return (da, *(np.asarray(dstate[n], npdt) for n in names))
 
         @tf.custom_gradient
         def f(a, *xs):
-            ys = tf.numpy_function(host_forward, [t, a, *xs], [dtype] * len(names), stateful=True)
+            ys = _numpy_function(host_forward, [t, a, *xs], [dtype] * len(names), stateful=True)
             for y, n in zip(ys, names, strict=True):
                 y.set_shape(shapes[n])
 
             def grad(*dys):
                 dys = _zeros_for_none(dys, ys)
-                gs = tf.numpy_function(host_vjp, [t, a, *xs, *dys], [dtype] * (1 + len(xs)), stateful=True)
+                gs = _numpy_function(host_vjp, [t, a, *xs, *dys], [dtype] * (1 + len(xs)), stateful=True)
                 for g, x in zip(gs, [a, *xs], strict=True):
                     g.set_shape(x.shape)
                 return gs

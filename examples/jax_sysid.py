@@ -16,7 +16,7 @@ import numpy as np
 import diffsim
 
 sys.path.insert(0, os.path.dirname(__file__))
-from torch_sysid import GUESS, TRUE_STIFFNESS, build, measured  # noqa: E402
+from torch_sysid import GUESS, TRUE_STIFFNESS, build, measured, write_result  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     parser.add_argument("--iters", type=int, default=150)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--out", default="runs/jax_sysid")
     args = parser.parse_args(argv)
 
     diffsim.init(precision="f64")
@@ -49,14 +50,17 @@ def main(argv=None) -> int:
     log_k = jnp.full(6, np.log(GUESS))
     opt = optax.adam(args.lr)
     state = opt.init(log_k)
+    history = []
     for it in range(args.iters):
         loss, g = loss_and_grad(log_k)
         updates, state = opt.update(g, state)
         log_k = optax.apply_updates(log_k, updates)
+        history.append(float(loss))
         if it % 10 == 0 or it == args.iters - 1:
             err = np.abs(np.exp(np.asarray(log_k)) / TRUE_STIFFNESS - 1).max()
             print(f"step {it:3d}  loss {float(loss):.3e} mm^2  largest stiffness error {100 * err:.3f} %")
     print("stiffness (N/m):", np.round(np.exp(np.asarray(log_k)), 3).tolist())
+    write_result(args.out, history, np.exp(np.asarray(log_k)))
     return 0
 
 

@@ -14,9 +14,11 @@ import sys
 import numpy as np
 
 import diffsim
+import diffsim.tf as dtf  # before tensorflow: see diffsim/tf.py
+import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(__file__))
-from torch_sysid import GUESS, TRUE_STIFFNESS, build, measured  # noqa: E402
+from torch_sysid import GUESS, TRUE_STIFFNESS, build, measured, write_result  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -28,6 +30,7 @@ def main(argv=None) -> int:
     parser.add_argument("--iters", type=int, default=150)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--out", default="runs/tf_sysid")
     args = parser.parse_args(argv)
 
     diffsim.init(precision="f64")
@@ -44,12 +47,15 @@ def main(argv=None) -> int:
         opt.apply_gradients([(tape.gradient(loss, log_k), log_k)])
         return loss
 
+    history = []
     for it in range(args.iters):
         loss = train_step()
+        history.append(float(loss))
         if it % 10 == 0 or it == args.iters - 1:
             err = np.abs(np.exp(log_k.numpy()) / TRUE_STIFFNESS - 1).max()
             print(f"step {it:3d}  loss {float(loss):.3e} mm^2  largest stiffness error {100 * err:.3f} %")
     print("stiffness (N/m):", np.round(np.exp(log_k.numpy()), 3).tolist())
+    write_result(args.out, history, np.exp(log_k.numpy()))
     return 0
 
 

@@ -11,6 +11,8 @@ distance (mm^2) between simulated and measured positions at every frame, a loss 
 """
 
 import argparse
+import json
+import os
 import sys
 
 import numpy as np
@@ -50,6 +52,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--out", default="runs/torch_sysid")
     args = parser.parse_args(argv)
 
     diffsim.init(precision="f64")
@@ -72,12 +75,22 @@ def main(argv=None) -> int:
         loss.backward()
         return loss
 
+    history = []
     for it in range(args.iters):
-        loss = opt.step(closure)
+        loss = opt.step(closure)  # the loss at the start of the iteration
+        history.append(loss.item())
         err = np.abs(np.exp(log_k.detach().numpy()) / TRUE_STIFFNESS - 1).max()
         print(f"iteration {it:2d}  loss {loss.item():.3e} mm^2  largest stiffness error {100 * err:.3f} %")
     print("stiffness (N/m):", np.round(np.exp(log_k.detach().numpy()), 3).tolist())
+    write_result(args.out, history, np.exp(log_k.detach().numpy()))
     return 0
+
+
+def write_result(out: str, history: list, stiffness) -> None:
+    """result.json: the loss at each iteration (mm^2) and the identified stiffnesses (read by tests/test_examples.py)."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "result.json"), "w") as fh:
+        json.dump({"loss_history": history, "stiffness": list(map(float, stiffness))}, fh, indent=1)
 
 
 if __name__ == "__main__":
