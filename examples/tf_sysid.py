@@ -12,19 +12,17 @@ import os
 import sys
 
 import numpy as np
+import tensorflow as tf
 
 import diffsim
 import diffsim.tf as dtf  # before tensorflow: see diffsim/tf.py
-import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(__file__))
 from torch_sysid import GUESS, TRUE_STIFFNESS, build, measured, write_result  # noqa: E402
 
 
 def main(argv=None) -> int:
-    import tensorflow as tf  # noqa: PLC0415
 
-    import diffsim.tf as dtf  # noqa: PLC0415  (before tensorflow: see diffsim/tf.py)
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=150)
