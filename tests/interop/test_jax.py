@@ -20,9 +20,9 @@ EPS = 1e-6
 QUICK = {("springs", 2, "checkpointed")}
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(autouse=True)
 def f64():
-    use("cpu", "f64")
+    use("cpu", "f64")  # per test: each builds its own systems, and use() starts afresh near Taichi's field limit
 
 
 def cases():

@@ -19,9 +19,9 @@ CHECK = dict(eps=1e-6, atol=1e-8, rtol=1e-5, fast_mode=True)
 QUICK = {("springs", 1, "full"), ("springs", 2, "checkpointed"), ("rigid", 2, "checkpointed")}
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(autouse=True)
 def f64():
-    use("cpu", "f64")
+    use("cpu", "f64")  # per test: each builds its own systems, and use() starts afresh near Taichi's field limit
 
 
 def cases():
