@@ -93,3 +93,13 @@ def trajectory_target(sim, quantity: str = "x", seed: int = 1) -> np.ndarray:
     """A target trajectory near the initial state for a PointLoss at every frame 1..steps."""
     x0 = sim.system.params["initial.position"].numpy()
     return x0[None] + 0.02 * np.random.default_rng(seed).normal(size=(sim.steps, *x0.shape))
+
+
+#: `Step` on smoke from a given state disagrees with central differences: the next state depends on the incoming
+#: pressure (the solver's warm start; directional derivative 19.2 by central differences at h = 1e-4..1e-6) where
+#: the system's adjoint of the pressure solve gives 0, and a velocity direction is off by 0.25 % (7.1400 against
+#: 7.1218). Rollouts through `simulate` agree (their first pressure is the system's own). Known, not yet resolved.
+SMOKE_STEP = pytest.mark.xfail(
+    reason="smoke Step: the pressure warm start's derivative is missing from the adjoint (tests/interop/scenes.py)",
+    strict=True,
+)

@@ -6,7 +6,7 @@ import pytest
 
 import diffsim
 from tests.conftest import use
-from tests.interop.scenes import OUTPUTS, framework_or_skip, simulation
+from tests.interop.scenes import OUTPUTS, SMOKE_STEP, framework_or_skip, simulation
 
 jax = framework_or_skip("jax")
 jax.config.update("jax_enable_x64", True)
@@ -22,16 +22,19 @@ QUICK = {("springs", 2, "checkpointed")}
 
 @pytest.fixture(autouse=True)
 def f64():
-    use("cpu", "f64")  # per test: each builds its own systems, and use() starts afresh near Taichi's field limit
+    use(
+        "cpu", "f64"
+    )  # per test: each builds its own systems, and use() starts afresh near Taichi's field limit
 
 
-def cases():
+def cases(step: bool = False):
     return [
         pytest.param(
             kind,
             batch,
             storage,
-            marks=() if (kind, batch, storage) in QUICK else (pytest.mark.slow,),
+            marks=(() if (kind, batch, storage) in QUICK else (pytest.mark.slow,))
+            + ((SMOKE_STEP,) if step and kind == "smoke" else ()),
             id=f"{kind}-b{batch}-{storage}",
         )
         for kind in ("springs", "rigid", "smoke")
@@ -49,7 +52,7 @@ def test_simulate_check_grads(kind, batch, storage):
     check_grads(f, values, order=1, modes=["rev"], eps=EPS)
 
 
-@pytest.mark.parametrize("kind,batch,storage", cases())
+@pytest.mark.parametrize("kind,batch,storage", cases(step=True))
 def test_step_check_grads_through_scan(kind, batch, storage):
     """Three steps in jax.lax.scan under jit, w.r.t. the initial state and the action."""
     sim, _ = simulation(kind, batch, storage)

@@ -6,7 +6,7 @@ import pytest
 
 import diffsim
 from tests.conftest import use
-from tests.interop.scenes import OUTPUTS, framework_or_skip, simulation
+from tests.interop.scenes import OUTPUTS, SMOKE_STEP, framework_or_skip, simulation
 
 # Taichi's Vulkan probe must run before TensorFlow loads (see diffsim/tf.py), which importing diffsim.tf does
 diffsim.runtime.available_archs()
@@ -22,16 +22,19 @@ QUICK = {("springs", 2, "checkpointed")}
 
 @pytest.fixture(autouse=True)
 def f64():
-    use("cpu", "f64")  # per test: each builds its own systems, and use() starts afresh near Taichi's field limit
+    use(
+        "cpu", "f64"
+    )  # per test: each builds its own systems, and use() starts afresh near Taichi's field limit
 
 
-def cases():
+def cases(step: bool = False):
     return [
         pytest.param(
             kind,
             batch,
             storage,
-            marks=() if (kind, batch, storage) in QUICK else (pytest.mark.slow,),
+            marks=(() if (kind, batch, storage) in QUICK else (pytest.mark.slow,))
+            + ((SMOKE_STEP,) if step and kind == "smoke" else ()),
             id=f"{kind}-b{batch}-{storage}",
         )
         for kind in ("springs", "rigid", "smoke")
@@ -64,7 +67,7 @@ def test_simulate_compute_gradient(kind, batch, storage):
     assert_jacobians_agree(f, [tf.constant(sim.system.params[n].numpy()) for n in names])
 
 
-@pytest.mark.parametrize("kind,batch,storage", cases())
+@pytest.mark.parametrize("kind,batch,storage", cases(step=True))
 def test_step_compute_gradient(kind, batch, storage):
     """Three steps in tf.function, w.r.t. the initial state and the action."""
     sim, _ = simulation(kind, batch, storage)

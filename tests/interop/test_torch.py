@@ -6,7 +6,7 @@ import pytest
 
 import diffsim
 from tests.conftest import use
-from tests.interop.scenes import OUTPUTS, SYSTEMS, framework_or_skip, simulation
+from tests.interop.scenes import OUTPUTS, SMOKE_STEP, SYSTEMS, framework_or_skip, simulation
 
 torch = framework_or_skip("torch")
 dt = pytest.importorskip("diffsim.torch")
@@ -16,21 +16,24 @@ dt = pytest.importorskip("diffsim.torch")
 CHECK = dict(eps=1e-6, atol=1e-8, rtol=1e-5, fast_mode=True)
 
 #: the quick cases (every other one is marked slow)
-QUICK = {("springs", 1, "full"), ("springs", 2, "checkpointed"), ("rigid", 2, "checkpointed")}
+QUICK = {("springs", 2, "checkpointed")}
 
 
 @pytest.fixture(autouse=True)
 def f64():
-    use("cpu", "f64")  # per test: each builds its own systems, and use() starts afresh near Taichi's field limit
+    use(
+        "cpu", "f64"
+    )  # per test: each builds its own systems, and use() starts afresh near Taichi's field limit
 
 
-def cases():
+def cases(step: bool = False):
     return [
         pytest.param(
             kind,
             batch,
             storage,
-            marks=() if (kind, batch, storage) in QUICK else (pytest.mark.slow,),
+            marks=(() if (kind, batch, storage) in QUICK else (pytest.mark.slow,))
+            + ((SMOKE_STEP,) if step and kind == "smoke" else ()),
             id=f"{kind}-b{batch}-{storage}",
         )
         for kind in SYSTEMS
@@ -57,7 +60,7 @@ def test_simulate_gradcheck(kind, batch, storage):
     assert torch.autograd.gradcheck(f, tuple(param_tensors(sim, names)), **CHECK)
 
 
-@pytest.mark.parametrize("kind,batch,storage", cases())
+@pytest.mark.parametrize("kind,batch,storage", cases(step=True))
 def test_step_gradcheck(kind, batch, storage):
     """Three steps through `Step` (backpropagation through time), w.r.t. the initial state and the actions."""
     sim, _ = simulation(kind, batch, storage)
