@@ -46,7 +46,8 @@ class Rollout:
             raise DiffsimError(
                 "nothing to return: name state quantities in outputs, or give the simulation a loss"
             )
-        self._last = None  # the parameter values of the rollout now in the simulation's fields
+        self._last = None  # the parameter values of the rollout now in the simulation's fields (`_holds`)
+        self._token = None
 
     def allocate(self) -> None:
         """Run the rollout and its reverse pass once, with the parameters' current values, on the calling thread.
@@ -87,7 +88,7 @@ class Rollout:
     ) -> dict[str, np.ndarray]:
         """d(sum of cotangent x output)/d(parameter) for every name, at the parameter values `values` (the rollout
         is run again only if the simulation last ran with other values). Missing or None cotangents are zero."""
-        if self._last is None or not _same(self._last, values):
+        if not self._holds(values):
             self._run(values)
         for p in self.params:
             p.check_grad()
@@ -106,7 +107,23 @@ class Rollout:
             p.set(values[p.name])
         self.sim.outputs = self.outputs  # another Rollout of the same simulation may have attached its own
         self.sim.forward()
-        self._last = {n: np.array(values[n], dtype=np.float64, copy=True) for n in self.names}
+        self._last = {p.name: p.numpy() for p in self.params}
+        self._token = self.sim.loss_value  # a new array at every forward pass
+
+    def _holds(self, values) -> bool:
+        """Whether the simulation's fields hold this rollout's last forward pass, run with `values`: no other forward
+        pass since (a framework may skip a forward whose outputs it does not need, JAX's dead-code elimination under
+        jax.grad for one) and the parameters still at those values (compared in the simulation's precision)."""
+        if self._last is None or self.sim.loss_value is not self._token:
+            return False
+        for p in self.params:
+            given = np.asarray(values[p.name], dtype=np.float64).astype(_np_dtype(p.field))
+            if not (
+                np.array_equal(self._last[p.name], p.numpy())
+                and np.array_equal(given, self._last[p.name].astype(given.dtype))
+            ):
+                return False
+        return True
 
 
 class OneStep:
@@ -236,7 +253,3 @@ def _np_dtype(field):
 
 def _vec(field) -> tuple[int, ...]:
     return (field.n,) if isinstance(field, ti.MatrixField) else ()
-
-
-def _same(a: dict, b: dict) -> bool:
-    return all(np.array_equal(a[k], np.asarray(b[k], dtype=np.float64)) for k in a)
