@@ -23,7 +23,6 @@ from torch_sysid import GUESS, TRUE_STIFFNESS, build, measured, write_result  # 
 
 def main(argv=None) -> int:
 
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=150)
     parser.add_argument("--lr", type=float, default=0.05)
