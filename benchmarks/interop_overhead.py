@@ -12,6 +12,7 @@ The runs alternate (baseline, bridge, baseline, ...) so that the machine's load 
 """
 
 import argparse
+import importlib
 import os
 import statistics
 import sys
@@ -168,8 +169,8 @@ def main(argv=None) -> int:
     parser.add_argument("--frameworks", default="torch,jax,tf")
     args = parser.parse_args(argv)
     frameworks = args.frameworks.split(",")
-    if "tf" in frameworks:
-        import diffsim.tf  # noqa: F401, PLC0415  (TensorFlow after Taichi's Vulkan probe: see diffsim/tf.py)
+    if "tf" in frameworks:  # TensorFlow after Taichi's Vulkan probe: see diffsim/tf.py
+        importlib.import_module("diffsim.tf")
     diffsim.init()
     sim, names = walker_mlp()
     step_sim, step_system = walker_open_loop(args.step_steps)
