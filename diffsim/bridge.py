@@ -107,23 +107,16 @@ class Rollout:
             p.set(values[p.name])
         self.sim.outputs = self.outputs  # another Rollout of the same simulation may have attached its own
         self.sim.forward()
-        self._last = {p.name: p.numpy() for p in self.params}
+        self._last = {n: np.array(values[n], dtype=np.float64) for n in self.names}
         self._token = self.sim.loss_value  # a new array at every forward pass
 
     def _holds(self, values) -> bool:
         """Whether the simulation's fields hold this rollout's last forward pass, run with `values`: no other forward
         pass since (a framework may skip a forward whose outputs it does not need, JAX's dead-code elimination under
-        jax.grad for one) and the parameters still at those values (compared in the simulation's precision)."""
+        jax.grad for one)."""
         if self._last is None or self.sim.loss_value is not self._token:
             return False
-        for p in self.params:
-            given = np.asarray(values[p.name], dtype=np.float64).astype(_np_dtype(p.field))
-            if not (
-                np.array_equal(self._last[p.name], p.numpy())
-                and np.array_equal(given, self._last[p.name].astype(given.dtype))
-            ):
-                return False
-        return True
+        return all(np.array_equal(self._last[n], np.asarray(values[n], dtype=np.float64)) for n in self.names)
 
 
 class OneStep:
