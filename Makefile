@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-all lint format bench gpu-check install clean
+.PHONY: demo test test-slow test-all lint format bench gpu-check install install-interop test-interop clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -15,6 +15,17 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The PyTorch, JAX and TensorFlow bridges' extras (docs/interop.md); their tests skip without them.
+INTEROP_STAMP := $(VENV)/.installed-interop
+$(INTEROP_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[test,torch,jax,tf]'
+	touch $(INTEROP_STAMP)
+
+install-interop: $(INTEROP_STAMP)
+
+test-interop: $(INTEROP_STAMP)
+	DIFFSIM_REQUIRE_INTEROP=1 $(PYTEST) tests/interop
 
 demo: $(STAMP)
 	$(BIN)/diffsim demo --force
