@@ -1,0 +1,14 @@
+"""The scale tests need the optional extra diffsim[scale] (ray, cma): skipped without it, unless
+DIFFSIM_REQUIRE_SCALE=1 (set by .ci/run), which turns a missing package into a failure."""
+
+import importlib
+import os
+
+import pytest
+
+
+def require(module: str):
+    """The module, or skip the test (fail under DIFFSIM_REQUIRE_SCALE=1) if it is not installed."""
+    if os.environ.get("DIFFSIM_REQUIRE_SCALE") == "1":
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f"{module} is not installed (pip install 'diffsim[scale]')")
