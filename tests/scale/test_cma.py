@@ -62,8 +62,16 @@ def test_the_polish_continues_from_the_best_point_found(fresh):
 
 def test_a_scene_selects_cma_and_bad_settings_are_refused():
     require("cma")
-    scene = load_scene(SYSID, ["task.optimizer.name=cma", "task.optimizer.sigma=0.1", "task.optimizer.polish=5"])
-    assert scene.data["task"]["optimizer"] == {"name": "cma", "sigma": 0.1, "popsize": None, "polish": 5, "seed": 1}
+    scene = load_scene(
+        SYSID, ["task.optimizer.name=cma", "task.optimizer.sigma=0.1", "task.optimizer.polish=5"]
+    )
+    assert scene.data["task"]["optimizer"] == {
+        "name": "cma",
+        "sigma": 0.1,
+        "popsize": None,
+        "polish": 5,
+        "seed": 1,
+    }
     with pytest.raises(DiffsimError, match="must be > 0"):
         CMAES(sigma=0)
     with pytest.raises(DiffsimError, match="cannot be resumed"):

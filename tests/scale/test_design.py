@@ -19,7 +19,10 @@ def test_grid_is_the_product_with_the_last_axis_fastest():
     assert a == ("ground.friction", [0.2, 0.4, 0.6])
     design = grid_design(dict([a, b]))
     assert len(design) == 6
-    assert design[:2] == [{"ground.friction": 0.2, "bodies.mass": 1.0}, {"ground.friction": 0.2, "bodies.mass": 2.0}]
+    assert design[:2] == [
+        {"ground.friction": 0.2, "bodies.mass": 1.0},
+        {"ground.friction": 0.2, "bodies.mass": 2.0},
+    ]
     assert parse_grid("x=3:3:1") == ("x", [3.0])
 
 
@@ -80,7 +83,13 @@ def test_starts_begin_at_the_scene_values_and_draw_each_element():
 def test_table_csv_keeps_every_bit_and_best_skips_errors():
     rows = [
         {"index": 1, "values.x": 0.1, "status": "ok", "best_loss": 0.1 + 0.2, "final_loss": 1 / 3},
-        {"index": 0, "values.x": [1.0, 2.0], "status": "error", "best_loss": math.nan, "final_loss": math.nan},
+        {
+            "index": 0,
+            "values.x": [1.0, 2.0],
+            "status": "error",
+            "best_loss": math.nan,
+            "final_loss": math.nan,
+        },
         {"index": 2, "values.x": 0.3, "status": "ok", "best_loss": 0.5, "final_loss": 0.5},
     ]
     table = SweepTable(rows, ["x"])

@@ -52,7 +52,9 @@ def test_starts_fit_from_the_scene_values_then_drawn_ones(tmp_path):
     scene = load_scene(SYSID)
     assert first["initial_params"]["springs.stiffness"][0] == scene.data["springs"][0]["stiffness"]
     for row in table:
-        trial = json.loads((tmp_path / "s" / "trials" / f"trial_{row['index']:05d}" / "result.json").read_text())
+        trial = json.loads(
+            (tmp_path / "s" / "trials" / f"trial_{row['index']:05d}" / "result.json").read_text()
+        )
         assert row["best_loss"] <= trial["history"][0]["loss"]
         assert row["iterations"] == len(trial["history"]) == 8
     assert (tmp_path / "s" / "convergence.png").stat().st_size > 0
@@ -70,7 +72,9 @@ def test_a_sweep_refuses_a_used_folder_and_a_second_design(tmp_path):
 
 
 def test_a_bad_value_fails_its_trial_only(tmp_path):
-    table = diffsim.sweep(SYSID, tmp_path / "s", grid=["sim.dt=-1:0.0025:2"], steps=STEPS, workers=0, say=None)
+    table = diffsim.sweep(
+        SYSID, tmp_path / "s", grid=["sim.dt=-1:0.0025:2"], steps=STEPS, workers=0, say=None
+    )
     assert table["status"] == ["error", "ok"]
     assert "sim.dt" in table.rows[0]["error"] and math.isfinite(table.rows[1]["best_loss"])
 
