@@ -14,7 +14,8 @@ import pytest
 import diffsim
 from diffsim.errors import DiffsimError
 from diffsim.scene import load_scene
-from tests.cli.conftest import HANG_TIMEOUT, SYSID, diffsim as run_cli
+from tests.cli.conftest import HANG_TIMEOUT, SYSID
+from tests.cli.conftest import diffsim as run_cli
 
 STEPS = 60
 
