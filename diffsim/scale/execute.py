@@ -68,7 +68,8 @@ def run_ray(
             if gpus_per_worker:
                 kwargs["num_gpus"] = max(1, int(round((workers or 1) * gpus_per_worker)))
         try:
-            ray.init(address=address, **kwargs)
+            # "local": a new instance, not a cluster that `ray start` left in /tmp/ray/ray_current_cluster
+            ray.init(address=address or "local", **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise DiffsimError(
                 f"cannot start or join Ray: {' '.join(str(e).split())}", where="--address"

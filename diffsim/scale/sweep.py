@@ -145,10 +145,9 @@ def _plan(scene, folder, grid, random, ranges, method, starts, mode, sets, flags
             where="--out",
         )
     base = load_scene(scene, sets, **{k: v for k, v in flags.items() if v is not None})
-    folder.mkdir(parents=True, exist_ok=True)
-    scene_file = base.write(folder / "scene.toml")
+    # the design is made before anything is written: bad input leaves no folder behind
     setup = {
-        "scene": str(scene_file.resolve()), "sets": [], "flags": {}, "mode": mode, "arch": arch,
+        "scene": os.path.abspath(base.source), "sets": list(sets), "flags": flags, "mode": mode, "arch": arch,
         "precision": precision, "seed": int(seed), "base_seed": int(seed), "source": base.source,
         "label": base.name,
     }  # fmt: skip
@@ -169,7 +168,9 @@ def _plan(scene, folder, grid, random, ranges, method, starts, mode, sets, flags
             )
         design, kind = start_design(per_param, int(starts), method, seed), "starts"
     names = list(design[0]) if design else []
-    setup.update(kind=kind, names=names)
+    folder.mkdir(parents=True, exist_ok=True)
+    scene_file = base.write(folder / "scene.toml")  # every trial starts from it, the --set values applied
+    setup.update(kind=kind, names=names, scene=str(scene_file.resolve()), sets=[], flags={})
     specs = [trial_spec(i, v, setup, str(folder / "trials" / f"trial_{i:05d}")) for i, v in enumerate(design)]
     text = json.dumps({"format": _FORMAT, "version": _VERSION, "setup": setup, "trials": specs}, indent=1)
     write_text_atomic(folder / SETUP_FILE, text + "\n")

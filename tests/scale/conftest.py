@@ -12,3 +12,10 @@ def require(module: str):
     if os.environ.get("DIFFSIM_REQUIRE_SCALE") == "1":
         return importlib.import_module(module)
     return pytest.importorskip(module, reason=f"{module} is not installed (pip install 'diffsim[scale]')")
+
+
+@pytest.fixture(autouse=True)
+def _ray_files_apart(monkeypatch):
+    """Ray's session files (sockets, logs) in a folder of these tests' own, not the machine's /tmp/ray (a short
+    path: Unix socket paths are limited to about 107 characters)."""
+    monkeypatch.setenv("RAY_TMPDIR", f"/tmp/diffsim-scale-tests-{os.getpid()}")

@@ -108,3 +108,17 @@ def test_resume_after_killing_the_driver_runs_only_the_missing_trials(tmp_path):
         assert (out / "trials" / f"trial_{i:05d}" / "result.json").stat().st_mtime_ns == stamp
     rows = json.loads(results.read_text())["rows"]
     assert [r["index"] for r in rows] == list(range(6)) and all(r["status"] == "ok" for r in rows)
+
+
+def test_without_ray_the_trials_run_here_with_a_note(tmp_path, monkeypatch):
+    import diffsim.scale.sweep as module
+
+    monkeypatch.setattr(module, "ray_available", lambda: False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    said = []
+    table = diffsim.sweep(SYSID, tmp_path / "s", grid=["springs.stiffness=80:90:2"], steps=STEPS, say=said.append)
+    assert table["status"] == ["ok", "ok"]
+    assert any(line.startswith("note: Ray is not installed") for line in said)
+    assert {w.split(":")[1] for w in table["worker"]} == {str(os.getpid())}
+    with pytest.raises(DiffsimError, match="Ray is not installed"):
+        diffsim.sweep(SYSID, tmp_path / "t", grid=["springs.stiffness=80:90:2"], workers=2, say=None)
