@@ -59,6 +59,7 @@ def main() -> None:
             "evaluations": result.iterations,
             "first_gradient_norm": result.history[0]["grad_norm"],
             "velocity": result.params["initial.cue.velocity"],
+            "best_loss_before_polish": min(h["loss"] for h in ok[: iters - args.polish]),
             "ball7_distance_m": distance(sim, task),
             "wall_time_s": time.perf_counter() - t0,
         }

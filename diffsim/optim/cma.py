@@ -83,6 +83,8 @@ class CMAES(Optimizer):
             "maxfevals": search_budget,
             "tolfun": 0.0 if tol is None else tol,
             "tolx": 1e-12,
+            # a generation of equal losses (every shot misses: a flat loss) widens the search instead of ending it
+            "tolflatfitness": 10**9,
         }
         if self.popsize is not None:
             opts["popsize"] = self.popsize

@@ -1,6 +1,7 @@
 """Sweeps in one process (no Ray): each trial is the scene with its values, results are written as trials end,
 and --resume runs only the trials without a result."""
 
+import importlib
 import json
 import math
 import os
@@ -80,6 +81,7 @@ def test_a_bad_value_fails_its_trial_only(tmp_path):
     assert "sim.dt" in table.rows[0]["error"] and math.isfinite(table.rows[1]["best_loss"])
 
 
+@pytest.mark.slow
 def test_resume_after_killing_the_driver_runs_only_the_missing_trials(tmp_path):
     out = tmp_path / "s"
     cmd = [sys.executable, "-m", "diffsim", "sweep", str(SYSID), "--out", str(out), "--starts", "6"]
@@ -111,12 +113,15 @@ def test_resume_after_killing_the_driver_runs_only_the_missing_trials(tmp_path):
 
 
 def test_without_ray_the_trials_run_here_with_a_note(tmp_path, monkeypatch):
-    import diffsim.scale.sweep as module
-
+    module = importlib.import_module(
+        "diffsim.scale.sweep"
+    )  # the module (diffsim.scale.sweep is the function)
     monkeypatch.setattr(module, "ray_available", lambda: False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     said = []
-    table = diffsim.sweep(SYSID, tmp_path / "s", grid=["springs.stiffness=80:90:2"], steps=STEPS, say=said.append)
+    table = diffsim.sweep(
+        SYSID, tmp_path / "s", grid=["springs.stiffness=80:90:2"], steps=STEPS, say=said.append
+    )
     assert table["status"] == ["ok", "ok"]
     assert any(line.startswith("note: Ray is not installed") for line in said)
     assert {w.split(":")[1] for w in table["worker"]} == {str(os.getpid())}
