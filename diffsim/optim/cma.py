@@ -47,6 +47,7 @@ class CMAES(Optimizer):
         self, sigma: float = 0.25, popsize: int | None = None, polish: int = 0, seed: int = 1, lr: float = 1.0
     ):
         super().__init__(lr)
+        _require_cma()  # a missing package fails when the fit is set up, not after the scene is built
         if not (sigma > 0 and math.isfinite(sigma)):
             raise DiffsimError(f"must be > 0, got {sigma}", where="optimizer.sigma")
         if popsize is not None and popsize < 2:

@@ -127,3 +127,30 @@ def test_without_ray_the_trials_run_here_with_a_note(tmp_path, monkeypatch):
     assert {w.split(":")[1] for w in table["worker"]} == {str(os.getpid())}
     with pytest.raises(DiffsimError, match="Ray is not installed"):
         diffsim.sweep(SYSID, tmp_path / "t", grid=["springs.stiffness=80:90:2"], workers=2, say=None)
+
+
+def test_the_command_line_refuses_bad_input_in_one_line(tmp_path):
+    for args, message in (
+        (["sweep", str(SYSID)], "the output folder is required: --out DIR"),
+        (["sweep", "--resume", str(tmp_path / "none")], "not a sweep's folder"),
+        (["sweep", str(SYSID), "--out", str(tmp_path / "a"), "--grid", "x=1:2"], "expected NAME=LO:HI:N"),
+    ):
+        proc = run_cli(*args)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("diffsim: error: ") and message in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.slow
+def test_optimize_starts_keeps_the_best_fit(tmp_path):
+    out = tmp_path / "best"
+    proc = run_cli("optimize", str(SYSID), "--out", str(out), "--starts", "2", "--steps", str(STEPS), "--iters", "6",
+                   "--workers", "0")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    best = json.loads((out / "best.json").read_text())
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert best["best_loss"] == min(r["best_loss"] for r in rows) and best["starts"] == 2
+    trial = json.loads((out / "trials" / f"trial_{best['trial']:05d}" / "result.json").read_text())
+    assert best["params"] == trial["params"]
+    assert f"best of 2 fits: trial {best['trial']}" in proc.stdout
