@@ -38,8 +38,10 @@ def _ray_trial(spec: dict) -> dict:
     """A Ray task: one trial in this worker process, Taichi limited to the CPUs Ray gave the task."""
     import ray  # noqa: PLC0415
 
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-    os.environ["TI_CPU_MAX_NUM_THREADS"] = str(max(1, int(cpus)))  # read by ti.init
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    os.environ["TI_CPU_MAX_NUM_THREADS"] = str(max(1, int(assigned.get("CPU", 1))))  # read by ti.init
+    if assigned.get("GPU", 0) > 0 and spec["arch"] is None:  # a GPU from Ray: the trial runs on it
+        spec = {**spec, "arch": "gpu"}
     return run_trial(spec)
 
 
