@@ -3,6 +3,7 @@ DIFFSIM_REQUIRE_SCALE=1 (set by .ci/run), which turns a missing package into a f
 
 import importlib
 import os
+import shutil
 
 import pytest
 
@@ -18,4 +19,7 @@ def require(module: str):
 def _ray_files_apart(monkeypatch):
     """Ray's session files (sockets, logs) in a folder of these tests' own, not the machine's /tmp/ray (a short
     path: Unix socket paths are limited to about 107 characters)."""
-    monkeypatch.setenv("RAY_TMPDIR", f"/tmp/diffsim-scale-tests-{os.getpid()}")
+    folder = f"/tmp/diffsim-sweep-ray-{os.getpid()}"
+    monkeypatch.setenv("RAY_TMPDIR", folder)
+    yield
+    shutil.rmtree(folder, ignore_errors=True)  # each test's Ray instance has stopped by now
