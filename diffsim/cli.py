@@ -5,6 +5,7 @@
     diffsim optimize SCENE --out DIR [--iters N] [--fit NAME ...] [--target FILE.npz] [--optimizer adam|sgd|lbfgs]
                                      [--lr X] [--checkpoint K] [--save-every N] [--force] [--no-render]
     diffsim optimize --resume DIR [--iters N]
+    diffsim sweep SCENE --out DIR (--grid NAME=LO:HI:N ... | --random N | --starts N) [--workers N] [--address A]
     diffsim gradcheck SCENE [--fit NAME ...] [--fd-steps H ...] [--json]
     diffsim render SCENE_OR_TRAJECTORY --out FILE.gif|.mp4|.png
     diffsim info
@@ -41,7 +42,7 @@ EXIT_UNSTABLE = 3
 
 _CONTEXT: dict[str, str] = {}  # the scene file being worked on, to prefix errors that do not name one
 
-COMMANDS = ("run", "params", "optimize", "gradcheck", "render", "info", "demo", "bench")
+COMMANDS = ("run", "params", "optimize", "sweep", "gradcheck", "render", "info", "demo", "bench")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -423,6 +424,10 @@ def cmd_optimize(args) -> int:
     _check_fresh_folder(Path(args.out), args.force)
     _check_file(args.target, "--target")
     _check_file(args.params, "--params")
+    if args.starts is not None:  # the best of N fits (diffsim/scale)
+        from diffsim.scale.command import optimize_starts  # noqa: PLC0415
+
+        return optimize_starts(args)
     scene = _load(
         args,
         steps=args.steps,
@@ -1162,8 +1167,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="target trajectory (as `diffsim run` writes it); the loss becomes trajectory MSE",
     )
     p.add_argument(
-        "--optimizer", choices=("adam", "sgd", "lbfgs"), help="optimizer (default: task.optimizer)"
+        "--optimizer", choices=("adam", "sgd", "lbfgs", "cma"), help="optimizer (default: task.optimizer)"
     )
+    p.add_argument("--starts", type=_positive_int, metavar="N", help="keep the best of N fits (see sweep)")
     p.add_argument("--lr", type=float, help="learning rate (adam, sgd)")
     p.add_argument("--tol", type=float, help="stop when the loss changes less than this (see task.tol)")
     p.add_argument(
@@ -1179,7 +1185,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-render", action="store_true", help="skip the before/after animations")
     _render_opts(p)
+    from diffsim.scale.command import add_scale_options, add_sweep_parser  # noqa: PLC0415
+
+    add_scale_options(p)
     p.set_defaults(func=cmd_optimize)
+
+    add_sweep_parser(command)
 
     p = command("gradcheck", "compare reverse-mode gradients with finite differences (f64)")
     _scene_arg(p)
