@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-all lint format bench gpu-check install clean
+.PHONY: demo test test-slow test-all lint format bench gpu-check install install-extras install-interop test-interop clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -15,6 +15,19 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Every optional extra, resolved together: the PyTorch, JAX and TensorFlow bridges (docs/interop.md), Ray and
+# CMA-ES (docs/scale.md). Their tests skip without them; CI installs them.
+EXTRAS_STAMP := $(VENV)/.installed-extras
+$(EXTRAS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[test,torch,jax,tf,scale]'
+	touch $(EXTRAS_STAMP)
+
+install-extras: $(EXTRAS_STAMP)
+install-interop: install-extras
+
+test-interop: $(EXTRAS_STAMP)
+	DIFFSIM_REQUIRE_INTEROP=1 $(PYTEST) tests/interop
 
 demo: $(STAMP)
 	$(BIN)/diffsim demo --force

@@ -21,6 +21,7 @@ from .errors import DiffsimError, SimulationError
 from .optim.fit import LBFGSB, SGD, Adam, fit
 from .optim.losses import CenterOfMassLoss, CenterOfMassTargetLoss, FinalPositionLoss, Loss, PointLoss
 from .runtime import available_archs, init
+from .scale import sweep
 from .systems.cloth import ClothModel, ClothSystem
 from .systems.mpm import MPMModel, MPMSystem
 from .systems.rigid import RigidModel, RigidSystem
@@ -47,6 +48,7 @@ __all__ = [
     "Adam",
     "LBFGSB",
     "fit",
+    "sweep",
     "OpenLoop",
     "Periodic",
     "MLP",

@@ -5,6 +5,7 @@
     diffsim optimize SCENE --out DIR [--iters N] [--fit NAME ...] [--target FILE.npz] [--optimizer adam|sgd|lbfgs]
                                      [--lr X] [--checkpoint K] [--save-every N] [--force] [--no-render]
     diffsim optimize --resume DIR [--iters N]
+    diffsim sweep SCENE --out DIR (--grid NAME=LO:HI:N ... | --random N | --starts N) [--workers N] [--address A]
     diffsim gradcheck SCENE [--fit NAME ...] [--fd-steps H ...] [--json]
     diffsim render SCENE_OR_TRAJECTORY --out FILE.gif|.mp4|.png
     diffsim info
@@ -41,7 +42,7 @@ EXIT_UNSTABLE = 3
 
 _CONTEXT: dict[str, str] = {}  # the scene file being worked on, to prefix errors that do not name one
 
-COMMANDS = ("run", "params", "optimize", "gradcheck", "render", "info", "demo", "bench")
+COMMANDS = ("run", "params", "optimize", "sweep", "gradcheck", "render", "info", "demo", "bench")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -298,6 +299,7 @@ def cmd_run(args) -> int:
             actions=_actions(traj),
             fps=args.fps,
             title=scene.name,
+            scene=scene.resolved,
             progress=not args.quiet,
         )
         written.append(path)
@@ -375,6 +377,7 @@ def cmd_params(args) -> int:
 OPTIMIZE_OUTPUTS = (
     "checkpoint.npz", "result.json", "history.csv", "loss.png", "params.png", "trajectory.png", "scene.toml",
     "before.gif", "after.gif", "before.mp4", "after.mp4",
+    "before_trajectory.npz", "after_trajectory.npz", "view.html",
 )  # fmt: skip
 #: the files whose presence marks a folder as holding an earlier run's outputs
 _RUN_MARKS = ("checkpoint.npz", "result.json", "history.csv")
@@ -421,6 +424,10 @@ def cmd_optimize(args) -> int:
     _check_fresh_folder(Path(args.out), args.force)
     _check_file(args.target, "--target")
     _check_file(args.params, "--params")
+    if args.starts is not None:  # the best of N fits (diffsim/scale)
+        from diffsim.scale.command import optimize_starts  # noqa: PLC0415
+
+        return optimize_starts(args)
     scene = _load(
         args,
         steps=args.steps,
@@ -739,13 +746,22 @@ def _optimize_locked(args, scene, folder, render, label, resume, stack: contextl
                 fps=args.fps,
                 title=f"{scene.name} ({name})",
                 progress=not args.quiet,
+                scene=scene.resolved,
             )
             written.append(path)
+        from diffsim.viz.viewer import write_run_views  # noqa: PLC0415
+
+        written += write_run_views(
+            folder, {"after": after, "before": before}, drawing, dt=system.dt, batch=system.batch,
+            system=scene.kind.kind, scene=scene, scalars=getattr(system, "scalar_names", None),
+        )  # fmt: skip
     first = result.loss_history[0] if result.loss_history else math.nan
+    last = result.loss_history[-1] if result.loss_history else math.nan
     rejected = f", {result.rejected} rejected" if result.rejected else ""
     out.say(
-        f"{label}loss {first:.6g} -> best {result.best_loss:.6g} (iteration {result.best_iteration}) in "
-        f"{result.iterations} iterations{rejected} ({result.wall_time_s:.1f} s, stopped: {result.stopped})"
+        f"{label}loss {first:.6g} -> best {result.best_loss:.6g} (iteration {result.best_iteration}, saved), "
+        f"last {last:.6g}, in {result.iterations} iterations{rejected} ({result.wall_time_s:.1f} s, stopped: "
+        f"{result.stopped})"
     )
     if small:
         for n in task.fit:
@@ -834,6 +850,7 @@ def cmd_render(args) -> int:
     from diffsim.fileio import check_output_file, remove_stale_temporaries  # noqa: PLC0415
     from diffsim.scene.trajectory import load_trajectory, render_trajectory, rollout  # noqa: PLC0415
     from diffsim.viz.io import animation_kind  # noqa: PLC0415
+    from diffsim.viz.viewer import scene_beside  # noqa: PLC0415
 
     out = _Out(args.quiet)
     animation_kind(args.out)  # a bad suffix or an unwritable place fails before anything runs
@@ -853,6 +870,7 @@ def cmd_render(args) -> int:
         traj = {drawing.quantity: x, "act": data.get("act")}
         title = meta.get("scene") or Path(source).stem
         dt = meta.get("dt")
+        scene_data = scene_beside(source)
     else:
         _check_file(args.params, "--params")
         scene = _load(args, steps=args.steps)
@@ -865,7 +883,7 @@ def cmd_render(args) -> int:
             )
         sim.forward()
         traj = rollout(sim)
-        drawing, title, dt = scene.drawing(system), scene.name, system.dt
+        drawing, title, dt, scene_data = scene.drawing(system), scene.name, system.dt, scene.resolved
     remove_stale_temporaries(Path(args.out).parent)  # of a killed earlier render
     renderer = render_trajectory(
         _positions(traj, drawing, args.copy),
@@ -877,8 +895,21 @@ def cmd_render(args) -> int:
         stride=args.stride,
         title=title,
         progress=not args.quiet,
+        scene=scene_data,
     )
     out.say(f"wrote {_rel(args.out)} ({renderer})")
+    return EXIT_OK
+
+
+def cmd_view(args) -> int:
+    from diffsim.fileio import check_output_file  # noqa: PLC0415
+    from diffsim.viz.viewer import load_rollouts, write_view  # noqa: PLC0415
+
+    if Path(args.out).suffix.lower() != ".html":
+        raise DiffsimError(f"expected an .html file, got {args.out!r}", where="--out")
+    check_output_file(args.out, "--out")
+    path = write_view(load_rollouts(args.scene, overrides=args.set or (), steps=args.steps), args.out)
+    _Out(args.quiet).say(f"wrote {_rel(path)} (open it in a browser)")
     return EXIT_OK
 
 
@@ -934,7 +965,10 @@ def cmd_info(args) -> int:
     )
     print(f"backends:   {', '.join(archs)} (default {default_arch}; DIFFSIM_ARCH or --arch to change)")
     print(f"precision:  {default_precision} by default; f32 and f64 (DIFFSIM_PRECISION or --precision)")
-    print(f"Vulkan:     {'available' if vulkan else 'not found (no Vulkan driver / ICD)'}")
+    print(
+        f"Vulkan:     {'available' if vulkan else 'not found (no Vulkan driver / ICD)'}"
+        + ("" if vulkan else "; software Vulkan on Debian/Ubuntu: apt-get install mesa-vulkan-drivers")
+    )
     if args.no_probe:
         print("rendering:  2D matplotlib; 3D not probed")
     else:
@@ -1133,8 +1167,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="target trajectory (as `diffsim run` writes it); the loss becomes trajectory MSE",
     )
     p.add_argument(
-        "--optimizer", choices=("adam", "sgd", "lbfgs"), help="optimizer (default: task.optimizer)"
+        "--optimizer", choices=("adam", "sgd", "lbfgs", "cma"), help="optimizer (default: task.optimizer)"
     )
+    p.add_argument("--starts", type=_positive_int, metavar="N", help="keep the best of N fits (see sweep)")
     p.add_argument("--lr", type=float, help="learning rate (adam, sgd)")
     p.add_argument("--tol", type=float, help="stop when the loss changes less than this (see task.tol)")
     p.add_argument(
@@ -1150,7 +1185,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-render", action="store_true", help="skip the before/after animations")
     _render_opts(p)
+    from diffsim.scale.command import add_scale_options, add_sweep_parser  # noqa: PLC0415
+
+    add_scale_options(p)
     p.set_defaults(func=cmd_optimize)
+
+    add_sweep_parser(command)
 
     p = command("gradcheck", "compare reverse-mode gradients with finite differences (f64)")
     _scene_arg(p)
@@ -1172,7 +1212,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         nargs="+",
         metavar="H",
-        help="finite-difference steps, relative to max(1, |value|); the best is kept (default: 1e-3 1e-4 1e-5 "
+        help="finite-difference steps, relative to each parameter's largest |value| (1 if all are 0); the best is kept (default: 1e-3 1e-4 1e-5 "
         "1e-6; stiff contact wants smaller ones, e.g. --fd-steps 1e-6 1e-7 1e-8)",
     )
     p.add_argument(
@@ -1195,6 +1235,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", metavar="FILE", help="parameter values (JSON) to simulate with")
     p.add_argument("--fps", type=_positive_float, default=30.0, help="frames per second (30)")
     p.set_defaults(func=cmd_render)
+
+    p = command(
+        "view", "write an interactive 3D viewer (one self-contained HTML page; needs diffsim[viewer])"
+    )
+    _scene_arg(p, "run folder, trajectory.npz, scene file or shipped scene name")
+    p.add_argument("--out", required=True, metavar="FILE", help="output page (.html)")
+    p.add_argument("--steps", type=int, help="steps to simulate (scenes)")
+    p.set_defaults(func=cmd_view)
 
     p = command("info", "version, backends, precision, Vulkan and rendering status")
     p.add_argument("--json", action="store_true", help="print JSON")

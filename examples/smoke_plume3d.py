@@ -3,7 +3,7 @@
     python examples/smoke_plume3d.py [--out runs/smoke_plume3d] [--steps 40]
 
 Writes density_start.png and density_end.png: the density integrated along the depth axis (y), x to the right and
-z up, and prints the time per step.
+z up, both axes counting cells (the scene sets no cell size), and prints the time per step.
 """
 
 import argparse

@@ -28,6 +28,17 @@ SHORT = {
     "rigid_walker2d.py": (["--iters", "2", "--steps", "60"], "progress.png"),
     "rigid_sysid.py": (["--iters", "6", "--steps", "200"], "trajectory.png"),
     "quadruped3d.py": (["--iters", "2", "--steps", "100"], "before_after.png"),
+    "torch_walker2d.py": (["--iters", "2", "--steps", "60"], None),
+    "torch_sysid.py": (["--iters", "2"], None),
+    "jax_sysid.py": (["--iters", "3"], None),
+    "tf_sysid.py": (["--iters", "3"], None),
+}
+#: the framework an example needs (tests/interop/scenes.framework_or_skip: a skip, or a failure in CI)
+FRAMEWORK = {
+    "torch_walker2d.py": "torch",
+    "torch_sysid.py": "torch",
+    "jax_sysid.py": "optax",
+    "tf_sysid.py": "tensorflow",
 }
 
 
@@ -75,6 +86,10 @@ GOALS = {
     "rigid_sysid.py": sysid_lowers_the_loss_tenfold,
     "mpm_sysid.py": sysid_lowers_the_loss_tenfold,
     "mpm_dam_break2d.py": dam_break_front_advances,
+    "torch_walker2d.py": fit_lowers_the_loss,
+    "torch_sysid.py": sysid_lowers_the_loss_tenfold,
+    "jax_sysid.py": fit_lowers_the_loss,
+    "tf_sysid.py": fit_lowers_the_loss,
 }
 
 
@@ -89,6 +104,10 @@ FAST = {"walker2d.py"}
     "name", [pytest.param(n, marks=[] if n in FAST else [pytest.mark.slow]) for n in sorted(SHORT)]
 )
 def test_example_runs(name, tmp_path):
+    if name in FRAMEWORK:
+        from tests.interop.scenes import framework_or_skip  # noqa: PLC0415
+
+        framework_or_skip(FRAMEWORK[name])
     out = tmp_path / "out"
     args, written = SHORT[name]
     cmd = [sys.executable, str(ROOT / "examples" / name), *args, "--out", str(out)]

@@ -108,7 +108,7 @@ def free_mpm():
     m.add_box([0.3, 0.45], [0.45, 0.6], "rubber", velocity=[1.0, 0.2])
     m.add_sphere([0.62, 0.55], 0.08, "water", velocity=[-0.8, 0.0])
     system = MPMSystem(m, dt=1e-3, walls="none", gravity=[0.0, -G])
-    return system, lambda traj: system.particle_masses()[0]
+    return system, lambda traj: system.masses()[0]
 
 
 FREE = {"springs": free_springs, "rigid": free_rigid, "cloth": free_cloth, "mpm": free_mpm}
@@ -275,7 +275,7 @@ def damped_mpm():
     m.add_box([0.3, 0.3], [0.5, 0.45], "rubber", velocity=[0.5, -1.0])
     system = MPMSystem(m, dt=1e-3, walls="sticky", gravity=[0.0, -G])
     mu, lam = young / (2 * (1 + nu)), young * nu / ((1 + nu) * (1 - 2 * nu))
-    mass, volume = system.particle_masses()[0], system.arrays["volume"]
+    mass, volume = system.masses()[0], system.arrays["volume"]
     # the wall holds the nodes of index < bound; a particle's quadratic stencil starts at node floor(x / dx - 0.5)
     reach = (system.bound + 0.5) * dx
 

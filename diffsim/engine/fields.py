@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import taichi as ti
 
+from .. import runtime
+
 
 class FieldGroup:
     """Fields declared one by one and allocated together in one SNode tree (`ti.FieldsBuilder`), then filled.
@@ -47,3 +49,28 @@ class MassView:
     def __init__(self, fld, bstride: int):
         self.field = fld
         self.bstride = bstride
+
+
+class ConstantArrays:
+    """Constant integer, vector and matrix arrays added to a `FieldGroup`; an empty array gets one placeholder
+    element so that every field has a shape."""
+
+    def __init__(self, group: FieldGroup):
+        self.group = group
+        self.itype, self.npi = runtime.index_type(), runtime.np_index()
+        self.real, self.npr = runtime.real(), runtime.np_real()
+
+    def ints(self, values):
+        arr = np.asarray(values, dtype=np.int64).reshape(-1)
+        arr = arr if len(arr) else np.zeros(1, dtype=np.int64)
+        return self.group.add(self.itype, arr.shape, arr.astype(self.npi))
+
+    def vecs(self, values, width):
+        arr = np.asarray(values, dtype=np.float64).reshape(-1, width)
+        arr = arr if len(arr) else np.zeros((1, width))
+        return self.group.add(self.real, arr.shape[:1], arr.astype(self.npr), n=width)
+
+    def mats(self, values, rows, cols):
+        arr = np.asarray(values, dtype=np.float64).reshape(-1, rows, cols)
+        arr = arr if len(arr) else np.zeros((1, rows, cols))
+        return self.group.add(self.real, arr.shape[:1], arr.astype(self.npr), n=rows, m=cols)

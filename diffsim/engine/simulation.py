@@ -124,6 +124,8 @@ class Simulation:
         self._monitor = None
         self._tcarry = None
         self._passed = None
+        #: trajectory outputs and their cotangents (`engine/cotangents.TrajectoryOutputs` attaches itself), or None
+        self.outputs = None
 
     def _check_memory(self, specs) -> None:
         """Refuse, with the estimate, a rollout whose buffers would not fit in memory (before allocating them)."""
@@ -162,8 +164,11 @@ class Simulation:
             launch(f, row, coef)
 
     def _eval_loss_grad(self, f: int, fg: int) -> None:
+        """Seed the state adjoint of window frame f (global fg): the loss terms' adjoints and any cotangents."""
         for _launch, grad, row, coef in reversed(self._schedule.get(fg, ())):
             grad(f, row, coef)
+        if self.outputs is not None:
+            self.outputs.seed(f, fg)
 
     # -- forward ------------------------------------------------------------------------------------------------
     def forward(self) -> float:
@@ -181,6 +186,8 @@ class Simulation:
                 self._eval_loss(0, 0)
             self._run_steps(a, b, loss=True)
             self._check(0, b - a + 1, a)
+            if self.outputs is not None:
+                self.outputs.record(a, b)
             if self.storage == "checkpointed":
                 for spec in self._state_specs:
                     self._copy(s.field(spec.name), b - a, self.snapshots.field(spec.name), j + 1)
@@ -322,7 +329,7 @@ class Simulation:
                 f"|{spec.name}| = {mag[copy, elem]:.3g} > {limit:.3g}, {self.divergence_factor:g} x max(1, "
                 f"|{spec.name}| at frame 0)"
             )
-        hint = getattr(self.system, "instability_hint", lambda: "")()
+        hint = self.system.instability_hint()
         where = f"copy {copies[0]}, element {elems[0] // (spec.dim or 1)}" if len(copies) else ""
         return "; ".join(x for x in (size, where, hint) if x)
 
@@ -342,13 +349,15 @@ class Simulation:
 
         With `check_finite` (the default), a non-finite parameter gradient raises `SimulationError` naming the first
         frame of the backward pass (the latest frame) whose state adjoint left the finite range."""
-        if self.loss is None:
+        if self.loss is None and self.outputs is None:
             raise DiffsimError("backward() needs a loss; pass loss= to Simulation or call set_loss()")
         health = self.record_health if health is None else bool(health)
         truncate = self.truncate if truncate is None else truncate
         clip = self.clip_adjoint if clip_adjoint is None else clip_adjoint
         if truncate is not None:
             truncate = int(truncate)
+            if self.outputs is not None:
+                raise DiffsimError("trajectory cotangents need the exact reverse pass", where="truncate")
             if truncate < 1:
                 raise DiffsimError(f"must be >= 1 steps, got {truncate}", where="truncate")
             if health:
@@ -401,9 +410,12 @@ class Simulation:
     def _backward_pass(self, health: bool, truncate: int | None, clip: float | None, stride: int = 1):
         sys = self.system
         sys.params.zero_grad()
-        for leaf, w in self.loss.terms():
+        for leaf, w in self.loss.terms() if self.loss is not None else ():
             leaf.zero_grad()
-            leaf.reset(w)
+            if self.outputs is None:
+                leaf.reset(w)
+            else:
+                self.outputs.seed_loss(leaf, w)
         mon = self._adjoint_monitor() if (health or clip is not None or truncate is not None) else None
         if truncate is not None:
             self._backward_truncated(truncate, clip, mon)

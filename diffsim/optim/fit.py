@@ -149,8 +149,12 @@ class LBFGSB(Optimizer):
 def make_optimizer(name: str, lr: float | None = None, **kw) -> Optimizer:
     name = name.lower()
     table = {"adam": Adam, "sgd": SGD, "lbfgs": LBFGSB, "lbfgsb": LBFGSB, "l-bfgs-b": LBFGSB}
+    if name == "cma":  # gradient-free (the cma package, an optional extra)
+        from .cma import CMAES  # noqa: PLC0415
+
+        table["cma"] = CMAES
     if name not in table:
-        raise DiffsimError(f"unknown optimizer {name!r}; choose adam, sgd or lbfgs", where="optimizer")
+        raise DiffsimError(f"unknown optimizer {name!r}; choose adam, sgd, lbfgs or cma", where="optimizer")
     if lr is not None:
         kw["lr"] = lr
     return table[name](**kw)
@@ -249,6 +253,10 @@ def fit(
     selected = [p.name for p in pset.with_grad(names)]
     if not selected:
         raise DiffsimError("no parameters to fit", where="fit")
+    if getattr(optimizer, "gradient_free", False):  # CMA-ES (optim/cma.py): no checkpoint, not resumable
+        if resume:
+            raise DiffsimError(f"a {optimizer.name} fit cannot be resumed", where="fit: resume")
+        return optimizer.minimize(sim, selected, iters, tol, patience, callback, progress, restore_best)
     saved = None
     if resume:
         resume_path = checkpoint_file(resume)

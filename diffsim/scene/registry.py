@@ -37,11 +37,11 @@ __all__ = [
 
 #: modules that register the built-in system kinds, imported on first use
 BUILTIN_MODULES = (
-    "diffsim.scene.springs",
-    "diffsim.scene.cloth",
-    "diffsim.scene.mpm",
-    "diffsim.scene.smoke",
-    "diffsim.scene.rigid",
+    "diffsim.systems.springs.scene",
+    "diffsim.systems.cloth.scene",
+    "diffsim.systems.mpm.scene",
+    "diffsim.systems.smoke.scene",
+    "diffsim.systems.rigid.scene",
 )
 
 

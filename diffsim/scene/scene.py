@@ -100,6 +100,23 @@ SIM = Table(
             doc="Steps per checkpoint segment (default about "
             "sqrt(steps)); setting it selects checkpointed storage.",
         ),
+        "truncate": Field(
+            "int",
+            None,
+            min=1,
+            unit="steps",
+            doc="Truncated backpropagation: each loss frame's adjoint is carried at most this many steps back "
+            "(a biased gradient that cannot explode over long horizons; docs/concepts.md). Unset: the exact "
+            "gradient.",
+        ),
+        "clip_adjoint": Field(
+            "float",
+            None,
+            min=0,
+            min_exclusive=True,
+            doc="Rescale each copy's state adjoint to at most this norm at every frame of the backward pass (a "
+            "biased gradient; docs/concepts.md). Unset: no clipping.",
+        ),
     },
     required=True,
     doc="Time stepping and storage.",
@@ -161,13 +178,17 @@ def scenes_dir() -> Path | None:
 
 
 def find_scene(name: str | os.PathLike) -> Path:
-    """A scene file: the path itself if it exists, else ``<scenes_dir>/<name>.toml`` for a bare name."""
+    """A scene file: the path itself if it exists, else the shipped scene ``<scenes_dir>/<name>.toml`` for a bare
+    name or for ``scenes/<name>.toml`` (as the docs write it) outside a source checkout."""
     path = Path(name)
-    if _exists(path) or path.suffix or len(path.parts) > 1:
+    if _exists(path):
         return path
+    shipped = path.name if len(path.parts) == 2 and path.parts[0] == "scenes" else None
+    if shipped is None and not path.suffix and len(path.parts) == 1:
+        shipped = f"{name}.toml"
     folder = scenes_dir()
-    if folder is not None and _exists(folder / f"{name}.toml"):
-        return folder / f"{name}.toml"
+    if shipped is not None and folder is not None and _exists(folder / shipped):
+        return folder / shipped
     return path
 
 
@@ -552,6 +573,8 @@ class Scene:
             self.steps,
             storage=storage,
             checkpoint_every=sim_spec["checkpoint_every"] if storage == "checkpointed" else None,
+            truncate=sim_spec["truncate"],
+            clip_adjoint=sim_spec["clip_adjoint"],
         )
         built_task = None
         if task and self.has_task:

@@ -124,6 +124,17 @@ OPTIMIZER = Variants(
             {"memory": Field("int", 10, min=1, doc="Correction pairs kept.")},
             doc="scipy's L-BFGS-B: quasi-Newton with bounds, for smooth problems such as system identification.",
         ),
+        "cma": Table(
+            {
+                "sigma": Field(
+                    "float", 0.25, min=0, min_exclusive=True, doc="Initial step, relative to each range."
+                ),
+                "popsize": Field("int", None, min=2, doc="Points per generation (default 4 + 3 ln n)."),
+                "polish": Field("int", 0, min=0, doc="L-BFGS-B evaluations from the best point (of iters)."),
+                "seed": Field("int", 1, min=1, doc="The sampler's seed."),
+            },
+            doc="CMA-ES, gradient-free (needs diffsim[scale]), then an optional L-BFGS-B polish.",
+        ),
     },
     tag="name",
     default="adam",

@@ -166,6 +166,18 @@ def default_stride(frames: int, dt: float | None, fps: float) -> int:
     return max(stride, math.ceil(frames / MAX_FRAMES))
 
 
+def to_renderer_axes(pos: np.ndarray, up_axis: int) -> tuple[np.ndarray, tuple | None]:
+    """3D positions in the renderer's axes (y up) and, for `render_3d(axes=...)`, the system axis each drawn axis
+    shows with its sign. For z up, (x, y, z) -> (x, z, -y), a proper rotation, so that the scene is not mirrored;
+    (y, x, -z) for x up."""
+    up = up_axis % 3
+    if up == 1:
+        return pos, None
+    others = [a for a in range(3) if a != up]
+    shown = np.stack([pos[..., others[0]], pos[..., up], -pos[..., others[1]]], axis=-1)
+    return shown, (("xyz"[others[0]], 1), ("xyz"[up], 1), ("xyz"[others[1]], -1))
+
+
 def render_trajectory(
     positions: np.ndarray,
     drawing: Drawing,
@@ -177,10 +189,12 @@ def render_trajectory(
     stride: int | None = None,
     title: str | None = None,
     progress: bool = True,
+    scene: dict | None = None,
 ) -> str:
     """Draw positions ``(frames, n, dim)`` to a GIF, MP4 or PNG: matplotlib in 2D, `render_3d` in 3D.
 
-    actions: ``(steps, actuators)``, colouring the actuated edges. Returns the renderer used.
+    actions: ``(steps, actuators)``, colouring the actuated edges. scene: the resolved scene (``Scene.resolved``),
+    whose colliders, obstacles and targets a 3D still then shows. Returns the renderer used.
     """
     from diffsim.viz import animate_2d, render_3d  # noqa: PLC0415
 
@@ -223,14 +237,9 @@ def render_trajectory(
             colors=colors,
         )
         return "matplotlib"
-    # 3D: the renderer's vertical axis is y; the system's is up_axis (z for the mass-spring system). For z up,
-    # (x, y, z) -> (x, z, -y), a proper rotation, so that the scene is not mirrored; (y, x, -z) for x up.
-    up = drawing.up_axis % 3
-    if up == 1:
-        shown = pos
-    else:
-        others = [a for a in range(3) if a != up]
-        shown = np.stack([pos[..., others[0]], pos[..., up], -pos[..., others[1]]], axis=-1)
+    # 3D: the renderer's vertical axis is y; the system's is up_axis (z for the mass-spring system)
+    shown, axes = to_renderer_axes(pos, drawing.up_axis)
+    solids, targets = _scene_extras(scene, drawing.up_axis)
     faces = drawing.faces if drawing.faces is not None and len(drawing.faces) else None
     return render_3d(
         shown,
@@ -241,4 +250,20 @@ def render_trajectory(
         fps=fps,
         stride=stride,
         progress=progress,
+        axes=axes,
+        title=title,
+        dt=dt,
+        solids=solids,
+        targets=targets,
     )
+
+
+def _scene_extras(scene: dict | None, up_axis: int) -> tuple[list, np.ndarray | None]:
+    """The scene's fixed colliders and obstacles as meshes and its loss's targets, in the renderer's axes."""
+    if not scene:
+        return [], None
+    from diffsim.viz.viewer import static_solids, targets  # noqa: PLC0415
+
+    solids = [(to_renderer_axes(v, up_axis)[0], t) for v, t in static_solids(scene, 3)]
+    points = targets(scene, 3)
+    return solids, None if points is None else to_renderer_axes(points, up_axis)[0]

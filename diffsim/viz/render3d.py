@@ -54,6 +54,8 @@ PARTICLE_COLOR = (0.22, 0.45, 0.85)
 EDGE_COLOR = (0.2, 0.2, 0.2)
 MESH_COLOR = (0.86, 0.55, 0.3)
 GROUND_COLOR = (0.78, 0.78, 0.76)
+SOLID_COLOR = (0.62, 0.62, 0.66)
+TARGET_COLOR = (0.88, 0.13, 0.54)
 BACKGROUND_COLOR = (1.0, 1.0, 1.0)
 
 _ggui_probe: dict[str, tuple[bool, str]] = {}  # arch -> (works, reason when not)
@@ -273,7 +275,24 @@ class _GguiScene:
 class _MatplotlibScene:
     """The same scene drawn with mplot3d; every frame is a full redraw (3D depth sorting happens at draw time)."""
 
-    def __init__(self, pos, edges, faces, ground, size, camera: Camera, radius: float, lo, hi):
+    def __init__(
+        self,
+        pos,
+        edges,
+        faces,
+        ground,
+        size,
+        camera: Camera,
+        radius: float,
+        lo,
+        hi,
+        axes=None,
+        title=None,
+        dt=None,
+        solids=(),
+        targets=None,
+    ):
+        from matplotlib.ticker import FuncFormatter
         from mpl_toolkits.mplot3d.art3d import Line3DCollection, Poly3DCollection
 
         self.pos, self.edges, self.faces = pos, edges, faces
@@ -293,13 +312,30 @@ class _MatplotlibScene:
         ax.set_ylim(centre[1] - span[1] / 2, centre[1] + span[1] / 2)
         ax.set_zlim(centre[2] - span[2] / 2, centre[2] + span[2] / 2)
         ax.set_box_aspect(tuple(span), zoom=0.9)  # equal scale on all three axes
-        ax.set_xlabel("x (m)")
-        ax.set_ylabel("y (m)")
-        ax.set_zlabel("z (m)")
-        if ground is not None:
-            ax.add_collection3d(
-                Poly3DCollection([ground], facecolors=GROUND_COLOR, edgecolors="none", alpha=0.6)
+        # each drawn axis is labelled with the system's axis it shows; a flipped one has its ticks negated back
+        for axis, (name, sign) in zip((ax.xaxis, ax.yaxis, ax.zaxis), axes or _DRAWN_AXES, strict=True):
+            axis.set_label_text(f"{name} (m)")
+            if sign < 0:
+                axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{0.0 - v:g}"))
+        self.dt = dt
+        self.time_text = None
+        if title:
+            self.fig.text(0.02, 0.975, title, ha="left", va="top", fontsize=11)
+        if dt is not None:
+            self.time_text = self.fig.text(
+                0.98, 0.975, "", ha="right", va="top", fontsize=10, family="monospace"
             )
+        if ground is not None:
+            floor = Poly3DCollection([ground], facecolors=GROUND_COLOR, edgecolors="none", alpha=0.6)
+            ax.add_collection3d(_drawn_first(floor))
+        for verts, tris in solids:  # fixed colliders and obstacles, shaded by matplotlib's light source
+            solid = Poly3DCollection(
+                verts[tris], facecolors=SOLID_COLOR, edgecolors=SOLID_COLOR, linewidths=0, shade=True
+            )
+            ax.add_collection3d(solid)
+        if targets is not None and len(targets):
+            ax.plot(*np.asarray(targets).T, linestyle="", marker="X", markersize=10, color=TARGET_COLOR,
+                    markeredgecolor="white", markeredgewidth=0.8, label="target")  # fmt: skip
         self.mesh = None
         if len(faces):
             self.mesh = Poly3DCollection(pos[0][faces], facecolors=MESH_COLOR, edgecolors=(0.4, 0.25, 0.1, 0.5),
@@ -325,6 +361,8 @@ class _MatplotlibScene:
             self.lines.set_segments(p[self.edges])
         if self.mesh is not None:
             self.mesh.set_verts(p[self.faces])
+        if self.time_text is not None:
+            self.time_text.set_text(f"t = {t * self.dt:.3f} s")
         return figure_rgb(self.fig)
 
     def __enter__(self):
@@ -332,6 +370,25 @@ class _MatplotlibScene:
 
     def __exit__(self, *exc_info) -> None:
         pass
+
+
+def _drawn_first(collection):
+    """Make mplot3d draw `collection` before every other artist. mplot3d orders artists by the depth their
+    ``do_3d_projection`` returns (farthest first); the ground is one large quad whose depth, taken at one point, can
+    come out nearer than the objects standing on it, and it was painted over them. Seen from above, nothing stands
+    behind the ground, so it goes first."""
+    project = collection.do_3d_projection
+
+    def farthest(*args, **kwargs):
+        project(*args, **kwargs)
+        return np.inf
+
+    collection.do_3d_projection = farthest
+    return collection
+
+
+#: the renderer's axes (x, y up, z) as (system axis name, sign): the identity
+_DRAWN_AXES = (("x", 1), ("y", 1), ("z", 1))
 
 
 def _pixels_per_metre(fig, ax, centre: np.ndarray, length: float) -> float:
@@ -381,6 +438,11 @@ def render_3d(
     progress: bool = True,
     *,
     radius: float | None = None,
+    axes: tuple | None = None,
+    title: str | None = None,
+    dt: float | None = None,
+    solids=(),
+    targets=None,
 ) -> str:
     """Render 3D particles, segments and triangles to a PNG (the last frame), a GIF or an MP4; return the renderer used.
 
@@ -396,6 +458,12 @@ def render_3d(
         "matplotlib".
     radius: sphere radius (m) of the particles; default 0.8 % of the scene's extent; 0 hides them.
     progress: show a tqdm bar when more than 50 frames are rendered.
+    axes: for each drawn axis (x, y up, z), the system's axis it shows and its sign, e.g. (("x", 1), ("z", 1),
+        ("y", -1)) for a z-up system drawn as (x, z, -y): the matplotlib renderer labels the axes by those names,
+        with the ticks in the system's values. title: written at the top left; dt: the time between frames (s),
+        to show each frame's time at the top right (matplotlib renderer).
+    solids: fixed (vertices (k, 3), triangles (j, 3)) meshes, y up, such as colliders; targets: (m, 3) points
+        marked as targets. Both are kept in view (matplotlib renderer; GGUI leaves them out).
     Returns "ggui" or "matplotlib".
     """
     if renderer not in RENDERERS:
@@ -419,7 +487,12 @@ def render_3d(
         radius = 0.008 * extent
     if not (np.isfinite(radius) and radius >= 0):
         raise DiffsimError(f"radius must be a non-negative number of metres, got {radius!r}", where="radius")
-    lo, hi = _scene_box(pos, ground_y, float(radius))
+    solids = [(np.asarray(v, dtype=np.float64), np.asarray(t, dtype=np.int64)) for v, t in solids]
+    targets = None if targets is None else np.asarray(targets, dtype=np.float64).reshape(-1, 3)
+    extra = [v for v, _ in solids] + ([] if targets is None else [targets])
+    lo, hi = _scene_box(
+        np.concatenate([pos.reshape(-1, 3), *extra]) if extra else pos, ground_y, float(radius)
+    )
     ground = None if ground_y is None else _ground_quad(lo, hi, float(ground_y))
     cam = Camera.from_any(camera, lo, hi)
     frames = frame_indices(num_frames, stride, last_only=kind == "png")
@@ -455,5 +528,5 @@ def render_3d(
         _announce("matplotlib", reason)
     else:
         _announce("matplotlib")
-    write("matplotlib", _MatplotlibScene, lo, hi)
+    write("matplotlib", _MatplotlibScene, lo, hi, axes, title, dt, solids, targets)
     return "matplotlib"

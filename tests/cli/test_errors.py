@@ -34,7 +34,7 @@ def write(tmp_path, text: str):
         (
             'name = "lbfgs"',
             'name = "lbgfs"',
-            "bad.toml: task.optimizer.name: must be one of 'adam', 'sgd', 'lbfgs', "
+            "bad.toml: task.optimizer.name: must be one of 'adam', 'sgd', 'lbfgs', 'cma', "
             "got 'lbgfs' (did you mean 'lbfgs'?)",
         ),
         ("[ground]", "[ground]\nheight = [0]", "bad.toml: ground.height: must be a number, got [0]"),

@@ -216,5 +216,5 @@ def test_unstable_step_is_diagnosed_not_silent():
     text = str(err.value)
     assert "non-finite" in text and "at frame" in text
     assert "triangle" in text and "most deformed" in text
-    limit = system.stable_dt()["stretching"]
+    limit = system.stability_limits()["stretching"]
     assert f"suggested dt <= {0.9 * limit:.3g} s" in text, text

@@ -14,7 +14,7 @@ def test_damping_tightens_the_stretching_limit_as_the_damped_oscillator_bound():
     use("cpu", "f64")
     model = ClothModel.grid(size=(0.2, 0.2), resolution=(4, 4), stretch_modulus=50.0, density=0.1)
     system = ClothSystem(model, dt=1e-4, gravity=(0.0, 0.0, 0.0))
-    undamped = system.stable_dt()
+    undamped = system.stability_limits()
     assert "damping" not in undamped  # no mass damping
     omega = 2.0 / undamped["stretching"]
     nu = float(system.poisson_ratio.numpy())
@@ -24,7 +24,7 @@ def test_damping_tightens_the_stretching_limit_as_the_damped_oscillator_bound():
         system.stretch_damping.set(c_s)
         system.mass_damping.set(c_m)
         gamma = 2 * c_s * omega**2 / p_mod + c_m
-        limits = system.stable_dt()
+        limits = system.stability_limits()
         expected = 4.0 / (gamma + math.sqrt(gamma**2 + 4 * omega**2))
         assert limits["stretching"] == pytest.approx(expected, rel=1e-12)
         assert (omega * expected) ** 2 + 2 * gamma * expected == pytest.approx(4.0, rel=1e-12)

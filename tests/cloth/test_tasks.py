@@ -12,6 +12,10 @@ pytestmark = pytest.mark.slow
 
 def solve(scene):
     scene.init_backend()
+    return solve_built(scene)
+
+
+def solve_built(scene):
     system, sim, task = scene.build()
     result = diffsim.fit(sim, progress=False, **task.fit_kwargs())
     return system, sim, task, result
@@ -46,7 +50,12 @@ def test_sysid_recovers_stretch_and_bending_stiffness():
         )
 
 
-def test_fold_reduces_its_loss_by_90_percent():
-    _system, _sim, _task, result = solve(load_scene("cloth_fold"))
-    first, best = result.loss_history[0], result.best_loss
-    assert best <= 0.1 * first, (first, best)
+@pytest.mark.parametrize("precision", ["f32", "f64"])
+def test_fold_reduces_its_loss_by_90_percent(precision):
+    """scenes/cloth_fold.toml with its own settings: both the best and the last loss at most 10 % of the first
+    (measured on an AMD EPYC: best 99 % below in both precisions, last 96 % (f32) and 99 % (f64) below)."""
+    scene = load_scene("cloth_fold")
+    scene.init_backend(precision=precision)
+    _system, _sim, task, result = solve_built(scene)
+    first, best, last = result.loss_history[0], result.best_loss, result.loss_history[-1]
+    assert best <= 0.1 * first and last <= 0.1 * first, (first, best, last)

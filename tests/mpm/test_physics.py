@@ -33,7 +33,7 @@ def test_total_mass_is_exactly_conserved(free_collision):
     # Particle masses m_p = rho V_p never change, and P2G hands the grid exactly their sum: the quadratic B-spline
     # weights of a particle sum to one (partition of unity), sum_i m_i = sum_p m_p sum_i w_ip = sum_p m_p.
     system, sim = free_collision
-    m_p = system.particle_masses()[0]
+    m_p = system.masses()[0]
     for frame in (0, 57, 133, 200):
         grid_mass, _ = system.grid_totals(sim.state, frame)
         assert grid_mass[0] == pytest.approx(m_p.sum(), rel=1e-13)
@@ -45,7 +45,7 @@ def test_linear_momentum_is_conserved_without_gravity_and_walls(free_collision):
     # transfers conserve it: P(t) = P(0) to rounding, through the collision of the two bodies.
     system, sim = free_collision
     traj = sim.trajectory()
-    m_p = system.particle_masses()[0]
+    m_p = system.masses()[0]
     momentum = np.einsum("i,fid->fd", m_p, traj["v"][:, 0])
     assert np.abs(momentum - momentum[0]).max() < 1e-12 * np.abs(momentum[0]).max()
     x = traj["x"][:, 0]

@@ -275,7 +275,7 @@ def mechanism_3d():
     m.add_joint("ball", "world", "cap", anchor=[0.5, 0.0, 0.3], stiffness=5e3, damping=2.0)
     controller = diffsim.Periodic(1, frequency=3.0, harmonics=1, init_scale=0.8)
     # (the two orientations above are not unit quaternions: the model normalises them and warns, asserted here)
-    # (stiffnesses inside `RigidSystem.stability()`'s limit at dt = 2 ms: past it, shapes.size and the joint
+    # (stiffnesses inside `RigidSystem.stable_dt()`'s limit at dt = 2 ms: past it, shapes.size and the joint
     # anchors disagreed with central differences by 1e-5)
     with pytest.warns(UserWarning, match="quaternion .* normalised"):
         return RigidSystem(
@@ -363,7 +363,7 @@ def test_3d_free_flight_without_contact():
 @pytest.mark.filterwarnings("error::UserWarning")
 def test_prismatic_fixed_joints_and_obstacles_2d():
     """A slider on a limited prismatic joint along x (position motor), a disc welded to it (fixed joint) that
-    hits a static box, and a circle resting on the box. The set-up is inside `RigidSystem.stability()`'s limit
+    hits a static box, and a circle resting on the box. The set-up is inside `RigidSystem.stable_dt()`'s limit
     (warnings are errors here: the prismatic motor's gains act on the slider's mass, 1.5 kg, not on its inertia,
     which the check used to take and warned about a limit of 1.1 ms)."""
     m = RigidModel(dim=2)

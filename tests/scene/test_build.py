@@ -14,6 +14,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+import diffsim
 from diffsim.errors import DiffsimError
 from diffsim.scene import (
     Drawing,
@@ -471,3 +472,23 @@ def test_target_rows_are_matched_by_their_frame_numbers(tmp_path):
         "s.toml: task.loss.target: the target holds frames 0..20, the 22-step rollout is compared up to frame 22: "
         "give --steps 20 (sim.steps = 20) or a target that covers the rollout"
     )
+
+
+def test_gradient_remedies_from_the_scene_file():
+    """[sim] truncate and clip_adjoint reach the simulation: a window longer than the rollout and a clip above every
+    adjoint give the exact gradient; a short window gives what `Simulation(truncate=W)` gives."""
+    use("cpu", "f64")
+    exact = load_scene("springs_sysid", steps=40).build()[1].value_and_grad()[1]
+    remedied = load_scene("springs_sysid", ["sim.truncate=40", "sim.clip_adjoint=1e30"], steps=40).build()[1]
+    assert (remedied.truncate, remedied.clip_adjoint) == (40, 1e30)
+    for name, g in remedied.value_and_grad()[1].items():
+        np.testing.assert_allclose(g, exact[name], rtol=1e-12, atol=1e-300, err_msg=name)
+    _, short, _ = load_scene("springs_sysid", ["sim.truncate=5"], steps=40).build()
+    direct = diffsim.Simulation(short.system, 40, loss=short.loss, truncate=5).value_and_grad()[1]
+    stiffness = short.value_and_grad()[1]["springs.stiffness"]
+    np.testing.assert_array_equal(stiffness, direct["springs.stiffness"])
+    assert (
+        np.abs(stiffness - exact["springs.stiffness"]).max() > 1e-3 * np.abs(exact["springs.stiffness"]).max()
+    )
+    with pytest.raises(DiffsimError, match=r"sim\.truncate: must be >= 1, got 0"):
+        load_scene("springs_sysid", ["sim.truncate=0"])

@@ -65,7 +65,7 @@ def test_the_bound_separates_stable_from_unstable_steps(system):
         else:
             assert g > 10.0, (lim, scale, g)
     # the estimate is the tightest copy's bound: the pure dashpot scaled by 1.03, 2 m_red / c = DT / 1.03
-    dt_max, what = system.stability()
+    dt_max, what = system.stable_dt()
     assert dt_max == pytest.approx(DT / 1.03, rel=1e-6)
     assert what.startswith("spring 0 (stiffness ")
 
@@ -82,7 +82,7 @@ def test_stable_step_formula(stiffness, damping, expected):
     m.add_particle([0.0, 0.0], mass=0.1)
     m.add_particle([0.2, 0.0], mass=0.1)
     m.add_spring(0, 1, stiffness=stiffness, damping=damping)
-    dt_max, _ = diffsim.SpringSystem(m, dt=1e-4, gravity=[0.0, 0.0], ground=None).stability()
+    dt_max, _ = diffsim.SpringSystem(m, dt=1e-4, gravity=[0.0, 0.0], ground=None).stable_dt()
     assert dt_max == pytest.approx(expected, rel=1e-6)
     a, b = stiffness / M_RED, damping / M_RED
     assert a * dt_max**2 + 2 * b * dt_max == pytest.approx(4.0, rel=1e-9)  # on the limit

@@ -43,24 +43,15 @@ import numpy as np
 import taichi as ti
 
 from ... import runtime
-from ...colliders import box_distance
-from ...engine import tmath
-from ...engine.fields import FieldGroup, MassView
+from ...engine.fields import ConstantArrays, FieldGroup, MassView
 from ...engine.state import FieldSpec
-from ...engine.system import System, check_step
+from ...engine.system import System, check_controller_outputs, check_step, default_gravity
 from ...errors import DiffsimError
 from . import geometry as geo
+from .kernels import BALL, BOX_ID, CAPSULE_ID, FIXED, PRISMATIC, REVOLUTE, SPHERE_ID, RigidKernels
 from .model import (
-    GEOM_BOX,
-    GEOM_PLANE,
-    GEOM_SEGMENTS,
-    GEOM_SPHERE,
-    JOINT_ID,
-    MASS_DENSITY,
-    MASS_GIVEN,
     MOTOR_ID,
     ON_BODY,
-    ON_GROUND,
     ON_OBSTACLE,
     RigidModel,
     contact_candidates,
@@ -72,21 +63,13 @@ from .model import (
 #: with parallel loops (the parallel adjoint's atomic adds).
 SERIAL_BELOW = 1_000_000
 
-#: (m) width below which the step-averaged contact force is not smoothed further (resting contacts)
-CONTACT_WIDTH = 1e-5
-
-#: the fraction of a body's tangential slip its friction may remove in one step when sticking (see `_contact`)
-STICK_FRACTION = 0.5
 
 #: a contact at the first frame deeper than this fraction of the smaller shape's size is reported
 START_PENETRATION = 1e-3
 
-REVOLUTE, PRISMATIC, BALL, FIXED = (JOINT_ID[k] for k in ("revolute", "prismatic", "ball", "fixed"))
-SPHERE_ID, BOX_ID, CAPSULE_ID = 0, 1, 2
-
 
 @ti.data_oriented
-class RigidSystem(System):
+class RigidSystem(RigidKernels, System):
     kind = "rigid"
 
     def __init__(
@@ -137,14 +120,7 @@ class RigidSystem(System):
         self.nc = len(self.candidates)
         self.has_contact_material = any(c[6] == 1 for c in self.candidates)
         self.serial = runtime.serial_loops(self.batch * max(n, self.ns, self.nc, self.nj, 1), SERIAL_BELOW)
-        up = np.zeros(dim)
-        up[-1] = 1.0
-        gravity = -9.81 * up if gravity is None else np.asarray(gravity, dtype=np.float64)
-        if gravity.shape != (dim,) or not np.all(np.isfinite(gravity)):
-            raise DiffsimError(
-                f"must have {dim} finite components, got {np.ravel(gravity).tolist()}",
-                where=f"{src}: gravity",
-            )
+        gravity = default_gravity(gravity, dim, src)
         self._pb = set(per_batch)
         self._used_pb = set()
         self._build_params(
@@ -164,18 +140,9 @@ class RigidSystem(System):
             raise DiffsimError(f"unknown parameter names {sorted(unknown)}", where="per_batch")
         self._build_fields(arrays)
 
-        n_act = model.n_actuators
-        if n_act and controller is None:
-            raise DiffsimError(
-                f"{n_act} motors or springs are actuated but no controller is given", where=src
-            )
+        check_controller_outputs(controller, model.n_actuators, src, actuated="motors or springs")
         self.obs_per_body = 2 * dim + (2 if dim == 2 else 4) + (1 if dim == 2 else 3)
         self.n_obs = self.obs_per_body * n + 2 * self.nj
-        if controller is not None and controller.n_actions != n_act:
-            raise DiffsimError(
-                f"controller has {controller.n_actions} outputs, the model has {n_act} actuators",
-                where=f"{src}: controller",
-            )
         self._attach_controller(controller, self.n_obs)
         self._checked_start = False
         self._check_time_step()
@@ -186,8 +153,16 @@ class RigidSystem(System):
         return self.add_param(name, shape, value, per_batch=name in self._pb, **kw)
 
     def _build_params(self, A, gravity, ground, g_mu, g_e, g_k, c_mu, c_e, c_k, table_mu):
+        """Every parameter the model uses, in a fixed order: initial state, bodies and shapes, the environment
+        (gravity, ground, contact material, table), joints, motors and springs."""
+        self._build_initial_params(A)
+        self._build_body_params(A)
+        self._build_environment_params(gravity, ground, (g_mu, g_e, g_k), (c_mu, c_e, c_k), table_mu)
+        self._build_joint_params(A)
+
+    def _build_initial_params(self, A):
+        """One set of initial-state parameters per body group ("" -> initial.position, "cue" -> initial.cue.*)."""
         dim = self.dim
-        # initial state, one set of parameters per body group ("" -> initial.position, "cue" -> initial.cue.*)
         self.groups = []
         for group, members in A["groups"].items():
             prefix = "initial." + (f"{group}." if group else "")
@@ -212,6 +187,10 @@ class RigidSystem(System):
                     prefix + "angular_velocity", (len(idx), 3), A["w0"][idx], vector_dim=3, unit="rad/s"
                 )
             self.groups.append(g)
+
+    def _build_body_params(self, A):
+        """Densities, given masses and inertias, shape sizes, obstacles."""
+        dim = self.dim
         self.has_density = len(A["density"]) > 0
         self.has_mass = len(A["mass"]) > 0
         self.has_inertia = len(A["inertia"]) > 0
@@ -268,6 +247,12 @@ class RigidSystem(System):
                 unit="m",
                 doc="half extents",
             )
+
+    def _build_environment_params(self, gravity, ground, ground_material, contact_material, table_mu):
+        """Gravity, the ground's height and material, the bodies' contact material, the 2D table's friction."""
+        dim = self.dim
+        g_mu, g_e, g_k = ground_material
+        c_mu, c_e, c_k = contact_material
         self.gravity = self._param("gravity", (dim,), gravity, vector_dim=dim, unit="m/s^2")
         if self.has_ground:
             self.ground_height = self._param("ground.height", (), ground, unit="m")
@@ -290,6 +275,10 @@ class RigidSystem(System):
                 bounds=(0, None),
                 doc="deceleration mu g of bodies sliding on the table",
             )
+
+    def _build_joint_params(self, A):
+        """Joints (anchors, stiffness, damping, limits), motors and springs between bodies."""
+        dim = self.dim
         J = A["joints"]
         if self.nj:
             nj = self.nj
@@ -356,36 +345,31 @@ class RigidSystem(System):
 
     # -- constant fields ----------------------------------------------------------------------------------------
     def _build_fields(self, A):
-        dim, n, B = self.dim, self.n, self.batch
-        itype, npi, real, npr = runtime.index_type(), runtime.np_index(), runtime.real(), runtime.np_real()
-        # All constant fields of the system share one SNode tree: Taichi creates a tree per field allocated after
-        # the first kernel launch, and a process can hold only a few hundred trees.
+        """The constant fields: per body and shape, contact candidates, joints, motors and springs (grouped by kind
+        for specialised loops), and the derived mass properties. All share one SNode tree: Taichi creates a tree per
+        field allocated after the first kernel launch, and a process can hold only a few hundred trees."""
         group = FieldGroup()
+        put = ConstantArrays(group)
+        self._body_fields(A, put)
+        self._contact_fields(A, put)
+        self._joint_fields(A, put)
+        self._derived_fields(A, group)
+        group.finalize()
+        # `CenterOfMassLoss` weighs bodies by `point_mass.field[b * bstride, i]`
+        self.point_mass = MassView(self.body_mass, bstride=1)
 
-        def ints(values):
-            arr = np.asarray(values, dtype=np.int64).reshape(-1)
-            arr = arr if len(arr) else np.zeros(1, dtype=np.int64)
-            return group.add(itype, arr.shape, arr.astype(npi))
-
-        def vecs(values, width):
-            arr = np.asarray(values, dtype=np.float64).reshape(-1, width)
-            arr = arr if len(arr) else np.zeros((1, width))
-            return group.add(real, arr.shape[:1], arr.astype(npr), n=width)
-
-        def mats(values, rows, cols):
-            arr = np.asarray(values, dtype=np.float64).reshape(-1, rows, cols)
-            arr = arr if len(arr) else np.zeros((1, rows, cols))
-            return group.add(real, arr.shape[:1], arr.astype(npr), n=rows, m=cols)
-
-        self.mass_mode = ints(A["mass_mode"])
-        self.mass_slot = ints(A["mass_slot"])
-        self.inertia_slot = ints(A["inertia_slot"])
-        self.shape_body = ints(A["shape_body"])
-        self.shape_kind = ints(A["shape_kind"])
-        self.shape_offset = vecs(A["shape_offset"], dim)
-        self.shape_rot = mats(A["shape_rot"], dim, dim)
-        self.obstacle_rot = mats(A["obstacle_rot"], dim, dim)
-        self.group_members = [ints(g["members"]) for g in self.groups]
+    def _body_fields(self, A, put):
+        """Mass modes and slots, shapes and obstacles, the initial-state groups."""
+        dim = self.dim
+        self.mass_mode = put.ints(A["mass_mode"])
+        self.mass_slot = put.ints(A["mass_slot"])
+        self.inertia_slot = put.ints(A["inertia_slot"])
+        self.shape_body = put.ints(A["shape_body"])
+        self.shape_kind = put.ints(A["shape_kind"])
+        self.shape_offset = put.vecs(A["shape_offset"], dim)
+        self.shape_rot = put.mats(A["shape_rot"], dim, dim)
+        self.obstacle_rot = put.mats(A["obstacle_rot"], dim, dim)
+        self.group_members = [put.ints(g["members"]) for g in self.groups]
         # Taichi resolves lists of fields indexed by a static index; not dicts of parameters
         self._gx = [g["x"].field for g in self.groups]
         self._gv = [g["v"].field for g in self.groups]
@@ -393,6 +377,10 @@ class RigidSystem(System):
         self._gw = [g["w"].field for g in self.groups]
         self._gstride = [tuple(g[k].bstride for k in ("x", "v", "rot", "w")) for g in self.groups]
         self._gsize = [g["size"] for g in self.groups]
+
+    def _contact_fields(self, A, put):
+        """The contact candidates, one group per (point source, its shape kind, geometry tested against)."""
+        dim = self.dim
         # Contact candidates grouped by (point source, its shape kind, geometry tested against): each group is a
         # loop specialised at compile time, so a scene compiles only the contact code it uses.
         shape_kinds = A["shape_kind"]
@@ -402,49 +390,59 @@ class RigidSystem(System):
             groups.setdefault((int(a_on), a_kind, int(b_on), int(geom)), []).append(c)
         self.contact_keys = list(groups)
         self.contact_sizes = [len(v) for v in groups.values()]
-        self.cg_global = [ints(v) for v in groups.values()]
-        self.cg_a = [ints([self.candidates[c][1] for c in v]) for v in groups.values()]
-        self.cg_sign = [vecs([self.candidates[c][2] for c in v], dim) for v in groups.values()]
-        self.cg_b = [ints([self.candidates[c][4] for c in v]) for v in groups.values()]
+        self.cg_global = [put.ints(v) for v in groups.values()]
+        self.cg_a = [put.ints([self.candidates[c][1] for c in v]) for v in groups.values()]
+        self.cg_sign = [put.vecs([self.candidates[c][2] for c in v], dim) for v in groups.values()]
+        self.cg_b = [put.ints([self.candidates[c][4] for c in v]) for v in groups.values()]
+
+    def _joint_fields(self, A, put):
+        """Joints, limits and motors grouped by joint kind (specialised loops, as the contacts), and springs."""
+        dim = self.dim
+        real, npr = runtime.real(), runtime.np_real()
+        group = put.group
         J = A["joints"]
         nj = self.nj
-        self.j_a = ints(J["a"] if nj else [])
-        self.j_b = ints(J["b"] if nj else [])
-        self.j_limit_slot = ints(self.limit_slot_np if nj else [])
-        self.j_axis_a = vecs(J["axis_a"] if nj else [], dim)
-        self.j_axis_b = vecs(J["axis_b"] if nj else [], dim)
-        self.j_ref_a = vecs(J["ref_a"] if nj else [], dim)
-        self.j_ref_b = vecs(J["ref_b"] if nj else [], dim)
-        self.j_rel0 = mats(J["rel0"] if nj else [], dim, dim)
+        self.j_a = put.ints(J["a"] if nj else [])
+        self.j_b = put.ints(J["b"] if nj else [])
+        self.j_limit_slot = put.ints(self.limit_slot_np if nj else [])
+        self.j_axis_a = put.vecs(J["axis_a"] if nj else [], dim)
+        self.j_axis_b = put.vecs(J["axis_b"] if nj else [], dim)
+        self.j_ref_a = put.vecs(J["ref_a"] if nj else [], dim)
+        self.j_ref_b = put.vecs(J["ref_b"] if nj else [], dim)
+        self.j_rel0 = put.mats(J["rel0"] if nj else [], dim, dim)
         self.j_angle0 = group.add(
             real, (max(nj, 1),), np.resize(np.asarray(J["angle0"] if nj else [0.0], dtype=npr), max(nj, 1))
         )
-        # joints, limits and motors grouped by joint kind (specialised loops, as the contacts)
         kinds = J["kind"] if nj else np.zeros(0, dtype=np.int64)
         present = [k for k in (REVOLUTE, PRISMATIC, BALL, FIXED) if np.any(kinds == k)]
         self.joint_kinds = present
-        self.jg_index = [ints(np.nonzero(kinds == k)[0]) for k in present]
+        self.jg_index = [put.ints(np.nonzero(kinds == k)[0]) for k in present]
         self.jg_size = [int(np.sum(kinds == k)) for k in present]
         limited = self.limit_slot_np >= 0 if nj else np.zeros(0, dtype=bool)
         self.limit_kinds = [k for k in present if np.any(limited & (kinds == k))]
-        self.lg_index = [ints(np.nonzero(limited & (kinds == k))[0]) for k in self.limit_kinds]
+        self.lg_index = [put.ints(np.nonzero(limited & (kinds == k))[0]) for k in self.limit_kinds]
         self.lg_size = [int(np.sum(limited & (kinds == k))) for k in self.limit_kinds]
         M = A["motors"]
         motor_kinds = kinds[M["joint"]] if self.nm else np.zeros(0, dtype=np.int64)
         self.motor_kinds = [k for k in present if np.any(motor_kinds == k)]
-        self.mg_index = [ints(np.nonzero(motor_kinds == k)[0]) for k in self.motor_kinds]
+        self.mg_index = [put.ints(np.nonzero(motor_kinds == k)[0]) for k in self.motor_kinds]
         self.mg_size = [int(np.sum(motor_kinds == k)) for k in self.motor_kinds]
-        self.m_joint = ints(M["joint"])
-        self.m_mode = ints(M["mode"])
-        self.m_actuator = ints(M["actuator"])
+        self.m_joint = put.ints(M["joint"])
+        self.m_mode = put.ints(M["mode"])
+        self.m_actuator = put.ints(M["actuator"])
         S = A["springs"]
-        self.s_a = ints(S["a"])
-        self.s_b = ints(S["b"])
-        self.s_anchor_a = vecs(S["anchor_a"] if self.nk else [], dim)
-        self.s_anchor_b = vecs(S["anchor_b"] if self.nk else [], dim)
-        self.s_actuator = ints(S["actuator"])
+        self.s_a = put.ints(S["a"])
+        self.s_b = put.ints(S["b"])
+        self.s_anchor_a = put.vecs(S["anchor_a"] if self.nk else [], dim)
+        self.s_anchor_b = put.vecs(S["anchor_b"] if self.nk else [], dim)
+        self.s_actuator = put.ints(S["actuator"])
 
-        # mass properties, per copy (parameters may be per copy); computed by `initialize`, read by the step
+    def _derived_fields(self, A, group):
+        """Mass properties per copy (parameters may be per copy), computed by `initialize` and read by the step;
+        the start-penetration depths; the number of a body's points that can touch the ground."""
+        dim, n, B = self.dim, self.n, self.batch
+        real, npr = runtime.real(), runtime.np_real()
+
         def derived(n=None, m=None):
             return group.add(real, (B, n_), None, n=n, m=m, grad=True)
 
@@ -476,9 +474,6 @@ class RigidSystem(System):
         for body, kind in zip(A["shape_body"], A["shape_kind"], strict=True):
             points[int(body)] += per_kind[int(kind)]
         self.body_ground_points = group.add(real, points.shape, np.maximum(points, 1.0).astype(npr))
-        group.finalize()
-        # `CenterOfMassLoss` weighs bodies by `point_mass.field[b * bstride, i]`
-        self.point_mass = MassView(self.body_mass, bstride=1)
 
     # -- description --------------------------------------------------------------------------------------------
     def body_index(self, name: str) -> int:
@@ -499,23 +494,17 @@ class RigidSystem(System):
         """Compute masses and inertias from the current parameters without a rollout."""
         self._mass_kernel()
 
-    def stability(self) -> tuple[float, str, float]:
-        """(margin, what, largest stable dt) for the stiffest spring-damper of the model.
-
-        Each contact, joint anchor, angular joint term, joint limit, position motor and spring is a spring k with a
-        dashpot c acting on an effective mass m (at the point where it acts, rotation included, bounded with
-        tr I^-1; for torques an effective inertia). Semi-implicit Euler is stable for it when
-        (omega dt)^2 + 2 c dt / m < 4 with omega^2 = k / m: margin is the largest left-hand side / 4 (> 1: unstable)."""
+    def _inverse_masses(self):
+        """(1 / m per body, its largest inverse moment (tr I^-1 in 3D), the inverse effective mass at its farthest
+        point), each the worst copy's."""
         self.mass_properties()
         A = self.arrays
-        dt = self.dt
         inv_m = 1.0 / self.masses().min(axis=0)  # the lightest copy
         if self.dim == 2:
             inv_i = (1.0 / self.inertias()).max(axis=0)
         else:
             inv_i = np.array([np.trace(np.linalg.inv(i)) for i in self.inertias().reshape(-1, 3, 3)])
             inv_i = inv_i.reshape(self.batch, self.n).max(axis=0)
-        names = A["names"]
         reach = np.zeros(self.n)  # the farthest point of a body's shapes from its centre
         if self.ns:
             size = self.size.numpy().reshape(-1, self.ns, 3).max(axis=0)
@@ -527,6 +516,13 @@ class RigidSystem(System):
                 i = A["shape_body"][k]
                 reach[i] = max(reach[i], np.linalg.norm(A["shape_offset"][k]) + extent)
         point = inv_m + reach**2 * inv_i
+        return inv_m, inv_i, point
+
+    def _spring_dampers(self, inv_m, inv_i, point) -> list:
+        """Every spring-damper of the model as (k, c, 1 / effective mass, what): ground and body contacts, joint
+        anchors, angular terms and limits, position motors, springs."""
+        A = self.arrays
+        names = A["names"]
         items = []  # (k, c, 1/m, description)
 
         def top(p):
@@ -606,6 +602,17 @@ class RigidSystem(System):
                     at(S["a"][k], S["anchor_a"][k]) + at(S["b"][k], S["anchor_b"][k]),
                     f"spring {k}",
                 )
+        return items
+
+    def stability_margin(self) -> tuple[float, str, float]:
+        """(margin, what, largest stable dt) for the stiffest spring-damper of the model.
+
+        Each contact, joint anchor, angular joint term, joint limit, position motor and spring is a spring k with a
+        dashpot c acting on an effective mass m (at the point where it acts, rotation included, bounded with
+        tr I^-1; for torques an effective inertia). Semi-implicit Euler is stable for it when
+        (omega dt)^2 + 2 c dt / m < 4 with omega^2 = k / m: margin is the largest left-hand side / 4 (> 1: unstable)."""
+        dt = self.dt
+        items = self._spring_dampers(*self._inverse_masses())
         worst, what, dt_max = 0.0, "", math.inf
         for k, c, inv, label in items:
             margin = ((k * inv) * dt * dt + 2 * c * inv * dt) / 4
@@ -621,8 +628,13 @@ class RigidSystem(System):
             dt_max = min(dt_max, limit)
         return worst, what, dt_max
 
+    def stable_dt(self) -> tuple[float, str]:
+        """(the largest stable dt in s over every spring-damper of the model, the stiffest one's name)."""
+        _margin, what, dt_max = self.stability_margin()
+        return dt_max, f"the {what}"
+
     def _check_time_step(self) -> None:
-        margin, what, dt_max = self.stability()
+        margin, what, dt_max = self.stability_margin()
         if margin > 1.0:
             warnings.warn(
                 f"{self.model.source}: dt={self.dt:g} s is above the stability limit of semi-implicit Euler for "
@@ -631,7 +643,7 @@ class RigidSystem(System):
             )
 
     def instability_hint(self) -> str:
-        margin, what, dt_max = self.stability()
+        margin, what, dt_max = self.stability_margin()
         return f"dt={self.dt:g} s; the {what} needs dt < {dt_max:.3g} s" if math.isfinite(dt_max) else ""
 
     def field_specs(self) -> list[FieldSpec]:
@@ -672,334 +684,6 @@ class RigidSystem(System):
                 ]
             specs += self.controller.field_specs()
         return specs
-
-    # -- small helpers (Taichi scope) ---------------------------------------------------------------------------
-    @ti.func
-    def _rotation_of(self, s: ti.template(), f, b, i):
-        """Body i's rotation matrix (body to world) at frame f, from its angle or quaternion."""
-        R = ti.Matrix.identity(float, self.dim)
-        if ti.static(self.dim == 2):
-            R = geo.rotation_2d(s.angle[f, b, i])
-        else:
-            R = geo.quat_matrix(s.q[f, b, i])
-        return R
-
-    @ti.func
-    def _rot(self, s: ti.template(), f, b, i):
-        """Body i's rotation matrix at frame f, as the step's first loop stored it."""
-        return tmath.unflatten(s.rot[f, b, i])
-
-    @ti.func
-    def _w_cross(self, w, r):
-        """w x r: the velocity of a point at r from the centre of a body turning at w."""
-        out = r * 0.0
-        if ti.static(self.dim == 2):
-            out = w * ti.Vector([-r[1], r[0]])
-        else:
-            out = w.cross(r)
-        return out
-
-    @ti.func
-    def _r_cross(self, r, F):
-        """r x F: the torque of a force F applied at r (a number in 2D)."""
-        if ti.static(self.dim == 2):
-            return r[0] * F[1] - r[1] * F[0]
-        else:
-            return r.cross(F)
-
-    @ti.func
-    def _pad3(self, v):
-        return ti.Vector([v[k] if ti.static(k < self.dim) else 1.0 for k in ti.static(range(3))])
-
-    @ti.func
-    def _frame(self, s: ti.template(), f, b, on: ti.template(), idx):
-        """(centre, rotation, size [3], body or -1) of a body's shape or an obstacle (on: ON_BODY, ON_OBSTACLE or
-        ON_GROUND)."""
-        c = ti.Vector.zero(float, self.dim)
-        R = ti.Matrix.identity(float, self.dim)
-        size = ti.Vector([1.0, 1.0, 1.0])
-        body = -1
-        if ti.static(on == ON_BODY):
-            body = self.shape_body[idx]
-            c = s.shape_centre[f, b, idx]
-            R = tmath.unflatten(s.shape_rot[f, b, idx])
-            size = self.size.field[self.size.bi(b), idx]
-        elif ti.static(on == ON_OBSTACLE):
-            c = self.obstacle_position.field[self.obstacle_position.bi(b), idx]
-            R = self.obstacle_rot[idx]
-            size = self._pad3(self.obstacle_size.field[self.obstacle_size.bi(b), idx])
-        return c, R, size, body
-
-    @ti.func
-    def _local_point(self, kind: ti.template(), size, sign):
-        """A box's corner, a capsule's end or a sphere's centre in the shape's frame, and the radius around it."""
-        p = ti.Vector.zero(float, self.dim)
-        radius = 0.0
-        if ti.static(kind == BOX_ID):
-            p = ti.Vector([sign[k] * size[k] for k in ti.static(range(self.dim))])
-        elif ti.static(kind == CAPSULE_ID):
-            p[self.dim - 1] = sign[self.dim - 1] * size[1]
-            radius = size[0]
-        else:
-            radius = size[0]
-        return p, radius
-
-    @ti.func
-    def _material(self, b, ground: ti.template()):
-        """(stiffness, restitution, friction) of the ground or of every other contact."""
-        k, e, mu = 1.0, 1.0, 0.0
-        if ti.static(ground):
-            k = self.ground_stiffness.field[self.ground_stiffness.bi(b)]
-            e = self.ground_restitution.field[self.ground_restitution.bi(b)]
-            mu = self.ground_friction.field[self.ground_friction.bi(b)]
-        else:
-            k = self.contact_stiffness.field[self.contact_stiffness.bi(b)]
-            e = self.contact_restitution.field[self.contact_restitution.bi(b)]
-            mu = self.contact_friction.field[self.contact_friction.bi(b)]
-        return k, e, mu
-
-    @ti.func
-    def _contact_geometry(self, s: ti.template(), f, b, key: ti.template(), ia, sign, ib):
-        """(depth, normal from B to A, contact point, body A, body B) of a candidate of group `key` = (a_on,
-        a_kind, b_on, geometry): point ia (a shape or an obstacle) against geometry ib; depth <= 0: no contact."""
-        a_on, a_kind, b_on, geom = ti.static(key)
-        ca, Ra, size_a, body_a = self._frame(s, f, b, a_on, ia)
-        cb, Rb, size_b, body_b = self._frame(s, f, b, b_on, ib)
-        local, radius_a = self._local_point(a_kind, size_a, sign)
-        p = ca + geo.mv(Ra, local)
-        dist = 0.0
-        normal = ti.Vector.unit(self.dim, self.dim - 1, float)
-        if ti.static(geom == GEOM_PLANE):
-            dist = p[self.dim - 1] - self.ground_height.field[self.ground_height.bi(b)]
-        elif ti.static(geom == GEOM_BOX):
-            h = ti.Vector([size_b[k] for k in ti.static(range(self.dim))])
-            dist, n_local = box_distance(geo.mtv(Rb, p - cb), h)
-            normal = geo.mv(Rb, n_local)
-        else:
-            # sphere: its centre; capsule: the closest point of its axis; two capsules: the closest points
-            centre = cb
-            if ti.static(geom != GEOM_SPHERE):
-                axis_b = ti.Vector([Rb[k, self.dim - 1] for k in ti.static(range(self.dim))])
-                if ti.static(geom == GEOM_SEGMENTS):
-                    axis_a = ti.Vector([Ra[k, self.dim - 1] for k in ti.static(range(self.dim))])
-                    sa, tb = geo.segment_closest(
-                        ca - size_a[1] * axis_a,
-                        ca + size_a[1] * axis_a,
-                        cb - size_b[1] * axis_b,
-                        cb + size_b[1] * axis_b,
-                    )
-                    p = ca + (2.0 * sa - 1.0) * size_a[1] * axis_a
-                    centre = cb + (2.0 * tb - 1.0) * size_b[1] * axis_b
-                else:
-                    t = ti.min(ti.max((p - cb).dot(axis_b), -size_b[1]), size_b[1])
-                    centre = cb + t * axis_b
-            d = p - centre
-            r = ti.sqrt(d.dot(d) + 1e-24)
-            dist = r - size_b[0]
-            normal = d / r
-        depth = radius_a - dist
-        point = p - 0.5 * (radius_a + dist) * normal  # the middle of the overlap
-        return depth, normal, point, body_a, body_b
-
-    @ti.func
-    def _point_velocity(self, s: ti.template(), f, b, body, p):
-        vel = ti.Vector.zero(float, self.dim)
-        if body >= 0:
-            vel = s.v[f, b, body] + self._w_cross(s.w[f, b, body], p - s.x[f, b, body])
-        return vel
-
-    @ti.func
-    def _inverse_mass_along(self, s: ti.template(), f, b, body, p, n):
-        """1 / (effective mass of `body` at the world point p along the unit direction n): 1/m + (r x n) . I^-1 (r x n);
-        0 for the world."""
-        inv = 0.0
-        if body >= 0:
-            arm = self._r_cross(p - s.x[f, b, body], n)
-            inv = self.body_inv_mass[b, body]
-            if ti.static(self.dim == 2):
-                inv += arm * arm * self.body_inv_inertia[b, body]
-            else:
-                R = self._rot(s, f, b, body)
-                inv += arm.dot(geo.mv(R, geo.mv(self.body_inv_inertia[b, body], geo.mtv(R, arm))))
-        return inv
-
-    @ti.func
-    def _inverse_mass_bound(self, s: ti.template(), f, b, body, p):
-        """An upper bound of 1 / (effective mass at p) along any direction: 1/m + |r|^2 tr I^-1."""
-        inv = 0.0
-        if body >= 0:
-            r = p - s.x[f, b, body]
-            inv = self.body_inv_mass[b, body] + r.dot(r) * self.body_inv_trace[b, body]
-        return inv
-
-    @ti.func
-    def _apply(self, s: ti.template(), f, b, body, p, F):
-        """+= force F at world point p on `body` (nothing for the world)."""
-        if body >= 0:
-            s.force[f, b, body] += F
-            s.torque[f, b, body] += self._r_cross(p - s.x[f, b, body], F)
-
-    @ti.func
-    def _apply_torque(self, s: ti.template(), f, b, body, tau):
-        if body >= 0:
-            s.torque[f, b, body] += tau
-
-    @ti.func
-    def _joint_frame(self, s: ti.template(), f, b, j):
-        """Store joint j's world anchors, their velocities and its world axis; return a's and b's rotations."""
-        a = self.j_a[j]
-        bb = self.j_b[j]
-        Ra = ti.Matrix.identity(float, self.dim)
-        pa = self.j_anchor_a.field[self.j_anchor_a.bi(b), j]
-        if a >= 0:
-            Ra = self._rot(s, f, b, a)
-            pa = s.x[f, b, a] + geo.mv(Ra, pa)
-        Rb = self._rot(s, f, b, bb)
-        pb = s.x[f, b, bb] + geo.mv(Rb, self.j_anchor_b.field[self.j_anchor_b.bi(b), j])
-        s.joint_pa[f, b, j] = pa
-        s.joint_pb[f, b, j] = pb
-        s.joint_va[f, b, j] = self._point_velocity(s, f, b, a, pa)
-        s.joint_vb[f, b, j] = self._point_velocity(s, f, b, bb, pb)
-        s.joint_axis[f, b, j] = geo.mv(Ra, self.j_axis_a[j])
-        return Ra, Rb
-
-    @ti.func
-    def _angular_velocity(self, s: ti.template(), f, b, body):
-        w = s.w[f, b, 0] * 0.0
-        if body >= 0:
-            w = s.w[f, b, body]
-        return w
-
-    # -- mass properties ----------------------------------------------------------------------------------------
-    @ti.func
-    def _mass_loops(self):
-        ti.loop_config(serialize=ti.static(self.serial))
-        for b, i in ti.ndrange(self.batch, self.n):
-            self.body_volume[b, i] = 0.0
-            self.body_unit_inertia[b, i] = self.body_unit_inertia[b, i] * 0.0
-        if ti.static(self.ns > 0):
-            ti.loop_config(serialize=ti.static(self.serial))
-            for b, k in ti.ndrange(self.batch, self.ns):
-                i = self.shape_body[k]
-                size = self.size.field[self.size.bi(b), k]
-                o = self.shape_offset[k]
-                if ti.static(self.dim == 2):
-                    vol, inertia = geo.unit_mass_2d(self.shape_kind[k], size)
-                    self.body_volume[b, i] += vol
-                    self.body_unit_inertia[b, i] += inertia + vol * o.dot(o)  # parallel axes
-                else:
-                    vol, moments = geo.unit_mass_3d(self.shape_kind[k], size)
-                    R = self.shape_rot[k]
-                    # R diag(moments) R^T
-                    local = ti.Matrix(
-                        [
-                            [
-                                R[r, 0] * moments[0] * R[c, 0]
-                                + R[r, 1] * moments[1] * R[c, 1]
-                                + R[r, 2] * moments[2] * R[c, 2]
-                                for c in ti.static(range(3))
-                            ]
-                            for r in ti.static(range(3))
-                        ]
-                    )
-                    shift = vol * (o.dot(o) * ti.Matrix.identity(float, 3) - o.outer_product(o))
-                    self.body_volume[b, i] += vol
-                    self.body_unit_inertia[b, i] += local + shift
-        ti.loop_config(serialize=ti.static(self.serial))
-        for b, i in ti.ndrange(self.batch, self.n):
-            mode = self.mass_mode[i]
-            slot = self.mass_slot[i]
-            m = 1.0
-            inertia = self.body_unit_inertia[b, i]
-            if mode == MASS_DENSITY:
-                if ti.static(self.has_density):
-                    rho = self.density.field[self.density.bi(b), slot]
-                    m = rho * self.body_volume[b, i]
-                    inertia = rho * self.body_unit_inertia[b, i]
-            else:
-                if ti.static(self.has_mass):
-                    m = self.mass.field[self.mass.bi(b), slot]
-                if mode == MASS_GIVEN:
-                    inertia = m / self.body_volume[b, i] * self.body_unit_inertia[b, i]
-                else:
-                    if ti.static(self.has_inertia):
-                        given = self.inertia.field[self.inertia.bi(b), self.inertia_slot[i]]
-                        if ti.static(self.dim == 2):
-                            inertia = given
-                        else:
-                            inertia = ti.Matrix(
-                                [[given[0], 0.0, 0.0], [0.0, given[1], 0.0], [0.0, 0.0, given[2]]]
-                            )
-            self.body_mass[b, i] = m
-            self.body_inv_mass[b, i] = 1.0 / m
-            self.body_inertia[b, i] = inertia
-            if ti.static(self.dim == 2):
-                self.body_inv_inertia[b, i] = 1.0 / inertia
-                self.body_inv_trace[b, i] = 1.0 / inertia
-            else:
-                inv = inertia.inverse()
-                self.body_inv_inertia[b, i] = inv
-                self.body_inv_trace[b, i] = inv.trace()
-
-    @ti.kernel
-    def _mass_kernel(self):
-        self._mass_loops()
-
-    # -- initial state ------------------------------------------------------------------------------------------
-    @ti.kernel
-    def _initialize(self, s: ti.template()):
-        self._mass_loops()
-        for g in ti.static(range(len(self.groups))):
-            members = ti.static(self.group_members[g])
-            px, pv, pr, pw = ti.static(self._gx[g], self._gv[g], self._gr[g], self._gw[g])
-            sx, sv, sr, sw = ti.static(self._gstride[g])
-            ti.loop_config(serialize=ti.static(self.serial))
-            for b, k in ti.ndrange(self.batch, self._gsize[g]):
-                i = members[k]
-                s.x[0, b, i] = px[b * sx, k]
-                s.v[0, b, i] = pv[b * sv, k]
-                s.w[0, b, i] = pw[b * sw, k]
-                if ti.static(self.dim == 2):
-                    s.angle[0, b, i] = pr[b * sr, k]
-                else:
-                    q = pr[b * sr, k]
-                    s.q[0, b, i] = q / q.norm()
-
-    def initialize(self, s):
-        self._initialize(s)
-        if not self._checked_start:
-            self._checked_start = True
-            self._warn_start_penetration(s)
-
-    def initialize_grad(self, s):
-        self._initialize.grad(s)
-        # the derived mass properties collect gradients from every step; they are consumed now
-        for fld in self._derived:
-            fld.grad.fill(0)
-
-    @ti.func
-    def _pose_body(self, s: ti.template(), f, b, i):
-        s.rot[f, b, i] = tmath.flatten(self._rotation_of(s, f, b, i))
-
-    @ti.func
-    def _pose_shape(self, s: ti.template(), f, b, k):
-        R = self._rot(s, f, b, self.shape_body[k])
-        s.shape_centre[f, b, k] = s.x[f, b, self.shape_body[k]] + geo.mv(R, self.shape_offset[k])
-        s.shape_rot[f, b, k] = tmath.flatten(geo.mm(R, self.shape_rot[k]))
-
-    @ti.kernel
-    def _start_depths(self, s: ti.template()):
-        for b, i in ti.ndrange(self.batch, self.n):
-            self._pose_body(s, 0, b, i)
-        if ti.static(self.ns > 0):
-            for b, k in ti.ndrange(self.batch, self.ns):
-                self._pose_shape(s, 0, b, k)
-        for g in ti.static(range(len(self.contact_keys))):
-            for b, c in ti.ndrange(self.batch, self.contact_sizes[g]):
-                depth, _n, _p, _a, _b = self._contact_geometry(
-                    s, 0, b, self.contact_keys[g], self.cg_a[g][c], self.cg_sign[g][c], self.cg_b[g][c]
-                )
-                self.start_depth[b, self.cg_global[g][c]] = depth
 
     def _warn_start_penetration(self, s) -> None:
         if not self.nc:
@@ -1042,317 +726,6 @@ class RigidSystem(System):
                 + "; the contact force will push them apart violently",
                 stacklevel=4,
             )
-
-    # -- the step -----------------------------------------------------------------------------------------------
-    def serial_steps(self) -> bool:
-        return self.serial
-
-    @ti.func
-    def _step_body(self, s: ti.template(), f: ti.template(), fg: ti.template()):
-        """One step, frame f -> f + 1 (fg: the global step index); launched by engine/stepper.py."""
-        dim = ti.static(self.dim)
-        dt = ti.static(self.dt)
-        # (kernel arguments may only be used inside loops: every stage is a loop written out here)
-        ti.loop_config(serialize=ti.static(self.serial))
-        for b, i in ti.ndrange(self.batch, self.n):
-            self._pose_body(s, f, b, i)
-        if ti.static(self.ns > 0):
-            ti.loop_config(serialize=ti.static(self.serial))
-            for b, k in ti.ndrange(self.batch, self.ns):
-                self._pose_shape(s, f, b, k)
-        for g in ti.static(range(len(self.joint_kinds))):
-            ti.loop_config(serialize=ti.static(self.serial))
-            for b, jj in ti.ndrange(self.batch, self.jg_size[g]):
-                self._joint_coordinate(s, f, b, self.jg_index[g][jj], self.joint_kinds[g])
-
-        if ti.static(self.has_controller):
-            if ti.static(self.has_observation):
-                ti.loop_config(serialize=ti.static(self.serial))
-                for b in range(self.batch):
-                    s.com[f, b] = ti.Vector.zero(float, self.dim)
-                    s.vcom[f, b] = ti.Vector.zero(float, self.dim)
-                    s.mtot[f, b] = 0.0
-                ti.loop_config(serialize=ti.static(self.serial))
-                for b, i in ti.ndrange(self.batch, self.n):
-                    m = self.body_mass[b, i]
-                    s.com[f, b] += m * s.x[f, b, i]
-                    s.vcom[f, b] += m * s.v[f, b, i]
-                    s.mtot[f, b] += m
-                ti.loop_config(serialize=ti.static(self.serial))
-                for b, i in ti.ndrange(self.batch, self.n):
-                    self._observe_body(s, f, b, i)
-                if ti.static(self.nj > 0):
-                    ti.loop_config(serialize=ti.static(self.serial))
-                    for b, j in ti.ndrange(self.batch, self.nj):
-                        base = ti.static(self.obs_per_body * self.n)
-                        s.obs[f, b, base + 2 * j] = s.joint_q[f, b, j]
-                        s.obs[f, b, base + 2 * j + 1] = s.joint_qd[f, b, j]
-            self.controller.run_stages(s, f, fg, self.serial)
-
-        ti.loop_config(serialize=ti.static(self.serial))
-        for b, i in ti.ndrange(self.batch, self.n):
-            s.force[f, b, i] = self.body_mass[b, i] * self.gravity.field[self.gravity.bi(b)]
-            s.torque[f, b, i] = s.w[f, b, i] * 0.0
-
-        for g in ti.static(range(len(self.contact_keys))):
-            ti.loop_config(serialize=ti.static(self.serial))
-            for b, c in ti.ndrange(self.batch, self.contact_sizes[g]):
-                self._contact(
-                    s, f, b, self.contact_keys[g], self.cg_a[g][c], self.cg_sign[g][c], self.cg_b[g][c]
-                )
-
-        for g in ti.static(range(len(self.joint_kinds))):
-            ti.loop_config(serialize=ti.static(self.serial))
-            for b, jj in ti.ndrange(self.batch, self.jg_size[g]):
-                self._joint(s, f, b, self.jg_index[g][jj], self.joint_kinds[g])
-
-        for g in ti.static(range(len(self.limit_kinds))):
-            ti.loop_config(serialize=ti.static(self.serial))
-            for b, jj in ti.ndrange(self.batch, self.lg_size[g]):
-                self._limit(s, f, b, self.lg_index[g][jj], self.limit_kinds[g])
-
-        for g in ti.static(range(len(self.motor_kinds))):
-            ti.loop_config(serialize=ti.static(self.serial))
-            for b, kk in ti.ndrange(self.batch, self.mg_size[g]):
-                self._motor(s, f, b, self.mg_index[g][kk], self.motor_kinds[g])
-
-        if ti.static(self.nk > 0):
-            ti.loop_config(serialize=ti.static(self.serial))
-            for b, k in ti.ndrange(self.batch, self.nk):
-                self._spring(s, f, b, k)
-
-        ti.loop_config(serialize=ti.static(self.serial))
-        for b, i in ti.ndrange(self.batch, self.n):
-            v_new = s.v[f, b, i] + dt * self.body_inv_mass[b, i] * s.force[f, b, i]
-            if ti.static(self.has_table):
-                # friction with the table the 2D scene lies on: the implicit smoothed Coulomb law
-                mu_g = self.table_friction.field[self.table_friction.bi(b)] * ti.static(self.table_gravity)
-                v_new = v_new / (1.0 + mu_g * dt / ti.sqrt(v_new.dot(v_new) + ti.static(self.eps**2)))
-            s.v[f + 1, b, i] = v_new
-            s.x[f + 1, b, i] = s.x[f, b, i] + dt * v_new
-            if ti.static(dim == 2):
-                w_new = s.w[f, b, i] + dt * self.body_inv_inertia[b, i] * s.torque[f, b, i]
-                s.w[f + 1, b, i] = w_new
-                s.angle[f + 1, b, i] = s.angle[f, b, i] + dt * w_new
-            else:
-                q = s.q[f, b, i]
-                R = self._rot(s, f, b, i)
-                inv_body = self.body_inv_inertia[b, i]
-                L = (
-                    geo.mv(R, geo.mv(self.body_inertia[b, i], geo.mtv(R, s.w[f, b, i])))
-                    + dt * s.torque[f, b, i]
-                )
-                # the orientation moves with the angular velocity of L' at the half step (explicit midpoint on
-                # the rotation group: energy error O(dt^2) instead of O(dt))
-                w0 = geo.mv(R, geo.mv(inv_body, geo.mtv(R, L)))
-                q_half = q + 0.25 * dt * geo.quat_mul(ti.Vector([0.0, w0[0], w0[1], w0[2]]), q)
-                q_half = q_half / q_half.norm()
-                R_half = geo.quat_matrix(q_half)
-                w_half = geo.mv(R_half, geo.mv(inv_body, geo.mtv(R_half, L)))
-                q_new = q + 0.5 * dt * geo.quat_mul(ti.Vector([0.0, w_half[0], w_half[1], w_half[2]]), q)
-                q_new = q_new / q_new.norm()
-                R_new = geo.quat_matrix(q_new)
-                s.q[f + 1, b, i] = q_new
-                s.w[f + 1, b, i] = geo.mv(R_new, geo.mv(inv_body, geo.mtv(R_new, L)))
-
-    @ti.func
-    def _observe_body(self, s: ti.template(), f, b, i):
-        """obs = per body (x - x_com, v - v_com, orientation, w), then per joint (q, dq/dt)."""
-        base = ti.static(self.obs_per_body) * i
-        rel_x = s.x[f, b, i] - s.com[f, b] / s.mtot[f, b]
-        rel_v = s.v[f, b, i] - s.vcom[f, b] / s.mtot[f, b]
-        for d in ti.static(range(self.dim)):
-            s.obs[f, b, base + d] = rel_x[d]
-            s.obs[f, b, base + self.dim + d] = rel_v[d]
-        if ti.static(self.dim == 2):
-            s.obs[f, b, base + 4] = tmath.cos(s.angle[f, b, i])
-            s.obs[f, b, base + 5] = tmath.sin(s.angle[f, b, i])
-            s.obs[f, b, base + 6] = s.w[f, b, i]
-        else:
-            for d in ti.static(range(4)):
-                s.obs[f, b, base + 6 + d] = s.q[f, b, i][d]
-            for d in ti.static(range(3)):
-                s.obs[f, b, base + 10 + d] = s.w[f, b, i][d]
-
-    @ti.func
-    def _contact(self, s: ti.template(), f, b, key: ti.template(), ia, sign, ib):
-        depth, normal, p, body_a, body_b = self._contact_geometry(s, f, b, key, ia, sign, ib)
-        v_rel = self._point_velocity(s, f, b, body_a, p) - self._point_velocity(s, f, b, body_b, p)
-        v_n = v_rel.dot(normal)
-        # the penalty force averaged over one step along the straight path through this state (see docs)
-        width = ti.sqrt((v_n * ti.static(self.dt)) ** 2 + ti.static(CONTACT_WIDTH**2))  # ~ |v_n| dt, smooth
-        if depth > -0.5 * width:
-            k, e, mu = self._material(b, ti.static(key[2] == ON_GROUND))
-            inv_n = self._inverse_mass_along(s, f, b, body_a, p, normal) + self._inverse_mass_along(
-                s, f, b, body_b, p, normal
-            )
-            inv_t = self._inverse_mass_bound(s, f, b, body_a, p) + self._inverse_mass_bound(
-                s, f, b, body_b, p
-            )
-            if ti.static(key[2] == ON_GROUND):  # (body_b is the ground)
-                inv_t = self._inverse_mass_bound(s, f, b, body_a, p) * self.body_ground_points[body_a]
-            damping = 2.0 * geo.damping_ratio(e) * ti.sqrt(k / inv_n)
-            push = -damping * v_n  # the dashpot: pushes while approaching, pulls while separating
-            f_n = 0.0
-            if push < 0:  # max(0, k d - c v_n) = k max(0, d + push / k)
-                f_n = k * geo.ramp_average(depth + push / k, width)
-            else:  # k max(0, d) + push [d > 0]
-                f_n = k * geo.ramp_average(depth, width) + push * geo.step_average(depth, width)
-            v_t = v_rel - v_n * normal
-            slip = ti.sqrt(v_t.dot(v_t) + ti.static(self.eps**2))
-            f_t = -mu * f_n / (slip + mu * f_n * ti.static(self.dt / STICK_FRACTION) * inv_t) * v_t
-            F = f_n * normal + f_t
-            self._apply(s, f, b, body_a, p, F)
-            self._apply(s, f, b, body_b, p, -F)
-
-    @ti.func
-    def _joint_coordinate(self, s: ti.template(), f, b, j, kind: ti.template()):
-        """Store the joint's frame and q: hinge angle (rad) or slide (m) relative to the initial pose; qd its
-        rate."""
-        Ra, Rb = self._joint_frame(s, f, b, j)
-        a = self.j_a[j]
-        bb = self.j_b[j]
-        q = 0.0
-        qd = 0.0
-        if ti.static(kind == PRISMATIC):
-            u = s.joint_axis[f, b, j]
-            q = (s.joint_pb[f, b, j] - s.joint_pa[f, b, j]).dot(u)
-            qd = (s.joint_vb[f, b, j] - s.joint_va[f, b, j]).dot(u)
-        elif ti.static(kind != BALL):
-            wa = self._angular_velocity(s, f, b, a)
-            wb = self._angular_velocity(s, f, b, bb)
-            if ti.static(self.dim == 2):
-                q = s.angle[f, b, bb] - self._angle(s, f, b, a) - self.j_angle0[j]
-                qd = wb - wa
-            else:
-                u = s.joint_axis[f, b, j]
-                ra = geo.mv(Ra, self.j_ref_a[j])
-                rb = geo.mv(Rb, self.j_ref_b[j])
-                q = geo.atan2(ra.cross(rb).dot(u), ra.dot(rb))
-                qd = (wb - wa).dot(u)
-        s.joint_q[f, b, j] = q
-        s.joint_qd[f, b, j] = qd
-
-    @ti.func
-    def _angle(self, s: ti.template(), f, b, body):
-        """2D: the body's angle, 0 for the world."""
-        angle = 0.0
-        if body >= 0:
-            angle = s.angle[f, b, body]
-        return angle
-
-    @ti.func
-    def _joint(self, s: ti.template(), f, b, j, kind: ti.template()):
-        a = self.j_a[j]
-        bb = self.j_b[j]
-        pa = s.joint_pa[f, b, j]
-        pb = s.joint_pb[f, b, j]
-        k = self.j_stiffness.field[self.j_stiffness.bi(b), j]
-        c = self.j_damping.field[self.j_damping.bi(b), j]
-        kr = self.j_ang_stiffness.field[self.j_ang_stiffness.bi(b), j]
-        cr = self.j_ang_damping.field[self.j_ang_damping.bi(b), j]
-        gap = pb - pa
-        gap_rate = s.joint_vb[f, b, j] - s.joint_va[f, b, j]
-        if ti.static(kind == PRISMATIC):
-            u = s.joint_axis[f, b, j]
-            gap -= gap.dot(u) * u
-            gap_rate -= gap_rate.dot(u) * u
-        F = k * gap + c * gap_rate  # pulls b's anchor towards a's
-        self._apply(s, f, b, a, pa, F)
-        self._apply(s, f, b, bb, pb, -F)
-        if ti.static(kind != BALL and (self.dim == 3 or kind != REVOLUTE)):
-            wa = self._angular_velocity(s, f, b, a)
-            wb = self._angular_velocity(s, f, b, bb)
-            tau = wb * 0.0
-            if ti.static(self.dim == 2):  # fixed, prismatic: lock the relative angle
-                rel = s.angle[f, b, bb] - self._angle(s, f, b, a) - self.j_angle0[j]
-                tau = -(kr * rel + cr * (wb - wa))
-            elif ti.static(kind == REVOLUTE):  # align b's hinge axis with a's, damp the other rotations
-                u = s.joint_axis[f, b, j]
-                ub = geo.mv(self._rot(s, f, b, bb), self.j_axis_b[j])
-                w_rel = wb - wa
-                tau = kr * ub.cross(u) - cr * (w_rel - w_rel.dot(u) * u)
-            else:  # fixed, prismatic: rotate b towards R_a R0
-                Ra = ti.Matrix.identity(float, 3)
-                if a >= 0:
-                    Ra = self._rot(s, f, b, a)
-                tau = kr * geo.vee(
-                    geo.mm(geo.mm(Ra, self.j_rel0[j]), self._rot(s, f, b, bb).transpose())
-                ) - cr * (wb - wa)
-            self._apply_torque(s, f, b, a, -tau)
-            self._apply_torque(s, f, b, bb, tau)
-
-    @ti.func
-    def _limit(self, s: ti.template(), f, b, j, kind: ti.template()):
-        """Push the joint coordinate back into [lower, upper]: a one-sided spring-damper."""
-        slot = self.j_limit_slot[j]
-        q = s.joint_q[f, b, j]
-        qd = s.joint_qd[f, b, j]
-        lo = self.j_lower.field[self.j_lower.bi(b), slot]
-        hi = self.j_upper.field[self.j_upper.bi(b), slot]
-        kl = self.j_limit_stiffness.field[self.j_limit_stiffness.bi(b), slot]
-        cl = self.j_limit_damping.field[self.j_limit_damping.bi(b), slot]
-        push = 0.0  # along +q
-        if q < lo:
-            push = ti.max(kl * (lo - q) - cl * qd, 0.0)
-        elif q > hi:
-            push = ti.min(kl * (hi - q) - cl * qd, 0.0)
-        self._actuate(s, f, b, j, kind, push)
-
-    @ti.func
-    def _actuate(self, s: ti.template(), f, b, j, kind: ti.template(), amount):
-        """A generalized force along joint j's coordinate: a torque about the hinge (N m) or a force along the
-        slide (N), on b and, opposite, on a."""
-        a = self.j_a[j]
-        bb = self.j_b[j]
-        if ti.static(kind == PRISMATIC):
-            F = amount * s.joint_axis[f, b, j]
-            pb = s.joint_pb[f, b, j]
-            self._apply(s, f, b, bb, pb, F)
-            self._apply(s, f, b, a, pb, -F)
-        elif ti.static(self.dim == 2):
-            self._apply_torque(s, f, b, bb, amount)
-            self._apply_torque(s, f, b, a, -amount)
-        else:
-            tau = amount * s.joint_axis[f, b, j]
-            self._apply_torque(s, f, b, bb, tau)
-            self._apply_torque(s, f, b, a, -tau)
-
-    @ti.func
-    def _motor(self, s: ti.template(), f, b, k, kind: ti.template()):
-        j = self.m_joint[k]
-        act = s.act[f, b, self.m_actuator[k]]
-        scale = self.m_scale.field[self.m_scale.bi(b), k]
-        amount = scale * act
-        if self.m_mode[k] == ti.static(MOTOR_ID["position"]):
-            kp = self.m_kp.field[self.m_kp.bi(b), k]
-            kd = self.m_kd.field[self.m_kd.bi(b), k]
-            amount = kp * (scale * act - s.joint_q[f, b, j]) - kd * s.joint_qd[f, b, j]
-        self._actuate(s, f, b, j, kind, amount)
-
-    @ti.func
-    def _spring(self, s: ti.template(), f, b, k):
-        a = self.s_a[k]
-        bb = self.s_b[k]
-        pa = self.s_anchor_a[k]
-        if a >= 0:
-            pa = s.x[f, b, a] + geo.mv(self._rot(s, f, b, a), pa)
-        pb = s.x[f, b, bb] + geo.mv(self._rot(s, f, b, bb), self.s_anchor_b[k])
-        d = pb - pa
-        length = ti.sqrt(d.dot(d) + 1e-20)
-        direction = d / length
-        rest = self.s_rest.field[self.s_rest.bi(b), k]
-        if ti.static(self.has_controller):
-            act_id = self.s_actuator[k]
-            if act_id >= 0:
-                rest *= 1.0 + self.s_actuation.field[self.s_actuation.bi(b), k] * s.act[f, b, act_id]
-        rate = (self._point_velocity(s, f, b, bb, pb) - self._point_velocity(s, f, b, a, pa)).dot(direction)
-        magnitude = (
-            self.s_stiffness.field[self.s_stiffness.bi(b), k] * (length - rest)
-            + self.s_damping.field[self.s_damping.bi(b), k] * rate
-        )
-        self._apply(s, f, b, a, pa, magnitude * direction)
-        self._apply(s, f, b, bb, pb, -magnitude * direction)
 
     # -- analysis -----------------------------------------------------------------------------------------------
     def energy(self, traj: dict[str, np.ndarray]) -> np.ndarray:

@@ -23,8 +23,8 @@ import taichi as ti
 
 from ... import runtime
 from ...engine.state import FieldSpec
-from ...engine.system import System, check_step
-from ...errors import DiffsimError
+from ...engine.system import ParamSpec, System, check_controller_outputs, check_step, default_gravity
+from .kernels import SpringKernels
 from .model import SpringModel
 
 #: on the CPU, below this many elements (batch x max(particles, springs)) the loops run serially
@@ -34,8 +34,25 @@ from .model import SpringModel
 SERIAL_BELOW = 1_000_000
 
 
+#: the parameters, in the order they are built: dotted name, attribute, unit, transform, bounds
+PARAMETERS = (
+    ParamSpec("springs.stiffness", "stiffness", "N/m", transform="log"),
+    ParamSpec("springs.damping", "damping", "N s/m", bounds=(0, None)),
+    ParamSpec("springs.rest_length", "rest_length", "m", transform="log"),
+    ParamSpec("springs.actuation", "actuation", "1", doc="relative rest-length change at action 1"),
+    ParamSpec("particles.mass", "point_mass", "kg", transform="log"),
+    ParamSpec("initial.position", "x0", "m", vector=True),
+    ParamSpec("initial.velocity", "v0", "m/s", vector=True),
+    ParamSpec("gravity", "gravity", "m/s^2", vector=True),
+    ParamSpec("ground.height", "ground_height", "m"),
+    ParamSpec("ground.friction", "friction", "1", bounds=(0, None)),
+    ParamSpec("ground.stiffness", "contact_stiffness", "N/m", transform="log"),
+    ParamSpec("ground.damping", "contact_damping", "N s/m", bounds=(0, None)),
+)
+
+
 @ti.data_oriented
-class SpringSystem(System):
+class SpringSystem(SpringKernels, System):
     kind = "springs"
 
     def __init__(
@@ -66,63 +83,28 @@ class SpringSystem(System):
         self.has_ground = ground is not None
         self.friction_smoothing = float(friction_smoothing)
         self.serial = runtime.serial_loops(self.batch * max(self.n, self.m), SERIAL_BELOW)
-        up = np.zeros(self.dim)
-        up[-1] = 1.0
-        gravity = -9.81 * up if gravity is None else np.asarray(gravity, dtype=np.float64)
-        if gravity.shape != (self.dim,):
-            raise DiffsimError(
-                f"must have {self.dim} components, got {gravity.tolist()}", where=f"{model.source}: gravity"
-            )
-        pb = set(per_batch)
-        unknown = pb - {
-            "springs.stiffness",
-            "springs.damping",
-            "springs.rest_length",
-            "springs.actuation",
-            "particles.mass",
-            "initial.position",
-            "initial.velocity",
-            "gravity",
-            "ground.friction",
-            "ground.height",
-            "ground.stiffness",
-            "ground.damping",
-        }
-        if unknown:
-            raise DiffsimError(f"unknown parameter names {sorted(unknown)}", where="per_batch")
-
-        def param(name, shape, value, **kw):
-            return self.add_param(name, shape, value, per_batch=name in pb, **kw)
-
+        gravity = default_gravity(gravity, self.dim, model.source)
         m_ = max(self.m, 1)
 
         def pad(a, fill):  # a body without springs keeps one inert placeholder so every field has a shape
             return a if self.m else np.full(1, fill)
 
-        self.stiffness = param(
-            "springs.stiffness", (m_,), pad(arrays["stiffness"], 1.0), transform="log", unit="N/m"
-        )
-        self.damping = param(
-            "springs.damping", (m_,), pad(arrays["damping"], 0.0), bounds=(0, None), unit="N s/m"
-        )
-        self.rest_length = param(
-            "springs.rest_length", (m_,), pad(arrays["rest_length"], 1.0), transform="log", unit="m"
-        )
-        self.actuation = param(
-            "springs.actuation",
-            (m_,),
-            pad(arrays["actuation"], 0.0),
-            unit="1",
-            doc="relative rest-length change at action 1",
-        )
-        self.point_mass = param("particles.mass", (self.n,), arrays["mass"], transform="log", unit="kg")
-        self.x0 = param("initial.position", (self.n, self.dim), arrays["x"], vector_dim=self.dim, unit="m")
-        self.v0 = param("initial.velocity", (self.n, self.dim), arrays["v"], vector_dim=self.dim, unit="m/s")
-        self.gravity = param("gravity", (self.dim,), gravity, vector_dim=self.dim, unit="m/s^2")
-        self.ground_height = param("ground.height", (), 0.0 if ground is None else ground, unit="m")
-        self.friction = param("ground.friction", (), friction, bounds=(0, None), unit="1")
-        self.contact_stiffness = param("ground.stiffness", (), contact_stiffness, transform="log", unit="N/m")
-        self.contact_damping = param("ground.damping", (), contact_damping, bounds=(0, None), unit="N s/m")
+        n, d = self.n, self.dim
+        values = {
+            "springs.stiffness": ((m_,), pad(arrays["stiffness"], 1.0)),
+            "springs.damping": ((m_,), pad(arrays["damping"], 0.0)),
+            "springs.rest_length": ((m_,), pad(arrays["rest_length"], 1.0)),
+            "springs.actuation": ((m_,), pad(arrays["actuation"], 0.0)),
+            "particles.mass": ((n,), arrays["mass"]),
+            "initial.position": ((n, d), arrays["x"]),
+            "initial.velocity": ((n, d), arrays["v"]),
+            "gravity": ((d,), gravity),
+            "ground.height": ((), 0.0 if ground is None else ground),
+            "ground.friction": ((), friction),
+            "ground.stiffness": ((), contact_stiffness),
+            "ground.damping": ((), contact_damping),
+        }
+        self.build_params(PARAMETERS, values, per_batch)
 
         itype, npi = runtime.index_type(), runtime.np_index()
         self.springs = ti.Vector.field(2, itype, shape=(m_,))
@@ -132,19 +114,18 @@ class SpringSystem(System):
         self.actuator.from_numpy((arrays["actuator"] if self.m else -np.ones(1)).astype(npi))
         self.pinned.from_numpy(arrays["pinned"].astype(npi))
 
-        n_act = model.n_actuators
-        if n_act and controller is None:
-            raise DiffsimError(f"{n_act} springs are actuated but no controller is given", where=model.source)
-        if controller is not None and controller.n_actions != n_act:
-            raise DiffsimError(
-                f"controller has {controller.n_actions} outputs, the body has {n_act} actuators",
-                where=f"{model.source}: controller",
-            )
+        check_controller_outputs(
+            controller, model.n_actuators, model.source, actuated="springs", owner="body"
+        )
         self.n_obs = 2 * self.dim * self.n
         self._attach_controller(controller, self.n_obs)
         self._check_time_step(arrays)
 
     # -- description --------------------------------------------------------------------------------------------
+    def masses(self) -> np.ndarray:
+        """Particle masses (kg), (copies, n)."""
+        return np.broadcast_to(self.point_mass.numpy().reshape(-1, self.n), (self.batch, self.n)).copy()
+
     def stiffest_frequency(self) -> float:
         """Largest natural angular frequency sqrt(k / m_reduced) among springs and ground contact (rad/s)."""
         k = (
@@ -163,7 +144,7 @@ class SpringSystem(System):
             omega = max(omega, float(np.sqrt(np.max(self.contact_stiffness.numpy()) / m.min())))
         return omega
 
-    def stability(self) -> tuple[float, str]:
+    def stable_dt(self) -> tuple[float, str]:
         """(largest stable dt in s, what limits it) over every spring-dashpot and the ground contact.
 
         A spring k with dashpot c between particles a and b moves their separation like one mass m = m_a m_b /
@@ -204,7 +185,7 @@ class SpringSystem(System):
         return worst, what
 
     def _check_time_step(self, arrays) -> None:
-        dt_max, what = self.stability()
+        dt_max, what = self.stable_dt()
         if self.dt > dt_max:
             warnings.warn(
                 f"{self.model.source}: dt={self.dt:g} s is above the stability limit of semi-implicit Euler for "
@@ -213,7 +194,7 @@ class SpringSystem(System):
             )
 
     def instability_hint(self) -> str:
-        dt_max, what = self.stability()
+        dt_max, what = self.stable_dt()
         return (
             f"dt={self.dt:g} s; {what} needs dt < {dt_max:.3g} s ((omega dt)^2 + 2 c dt / m < 4)"
             if math.isfinite(dt_max)
@@ -236,108 +217,6 @@ class SpringSystem(System):
                 ]
             specs += self.controller.field_specs()
         return specs
-
-    # -- kernels ------------------------------------------------------------------------------------------------
-    @ti.kernel
-    def _initialize(self, s: ti.template()):
-        for b, i in ti.ndrange(self.batch, self.n):
-            s.x[0, b, i] = self.x0.field[self.x0.bi(b), i]
-            s.v[0, b, i] = self.v0.field[self.v0.bi(b), i]
-
-    def initialize(self, s):
-        self._initialize(s)
-
-    def initialize_grad(self, s):
-        self._initialize.grad(s)
-
-    @ti.func
-    def _normal_force(self, s: ti.template(), f, b, i):
-        """Ground penalty force magnitude on particle i (N), >= 0."""
-        fn = 0.0
-        if ti.static(self.has_ground):
-            pen = self.ground_height.field[self.ground_height.bi(b)] - s.x[f, b, i][self.dim - 1]
-            if pen > 0:
-                kc = self.contact_stiffness.field[self.contact_stiffness.bi(b)]
-                cc = self.contact_damping.field[self.contact_damping.bi(b)]
-                fn = ti.max(kc * pen - cc * s.v[f, b, i][self.dim - 1], 0.0)
-        return fn
-
-    def serial_steps(self) -> bool:
-        return self.serial
-
-    @ti.func
-    def _step_body(self, s: ti.template(), f: ti.template(), fg: ti.template()):
-        """One step, frame f -> f + 1 (fg: the global step index); launched by engine/stepper.py."""
-        if ti.static(self.has_controller):
-            if ti.static(self.has_observation):
-                ti.loop_config(serialize=ti.static(self.serial))
-                for b in range(self.batch):
-                    s.com[f, b] = ti.Vector.zero(float, self.dim)
-                    s.vcom[f, b] = ti.Vector.zero(float, self.dim)
-                    s.mtot[f, b] = 0.0
-                ti.loop_config(serialize=ti.static(self.serial))
-                for b, i in ti.ndrange(self.batch, self.n):
-                    mi = self.point_mass.field[self.point_mass.bi(b), i]
-                    s.com[f, b] += mi * s.x[f, b, i]
-                    s.vcom[f, b] += mi * s.v[f, b, i]
-                    s.mtot[f, b] += mi
-                ti.loop_config(serialize=ti.static(self.serial))
-                for b, i in ti.ndrange(self.batch, self.n):
-                    rel_x = s.x[f, b, i] - s.com[f, b] / s.mtot[f, b]
-                    rel_v = s.v[f, b, i] - s.vcom[f, b] / s.mtot[f, b]
-                    for d in ti.static(range(self.dim)):
-                        s.obs[f, b, 2 * self.dim * i + d] = rel_x[d]
-                        s.obs[f, b, 2 * self.dim * i + self.dim + d] = rel_v[d]
-            self.controller.run_stages(s, f, fg, self.serial)
-
-        ti.loop_config(serialize=ti.static(self.serial))
-        for b, i in ti.ndrange(self.batch, self.n):
-            up = ti.Vector.unit(self.dim, self.dim - 1)
-            mi = self.point_mass.field[self.point_mass.bi(b), i]
-            s.force[f, b, i] = (
-                mi * self.gravity.field[self.gravity.bi(b)] + self._normal_force(s, f, b, i) * up
-            )
-
-        if ti.static(self.m > 0):
-            ti.loop_config(serialize=ti.static(self.serial))
-            for b, k in ti.ndrange(self.batch, self.m):
-                a = self.springs[k][0]
-                c = self.springs[k][1]
-                d = s.x[f, b, c] - s.x[f, b, a]
-                length = ti.sqrt(d.dot(d) + 1e-20)
-                direction = d / length
-                rest = self.rest_length.field[self.rest_length.bi(b), k]
-                if ti.static(self.has_controller):
-                    act_id = self.actuator[k]
-                    if act_id >= 0:
-                        rest *= 1.0 + self.actuation.field[self.actuation.bi(b), k] * s.act[f, b, act_id]
-                closing = (s.v[f, b, c] - s.v[f, b, a]).dot(direction)
-                magnitude = (
-                    self.stiffness.field[self.stiffness.bi(b), k] * (length - rest)
-                    + self.damping.field[self.damping.bi(b), k] * closing
-                )
-                s.force[f, b, a] += magnitude * direction
-                s.force[f, b, c] -= magnitude * direction
-
-        ti.loop_config(serialize=ti.static(self.serial))
-        for b, i in ti.ndrange(self.batch, self.n):
-            if self.pinned[i]:
-                s.v[f + 1, b, i] = s.v[f, b, i] * 0.0
-                s.x[f + 1, b, i] = s.x[f, b, i]
-            else:
-                mi = self.point_mass.field[self.point_mass.bi(b), i]
-                v_star = s.v[f, b, i] + ti.static(self.dt) * s.force[f, b, i] / mi
-                v_new = v_star
-                if ti.static(self.has_ground):
-                    fn = self._normal_force(s, f, b, i)
-                    up = ti.Vector.unit(self.dim, self.dim - 1)
-                    v_n = v_star.dot(up)
-                    v_t = v_star - v_n * up
-                    mu = self.friction.field[self.friction.bi(b)]
-                    slip = ti.sqrt(v_t.dot(v_t) + ti.static(self.friction_smoothing**2))
-                    v_new = v_n * up + v_t / (1.0 + mu * fn * ti.static(self.dt) / (mi * slip))
-                s.v[f + 1, b, i] = v_new
-                s.x[f + 1, b, i] = s.x[f, b, i] + ti.static(self.dt) * v_new
 
     # -- analysis -----------------------------------------------------------------------------------------------
     def energy(self, traj: dict[str, np.ndarray]) -> np.ndarray:
