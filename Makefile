@@ -17,10 +17,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 # Every optional extra, resolved together: the PyTorch, JAX and TensorFlow bridges (docs/interop.md), Ray and
-# CMA-ES (docs/scale.md). Their tests skip without them; CI installs them.
+# CMA-ES (docs/scale.md), MuJoCo (docs/robots.md). Their tests skip without them; CI installs them.
 EXTRAS_STAMP := $(VENV)/.installed-extras
 $(EXTRAS_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/python -m pip install -q -e '.[test,torch,jax,tf,scale]'
+	$(BIN)/python -m pip install -q -e '.[test,torch,jax,tf,scale,robots]'
 	touch $(EXTRAS_STAMP)
 
 install-extras: $(EXTRAS_STAMP)

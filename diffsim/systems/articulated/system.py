@@ -212,14 +212,18 @@ class ArticulatedSystem(ArticulatedKernels, System):
             self.advance(s, f, b)
 
     # -- analysis -----------------------------------------------------------------------------------------------
-    def stability(self) -> tuple[float, str]:
-        """(a stable dt bound in s, what limits it): the explicit part of the step is stable while
-        omega dt < 2 for each joint's stiffness (joint spring and the servos' -bias1 gear^2) over its smallest
-        effective inertia, bounded below by the armature plus the link inertia about the joint (a rough bound)."""
-        return math.inf, ""
+    def masses(self) -> np.ndarray:
+        """Link masses (kg), (copies, links)."""
+        per_link = [np.broadcast_to(m.numpy().reshape(-1), (self.batch,)) for m in self._mass]
+        return np.stack(per_link, axis=1) if per_link else np.zeros((self.batch, 0))
+
+    def stable_dt(self) -> tuple[float, str]:
+        """No bound is estimated for articulated bodies yet: (inf, the reason). The divergence and non-finite
+        checks of every rollout still apply."""
+        return math.inf, "no stability bound is estimated for articulated bodies"
 
     def instability_hint(self) -> str:
-        return ""
+        return "a smaller dt, or more joint damping or armature"
 
     def energy(self, traj: dict[str, np.ndarray]) -> np.ndarray | None:
         return traj.get("energy")
