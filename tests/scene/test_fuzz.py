@@ -102,14 +102,20 @@ def nested(depth: int, inner: Any = 1, table: bool = False) -> Any:
 NESTED = [(100, False), (5000, False), (5000, True)]
 
 
+#: floats without subnormals: once Taichi has started in a process it runs with flush-to-zero, and Python then parses
+#: "2.2e-311" as 0.0, so a subnormal value would not survive the scene's text round trip in a test process that
+#: compiled kernels before (measured: float("2.225073858507e-311") is 0.0 after diffsim.init(arch="cpu"))
+FLOATS = st.floats(allow_subnormal=False)
+
+
 def nasty_values() -> st.SearchStrategy:
     return st.one_of(
         st.sampled_from(NASTY).map(copy.deepcopy),  # a fresh copy: later mutations may change it in place
         st.sampled_from(NESTED).map(lambda n: nested(n[0], table=n[1])),
         st.integers(min_value=-(2**80), max_value=2**80),
-        st.floats(allow_nan=True, allow_infinity=True),
+        st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False),
         st.text(max_size=20),
-        st.lists(st.one_of(st.integers(-3, 3), st.floats(), st.text(max_size=3)), max_size=6),
+        st.lists(st.one_of(st.integers(-3, 3), FLOATS, st.text(max_size=3)), max_size=6),
     )
 
 
@@ -466,7 +472,7 @@ def test_parse_set_raw_text(items):
 # The command line's task flags (load_scene's keywords, typed as argparse gives them) and a file on disk
 
 _ARG_INT = st.one_of(st.sampled_from([0, -1, 1, 2**31, 2**63, 2**70]), st.integers())
-_ARG_FLOAT = st.one_of(st.sampled_from([0.0, -1.0, math.nan, math.inf, -math.inf, 1e308]), st.floats())
+_ARG_FLOAT = st.one_of(st.sampled_from([0.0, -1.0, math.nan, math.inf, -math.inf, 1e308]), FLOATS)
 
 
 @st.composite
